@@ -1,0 +1,254 @@
+//! The agent's operations as the command line and Jobs run them: backup, list, verify, restore. Each
+//! returns a [`Summary`] — the small JSON document printed at the end and, when asked, written to a
+//! file (a Job's termination-message path) for the controller to read.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::{
+    chunk_writer::{ChunkParams, ChunkWriteError, ChunkWriter},
+    manifest::{Chunking, FORMAT_VERSION, Manifest, MethodKind, Totals, new_backup_id},
+    method::{BackupMethod, MethodError},
+    position::Positions,
+    progress::Progress,
+    restore::{RestoreError, RestoreOptions},
+    storage::{Storage, StorageError},
+    verify::{Damage, VerifyReport},
+};
+
+/// Errors of agent operations.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The backup method failed.
+    #[error(transparent)]
+    Method(#[from] MethodError),
+    /// The chunk pipeline failed.
+    #[error(transparent)]
+    Chunks(#[from] ChunkWriteError),
+    /// Restore failed.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    /// Verification found damage.
+    #[error("backup {backup} is damaged: {}", describe_damage(.damaged))]
+    Damaged { backup: String, damaged: Vec<Damage> },
+    /// Writing the summary file failed.
+    #[error("writing summary file {path}: {source}")]
+    SummaryFile { path: PathBuf, source: std::io::Error },
+}
+
+fn describe_damage(damaged: &[Damage]) -> String {
+    let mut files: Vec<&str> = damaged.iter().map(|d| d.path.as_str()).collect();
+    files.dedup();
+    let first = damaged.first().map(|d| d.reason.as_str()).unwrap_or("");
+    format!("{} damaged chunk(s) in {} (first: {first})", damaged.len(), files.join(", "))
+}
+
+/// Settings shared by the operations that write backups.
+#[derive(Debug, Clone, Copy)]
+pub struct BackupSettings {
+    /// Chunking parameters.
+    pub chunks: ChunkParams,
+    /// Interval of progress log lines when not on a terminal.
+    pub progress_interval: Duration,
+}
+
+/// The JSON summary of an operation.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase", tag = "operation")]
+pub enum Summary {
+    /// A backup was taken.
+    #[serde(rename = "backup", rename_all = "camelCase")]
+    Backup {
+        backup_id: String,
+        storage: String,
+        manifest: String,
+        method: MethodKind,
+        positions: Positions,
+        totals: Totals,
+        started_at: DateTime<Utc>,
+        completed_at: DateTime<Utc>,
+        duration_seconds: f64,
+    },
+    /// A backup was verified.
+    #[serde(rename = "verify", rename_all = "camelCase")]
+    Verify { backup_id: String, storage: String, report: VerifyReport, duration_seconds: f64 },
+    /// A backup was restored.
+    #[serde(rename = "restore", rename_all = "camelCase")]
+    Restore {
+        backup_id: String,
+        storage: String,
+        datadir: PathBuf,
+        method: MethodKind,
+        positions: Positions,
+        files: u64,
+        bytes: u64,
+        transfer_seconds: f64,
+        prepare_seconds: f64,
+        duration_seconds: f64,
+    },
+}
+
+impl Summary {
+    /// Writes the summary as JSON to `path`.
+    pub fn write_to(&self, path: &PathBuf) -> Result<(), AgentError> {
+        let json = serde_json::to_string(self).expect("summaries always serialise");
+        std::fs::write(path, json).map_err(|source| AgentError::SummaryFile { path: path.clone(), source })
+    }
+}
+
+/// Takes a backup with `method` into `storage`. The manifest is written after every chunk is stored;
+/// if anything fails before, no manifest exists and the backup does not exist.
+pub async fn backup<M: BackupMethod>(
+    method: &M,
+    storage: &Storage,
+    settings: BackupSettings,
+) -> Result<Summary, AgentError> {
+    let started_at = Utc::now();
+    let backup_id = new_backup_id(started_at);
+    tracing::info!(backup_id, storage = storage.url(), method = method.kind().as_str(), "backup starting");
+    let known = storage.list_chunks().await?;
+    tracing::info!(chunks = known.len(), "chunks already in storage");
+    let progress = Progress::new(method.estimated_bytes());
+    let reporter = progress.report("backup", settings.progress_interval);
+    let writer = ChunkWriter::new(storage.clone(), settings.chunks, known, progress.clone());
+    let ran = method.run(&writer).await;
+    let finished = writer.finish().await;
+    reporter.stop();
+    let positions = ran?;
+    let (files, totals) = finished?;
+    let completed_at = Utc::now();
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        backup_id: backup_id.clone(),
+        method: method.kind(),
+        started_at,
+        completed_at,
+        positions: positions.clone(),
+        chunking: Chunking {
+            hash: "blake3".into(),
+            compression: "zstd".into(),
+            level: settings.chunks.level,
+            chunk_size: settings.chunks.chunk_size as u64,
+        },
+        prepare: method.prepare(),
+        totals: totals.clone(),
+        files,
+    };
+    storage.write_manifest(&manifest).await?;
+    let duration_seconds = (Utc::now() - started_at).num_milliseconds() as f64 / 1000.0;
+    tracing::info!(
+        backup_id,
+        data_bytes = totals.data_bytes,
+        uploaded_bytes = totals.uploaded_bytes,
+        reused_chunks = totals.reused_chunks,
+        duration_seconds,
+        "backup complete"
+    );
+    Ok(Summary::Backup {
+        backup_id: backup_id.clone(),
+        storage: storage.url().to_string(),
+        manifest: storage.manifest_key(&backup_id).to_string(),
+        method: manifest.method,
+        positions,
+        totals,
+        started_at,
+        completed_at,
+        duration_seconds,
+    })
+}
+
+/// One line of `list`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedBackup {
+    /// Backup id.
+    pub backup_id: String,
+    /// Start time.
+    pub started_at: DateTime<Utc>,
+    /// Method.
+    pub method: MethodKind,
+    /// Original data bytes.
+    pub data_bytes: u64,
+    /// Stored bytes of the backup's distinct chunks.
+    pub stored_bytes: u64,
+    /// Positions at the consistent point.
+    pub positions: Positions,
+}
+
+/// Lists complete backups, oldest first.
+pub async fn list(storage: &Storage) -> Result<Vec<ListedBackup>, AgentError> {
+    let mut out = Vec::new();
+    for id in storage.list_backup_ids().await? {
+        let m = storage.read_manifest(&id).await?;
+        out.push(ListedBackup {
+            backup_id: m.backup_id,
+            started_at: m.started_at,
+            method: m.method,
+            data_bytes: m.totals.data_bytes,
+            stored_bytes: m.totals.stored_bytes,
+            positions: m.positions,
+        });
+    }
+    Ok(out)
+}
+
+/// Verifies backup `wanted` (an id or `latest`); damage is an error naming the files.
+pub async fn verify(
+    storage: &Storage,
+    wanted: &str,
+    parallel: usize,
+    progress_interval: Duration,
+) -> Result<Summary, AgentError> {
+    let started = std::time::Instant::now();
+    let id = storage.resolve_backup(wanted).await?;
+    let manifest = storage.read_manifest(&id).await?;
+    let progress = Progress::new(manifest.totals.data_bytes);
+    let reporter = progress.report("verify", progress_interval);
+    let report = crate::verify::verify(storage, &manifest, parallel, progress).await;
+    reporter.stop();
+    if !report.damaged.is_empty() {
+        return Err(AgentError::Damaged { backup: id, damaged: report.damaged });
+    }
+    Ok(Summary::Verify {
+        backup_id: id,
+        storage: storage.url().to_string(),
+        report,
+        duration_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Restores backup `wanted` (an id or `latest`).
+pub async fn restore(
+    storage: &Storage,
+    wanted: &str,
+    opts: &RestoreOptions,
+    progress_interval: Duration,
+) -> Result<Summary, AgentError> {
+    let started = std::time::Instant::now();
+    let id = storage.resolve_backup(wanted).await?;
+    let manifest = storage.read_manifest(&id).await?;
+    tracing::info!(backup_id = id, datadir = %opts.datadir.display(), "restore starting");
+    let progress = Progress::new(manifest.totals.data_bytes);
+    let reporter = progress.report("restore", progress_interval);
+    let outcome = crate::restore::restore(storage, &manifest, opts, Arc::clone(&progress)).await;
+    reporter.stop();
+    let outcome = outcome?;
+    tracing::info!(backup_id = id, bytes = outcome.bytes, "restore complete");
+    Ok(Summary::Restore {
+        backup_id: id,
+        storage: storage.url().to_string(),
+        datadir: opts.datadir.clone(),
+        method: manifest.method,
+        positions: manifest.positions,
+        files: outcome.files,
+        bytes: outcome.bytes,
+        transfer_seconds: outcome.transfer_seconds,
+        prepare_seconds: outcome.prepare_seconds,
+        duration_seconds: started.elapsed().as_secs_f64(),
+    })
+}

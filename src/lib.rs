@@ -1,0 +1,22 @@
+//! mysql-backup-operator: physical backups of MySQL and MariaDB to object storage, restored verified.
+//!
+//! The library holds everything; `main.rs` only parses the command line and dispatches. The agent's
+//! data path: a [`method`] reads a consistent copy of the server's files into the [`chunk_writer`],
+//! which stores content-addressed zstd chunks through [`storage`]; the [`manifest`], written last,
+//! lists every file with its chunks and the [`position`]s of the consistent point. [`restore`] and
+//! [`verify`] read it back through [`chunk_reader`], checking every hash.
+
+pub mod agent;
+pub mod binlog_file;
+pub mod chunk_reader;
+pub mod chunk_writer;
+pub mod gtid;
+pub mod manifest;
+pub mod mbstream;
+pub mod method;
+pub mod position;
+pub mod progress;
+pub mod restore;
+pub mod server;
+pub mod storage;
+pub mod verify;

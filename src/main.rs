@@ -1,0 +1,319 @@
+//! Command line of mysql-backup-operator: parses arguments and dispatches to the library.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mysql_backup_operator::{
+    agent::{self, AgentError, BackupSettings, Summary},
+    chunk_writer::ChunkParams,
+    manifest::MethodKind,
+    method::{cold::Cold, mariabackup::Mariabackup},
+    restore::RestoreOptions,
+    server::ServerConfig,
+    storage::{RetryPolicy, Storage, parse_option},
+};
+
+/// Physical backups of MySQL and MariaDB to object storage: a Kubernetes operator and a standalone agent.
+#[derive(Parser)]
+#[command(name = "mysql-backup-operator", version, about)]
+struct Cli {
+    /// Log format: `text` for people, `json` for log collectors.
+    #[arg(long, global = true, env = "LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The data path: back up, list, verify and restore (inside Jobs, or on any host).
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Take a backup of a datadir into storage.
+    Backup(BackupArgs),
+    /// List the complete backups in storage.
+    List(ListArgs),
+    /// Re-read every chunk of a backup and check every hash.
+    Verify(VerifyArgs),
+    /// Restore a backup into an empty directory.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args)]
+struct StorageArgs {
+    /// Where backups live: file:///dir (or a plain path), s3://bucket/prefix, az://container/prefix,
+    /// gs://bucket/prefix. Credentials come from the environment (AWS_*, AZURE_STORAGE_*, GOOGLE_*).
+    #[arg(long, env = "BACKUP_STORAGE", default_value = "./backups")]
+    storage: String,
+    /// Backend option as key=value (object_store keys: endpoint, region, allow_http,
+    /// virtual_hosted_style_request, account_name, …). Repeatable. Credentials are refused here.
+    #[arg(long = "storage-option", value_name = "KEY=VALUE")]
+    storage_options: Vec<String>,
+    /// Seconds one storage request is retried before the operation fails.
+    #[arg(long, default_value_t = 180)]
+    storage_retry_timeout: u64,
+}
+
+impl StorageArgs {
+    fn open(&self) -> Result<Storage, AgentError> {
+        let options = self.storage_options.iter().map(|o| parse_option(o)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Storage::open(
+            &self.storage,
+            &options,
+            RetryPolicy { timeout: Duration::from_secs(self.storage_retry_timeout) },
+        )?)
+    }
+}
+
+#[derive(Args)]
+struct CommonArgs {
+    /// Files or chunks processed at once.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    parallel: u16,
+    /// Seconds between progress log lines when stderr is not a terminal.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    progress_interval: u64,
+    /// Also write the JSON summary to this file (e.g. /dev/termination-log in a Job).
+    #[arg(long)]
+    summary_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    /// How to read the server's files.
+    #[arg(long, value_enum)]
+    method: MethodKind,
+    /// The server's datadir.
+    #[arg(long, default_value = "/var/lib/mysql")]
+    datadir: PathBuf,
+    /// Binary log directory, when outside the datadir (cold method).
+    #[arg(long)]
+    binlog_dir: Option<PathBuf>,
+    /// Server to back up: mysql://user@host:port or mysql://user@localhost?socket=/path. The password
+    /// comes from MYSQL_PWD or --mysql-password-file, never from the URL.
+    #[arg(long, env = "MYSQL_URL")]
+    mysql_url: Option<String>,
+    /// File holding the server password.
+    #[arg(long, env = "MYSQL_PASSWORD_FILE")]
+    mysql_password_file: Option<PathBuf>,
+    /// Option file for mariadb-backup (e.g. the server's my.cnf); default: the system's option files.
+    #[arg(long)]
+    mariabackup_defaults_file: Option<PathBuf>,
+    /// mariadb-backup binary.
+    #[arg(long, default_value = "mariadb-backup")]
+    mariabackup_path: String,
+    /// zstd level of new chunks (1 fastest … 19 smallest).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    compression_level: i32,
+    /// Chunk size in KiB (64 KiB … 64 MiB).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(64..=65536))]
+    chunk_size_kib: u32,
+    /// Chunks held in memory at once (default: 4 per --parallel).
+    #[arg(long)]
+    max_in_flight: Option<usize>,
+    /// Copy a datadir even if a running server seems to use it (cold method).
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    storage: StorageArgs,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    storage: StorageArgs,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// Backup id, or `latest`.
+    #[arg(long, default_value = "latest")]
+    backup: String,
+    #[command(flatten)]
+    storage: StorageArgs,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// Backup id, or `latest`.
+    #[arg(long, default_value = "latest")]
+    backup: String,
+    /// Target datadir: must be empty or absent, unless --overwrite.
+    #[arg(long)]
+    datadir: PathBuf,
+    /// Where to put files of the backup's binlog directory (default: the datadir).
+    #[arg(long)]
+    binlog_dir: Option<PathBuf>,
+    /// Delete the target's current contents first.
+    #[arg(long)]
+    overwrite: bool,
+    /// mariadb-backup binary (for the prepare step).
+    #[arg(long, default_value = "mariadb-backup")]
+    mariabackup_path: String,
+    #[command(flatten)]
+    storage: StorageArgs,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// The error and its causes, one per clause.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn finish(summary: Summary, summary_file: Option<&PathBuf>) -> Result<(), AgentError> {
+    println!("{}", serde_json::to_string_pretty(&summary).expect("summaries always serialise"));
+    if let Some(path) = summary_file {
+        summary.write_to(path)?;
+    }
+    Ok(())
+}
+
+async fn run_backup(args: BackupArgs) -> Result<(), AgentError> {
+    let storage = args.storage.open()?;
+    let parallel = args.common.parallel as usize;
+    let chunk_size = args.chunk_size_kib as usize * 1024;
+    let settings = BackupSettings {
+        chunks: ChunkParams {
+            chunk_size,
+            level: args.compression_level,
+            max_in_flight: args.max_in_flight.unwrap_or(parallel * 4).max(1),
+        },
+        progress_interval: Duration::from_secs(args.common.progress_interval),
+    };
+    let summary = match args.method {
+        MethodKind::Cold => {
+            let method = Cold {
+                datadir: args.datadir,
+                binlog_dir: args.binlog_dir,
+                force: args.force,
+                parallel,
+                read_size: chunk_size,
+            };
+            agent::backup(&method, &storage, settings).await?
+        }
+        MethodKind::Mariabackup => {
+            let url = args.mysql_url.ok_or_else(|| {
+                AgentError::Method(mysql_backup_operator::method::MethodError::StreamOrder {
+                    tool: "mariadb-backup".into(),
+                    reason: "--method mariabackup needs --mysql-url (or MYSQL_URL)".into(),
+                })
+            })?;
+            let server = ServerConfig::from_url(&url, args.mysql_password_file.as_ref())
+                .map_err(|e| AgentError::Method(e.into()))?;
+            let method = Mariabackup {
+                server,
+                datadir: args.datadir,
+                defaults_file: args.mariabackup_defaults_file,
+                parallel,
+                tool: args.mariabackup_path,
+            };
+            agent::backup(&method, &storage, settings).await?
+        }
+    };
+    finish(summary, args.common.summary_file.as_ref())
+}
+
+async fn run(cli: Cli) -> Result<(), AgentError> {
+    match cli.command {
+        Command::Agent(AgentCommand::Backup(args)) => run_backup(args).await,
+        Command::Agent(AgentCommand::List(args)) => {
+            let storage = args.storage.open()?;
+            let backups = agent::list(&storage).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&backups).expect("listings always serialise"));
+            } else {
+                println!("{:<24} {:<20} {:<12} {:>14} {:>14}  POSITION", "ID", "STARTED", "METHOD", "DATA", "STORED");
+                for b in backups {
+                    println!(
+                        "{:<24} {:<20} {:<12} {:>14} {:>14}  {}",
+                        b.backup_id,
+                        b.started_at.format("%Y-%m-%d %H:%M:%S"),
+                        b.method.as_str(),
+                        b.data_bytes,
+                        b.stored_bytes,
+                        b.positions.short()
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Agent(AgentCommand::Verify(args)) => {
+            let storage = args.storage.open()?;
+            let interval = Duration::from_secs(args.common.progress_interval);
+            let summary = agent::verify(&storage, &args.backup, args.common.parallel as usize, interval).await?;
+            finish(summary, args.common.summary_file.as_ref())
+        }
+        Command::Agent(AgentCommand::Restore(args)) => {
+            let storage = args.storage.open()?;
+            let opts = RestoreOptions {
+                datadir: args.datadir,
+                binlog_dir: args.binlog_dir,
+                overwrite: args.overwrite,
+                parallel: args.common.parallel as usize,
+                mariabackup_tool: args.mariabackup_path,
+            };
+            let interval = Duration::from_secs(args.common.progress_interval);
+            let summary = agent::restore(&storage, &args.backup, &opts, interval).await?;
+            finish(summary, args.common.summary_file.as_ref())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let text = error_chain(&e);
+            tracing::error!(error = %text, "failed");
+            eprintln!("error: {text}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Progress of a long operation: bytes done of an (estimated) total, shown as a bar on a terminal and
+//! otherwise logged at a steady interval as structured fields (bytes, percent, rate).
+
+use std::{
+    io::IsTerminal,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::task::JoinHandle;
+
+/// Shared counters of one operation.
+#[derive(Debug)]
+pub struct Progress {
+    done: AtomicU64,
+    total: AtomicU64,
+    started: Instant,
+}
+
+impl Progress {
+    /// New counters with an estimated total (0 when unknown).
+    pub fn new(total: u64) -> Arc<Self> {
+        Arc::new(Self { done: AtomicU64::new(0), total: AtomicU64::new(total), started: Instant::now() })
+    }
+
+    /// Counts `n` more bytes done.
+    pub fn add_done(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Bytes done so far.
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// Replaces the estimated total.
+    pub fn set_total(&self, total: u64) {
+        self.total.store(total, Ordering::Relaxed);
+    }
+
+    /// Average rate since the start, in bytes per second.
+    pub fn rate(&self) -> f64 {
+        self.done() as f64 / self.started.elapsed().as_secs_f64().max(1e-3)
+    }
+
+    /// Percent done, when the total is known; never above 100 (totals are estimates).
+    pub fn percent(&self) -> Option<f64> {
+        let total = self.total.load(Ordering::Relaxed);
+        (total > 0).then(|| (self.done() as f64 * 100.0 / total as f64).min(100.0))
+    }
+
+    /// Starts showing progress of `operation`: a bar when stderr is a terminal, else a log line every
+    /// `interval`. Stops when the returned handle is aborted or dropped via [`Reporter::stop`].
+    pub fn report(self: &Arc<Self>, operation: &'static str, interval: Duration) -> Reporter {
+        let me = self.clone();
+        let handle = if std::io::stderr().is_terminal() {
+            tokio::spawn(async move {
+                let bar = indicatif::ProgressBar::new(me.total.load(Ordering::Relaxed));
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                bar.set_message(operation);
+                loop {
+                    bar.set_length(me.total.load(Ordering::Relaxed).max(me.done()));
+                    bar.set_position(me.done());
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        } else {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    tracing::info!(
+                        operation,
+                        bytes_done = me.done(),
+                        bytes_total = me.total.load(Ordering::Relaxed),
+                        percent = me.percent().map(|p| (p * 10.0).round() / 10.0),
+                        rate_mib_s = (me.rate() / 1048576.0 * 10.0).round() / 10.0,
+                        "progress"
+                    );
+                }
+            })
+        };
+        Reporter(handle)
+    }
+}
+
+/// A running progress display; stop it when the operation ends.
+pub struct Reporter(JoinHandle<()>);
+
+impl Reporter {
+    /// Stops the display.
+    pub fn stop(self) {
+        self.0.abort();
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_is_capped_and_unknown_without_total() {
+        let p = Progress::new(0);
+        p.add_done(5);
+        assert_eq!(p.percent(), None);
+        p.set_total(10);
+        assert_eq!(p.percent(), Some(50.0));
+        p.add_done(20);
+        assert_eq!(p.percent(), Some(100.0));
+    }
+}

@@ -1,0 +1,258 @@
+//! Restore: write a backup's files into an empty target directory, each chunk verified before its
+//! bytes land, then run the method's prepare step. A marker file stays in the target from the first
+//! write until everything (prepare included) succeeded, so a half-restored datadir is never taken for
+//! a good one: `restore` refuses a target holding the marker unless told to overwrite, and the
+//! operator never starts a server on it.
+
+use std::{
+    os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Instant,
+};
+
+use futures::{StreamExt, TryStreamExt};
+
+use crate::{
+    chunk_reader::{ChunkReadError, fetch_verified},
+    manifest::{Base, Manifest, Prepare},
+    method::mariabackup::{collect_output, tail_text},
+    progress::Progress,
+    storage::{Storage, StorageError},
+};
+
+/// Name of the marker file kept in the target while a restore is incomplete.
+pub const IN_PROGRESS_MARKER: &str = ".mysql-backup-operator-restore-in-progress";
+
+/// Errors of restore.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// Reading the manifest failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The target holds files and overwriting was not asked for.
+    #[error(
+        "target {path} is not empty ({detail}); restore into an empty directory or pass --overwrite to replace its contents"
+    )]
+    TargetNotEmpty { path: PathBuf, detail: String },
+    /// Preparing the target directory failed.
+    #[error("target {path}: {source}")]
+    Target { path: PathBuf, source: std::io::Error },
+    /// A chunk failed to download or verify.
+    #[error("restoring {path} (offset {offset}): {source}")]
+    Chunk { path: String, offset: u64, source: ChunkReadError },
+    /// Writing a file failed.
+    #[error("writing {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    /// The prepare tool could not run or failed.
+    #[error("preparing the restored datadir with {tool} failed ({status}); its last output:\n{output}")]
+    Prepare { tool: String, status: String, output: String },
+}
+
+/// Settings of a restore.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Target datadir.
+    pub datadir: PathBuf,
+    /// Where files of the binlog directory go (default: the datadir).
+    pub binlog_dir: Option<PathBuf>,
+    /// Replace the contents of a non-empty target.
+    pub overwrite: bool,
+    /// Chunks downloaded at once.
+    pub parallel: usize,
+    /// mariadb-backup binary for the prepare step.
+    pub mariabackup_tool: String,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub struct RestoreOutcome {
+    /// Files written.
+    pub files: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Seconds spent downloading and writing.
+    pub transfer_seconds: f64,
+    /// Seconds spent in the prepare step.
+    pub prepare_seconds: f64,
+}
+
+fn target_err(path: &Path) -> impl Fn(std::io::Error) -> RestoreError + '_ {
+    move |source| RestoreError::Target { path: path.to_path_buf(), source }
+}
+
+/// Makes `dir` an empty directory: creates it, or empties it when `overwrite`, else refuses.
+fn make_empty(dir: &Path, overwrite: bool) -> Result<(), RestoreError> {
+    std::fs::create_dir_all(dir).map_err(target_err(dir))?;
+    let entries: Vec<_> = std::fs::read_dir(dir).map_err(target_err(dir))?.filter_map(Result::ok).collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    if !overwrite {
+        let interrupted = entries.iter().any(|e| e.file_name() == IN_PROGRESS_MARKER);
+        let detail = if interrupted {
+            "it holds an interrupted restore".to_string()
+        } else {
+            let first = entries.iter().map(|e| e.file_name().to_string_lossy().into_owned()).min().unwrap_or_default();
+            format!("{} entries, e.g. {first:?}", entries.len())
+        };
+        return Err(RestoreError::TargetNotEmpty { path: dir.to_path_buf(), detail });
+    }
+    for e in entries {
+        let p = e.path();
+        let res = if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        res.map_err(target_err(&p))?;
+    }
+    Ok(())
+}
+
+/// Runs `mariadb-backup --prepare` on a restored directory.
+async fn prepare_mariabackup(tool: &str, dir: &Path) -> Result<(), RestoreError> {
+    let failed = |status: String, output: String| RestoreError::Prepare { tool: tool.to_string(), status, output };
+    let mut child = tokio::process::Command::new(tool)
+        .arg("--prepare")
+        .arg(format!("--target-dir={}", dir.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| failed("could not start".into(), e.to_string()))?;
+    let Some(stderr) = child.stderr.take() else {
+        return Err(failed("could not start".into(), "no stderr pipe".into()));
+    };
+    let (tail, task) = collect_output(stderr, "mariadb-backup --prepare");
+    let status = child.wait().await.map_err(|e| failed("could not wait".into(), e.to_string()))?;
+    let _ = task.await;
+    if !status.success() {
+        return Err(failed(status.to_string(), tail_text(&tail)));
+    }
+    Ok(())
+}
+
+/// Restores `manifest` from `storage` into `opts.datadir`.
+pub async fn restore(
+    storage: &Storage,
+    manifest: &Manifest,
+    opts: &RestoreOptions,
+    progress: Arc<Progress>,
+) -> Result<RestoreOutcome, RestoreError> {
+    let started = Instant::now();
+    let datadir = &opts.datadir;
+    let binlog_dir = opts.binlog_dir.clone().unwrap_or_else(|| datadir.clone());
+    make_empty(datadir, opts.overwrite)?;
+    if binlog_dir != *datadir {
+        make_empty(&binlog_dir, opts.overwrite)?;
+    }
+    let marker = datadir.join(IN_PROGRESS_MARKER);
+    std::fs::write(&marker, format!("{{\"backupId\":\"{}\"}}\n", manifest.backup_id)).map_err(target_err(&marker))?;
+
+    // Create every file at its final size first; chunks then land with positioned writes.
+    let mut targets = Vec::with_capacity(manifest.files.len());
+    for f in &manifest.files {
+        let root = match f.base {
+            Base::Datadir => datadir,
+            Base::BinlogDir => &binlog_dir,
+        };
+        let path = root.join(&f.path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| RestoreError::Write { path: parent.into(), source })?;
+        }
+        // O_NOFOLLOW and create_new: a path never resolves through a link or onto an existing file.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| RestoreError::Write { path: path.clone(), source })?;
+        file.set_len(f.size).map_err(|source| RestoreError::Write { path: path.clone(), source })?;
+        targets.push((Arc::new(file), path));
+    }
+
+    let jobs = manifest
+        .files
+        .iter()
+        .zip(targets.iter())
+        .flat_map(|(f, (file, path))| f.chunks.iter().map(move |c| (f, c, file.clone(), path.clone())));
+    futures::stream::iter(jobs)
+        .map(|(f, c, file, path)| {
+            let progress = progress.clone();
+            async move {
+                let data = fetch_verified(storage, c).await.map_err(|source| RestoreError::Chunk {
+                    path: f.path.clone(),
+                    offset: c.offset,
+                    source,
+                })?;
+                let offset = c.offset;
+                let len = data.len() as u64;
+                tokio::task::spawn_blocking(move || {
+                    file.write_all_at(&data, offset).map_err(|source| RestoreError::Write { path, source })
+                })
+                .await
+                .map_err(|e| RestoreError::Write {
+                    path: PathBuf::from(&f.path),
+                    source: std::io::Error::other(e),
+                })??;
+                progress.add_done(len);
+                Ok::<_, RestoreError>(())
+            }
+        })
+        .buffer_unordered(opts.parallel.max(1) * 2)
+        .try_collect::<()>()
+        .await?;
+
+    for ((file, path), f) in targets.iter().zip(&manifest.files) {
+        file.sync_all().map_err(|source| RestoreError::Write { path: path.clone(), source })?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(f.mode & 0o7777))
+            .map_err(|source| RestoreError::Write { path: path.clone(), source })?;
+    }
+    drop(targets);
+    let transfer_seconds = started.elapsed().as_secs_f64();
+
+    let prepare_started = Instant::now();
+    match manifest.prepare {
+        Prepare::None => {}
+        Prepare::Mariabackup => prepare_mariabackup(&opts.mariabackup_tool, datadir).await?,
+    }
+    let prepare_seconds = prepare_started.elapsed().as_secs_f64();
+    std::fs::remove_file(&marker).map_err(target_err(&marker))?;
+    if let Ok(dir) = std::fs::File::open(datadir) {
+        let _ = dir.sync_all();
+    }
+    Ok(RestoreOutcome {
+        files: manifest.totals.files,
+        bytes: manifest.totals.data_bytes,
+        transfer_seconds,
+        prepare_seconds,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_non_empty_targets_naming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ibdata1"), b"x").unwrap();
+        let err = make_empty(dir.path(), false).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "target {} is not empty (1 entries, e.g. \"ibdata1\"); restore into an empty directory or pass --overwrite to replace its contents",
+                dir.path().display()
+            )
+        );
+        std::fs::write(dir.path().join(IN_PROGRESS_MARKER), b"{}").unwrap();
+        let err = make_empty(dir.path(), false).unwrap_err().to_string();
+        assert!(err.contains("(it holds an interrupted restore)"), "{err}");
+        std::fs::create_dir(dir.path().join("app")).unwrap();
+        make_empty(dir.path(), true).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
