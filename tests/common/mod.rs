@@ -349,8 +349,7 @@ impl AgentRun {
         assert!(!self.status.success(), "agent unexpectedly succeeded:\n{}", self.stdout);
         self.stderr
             .lines()
-            .filter(|l| l.starts_with("error: "))
-            .next_back()
+            .rfind(|l| l.starts_with("error: "))
             .unwrap_or_else(|| panic!("no error line in:\n{}", self.stderr))
             .to_string()
     }
