@@ -36,6 +36,12 @@ pub enum AgentError {
     /// Verification found damage.
     #[error("backup {backup} is damaged: {}", describe_damage(.damaged))]
     Damaged { backup: String, damaged: Vec<Damage> },
+    /// A required option is missing.
+    #[error("{needed_by} needs {option}")]
+    MissingOption { option: &'static str, needed_by: &'static str },
+    /// The server connection settings are wrong.
+    #[error(transparent)]
+    Server(#[from] crate::server::ServerError),
     /// Writing the summary file failed.
     #[error("writing summary file {path}: {source}")]
     SummaryFile { path: PathBuf, source: std::io::Error },

@@ -230,14 +230,11 @@ async fn run_backup(args: BackupArgs) -> Result<(), AgentError> {
             agent::backup(&method, &storage, settings).await?
         }
         MethodKind::Mariabackup => {
-            let url = args.mysql_url.ok_or_else(|| {
-                AgentError::Method(mysql_backup_operator::method::MethodError::StreamOrder {
-                    tool: "mariadb-backup".into(),
-                    reason: "--method mariabackup needs --mysql-url (or MYSQL_URL)".into(),
-                })
+            let url = args.mysql_url.ok_or(AgentError::MissingOption {
+                option: "--mysql-url (or MYSQL_URL)",
+                needed_by: "--method mariabackup",
             })?;
-            let server = ServerConfig::from_url(&url, args.mysql_password_file.as_ref())
-                .map_err(|e| AgentError::Method(e.into()))?;
+            let server = ServerConfig::from_url(&url, args.mysql_password_file.as_ref())?;
             let method = Mariabackup {
                 server,
                 datadir: args.datadir,
