@@ -79,6 +79,8 @@ pub enum Summary {
         started_at: DateTime<Utc>,
         completed_at: DateTime<Utc>,
         duration_seconds: f64,
+        /// Peak resident memory of the agent process (not counting tools it ran), for sizing Jobs.
+        peak_rss_bytes: u64,
     },
     /// A backup was verified.
     #[serde(rename = "verify", rename_all = "camelCase")]
@@ -96,7 +98,16 @@ pub enum Summary {
         transfer_seconds: f64,
         prepare_seconds: f64,
         duration_seconds: f64,
+        /// Peak resident memory of the agent process (not counting tools it ran).
+        peak_rss_bytes: u64,
     },
+}
+
+/// Peak resident memory of this process so far, in bytes (0 if unknown).
+pub fn peak_rss_bytes() -> u64 {
+    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .map(|u| u64::try_from(u.max_rss()).unwrap_or(0) * 1024)
+        .unwrap_or(0)
 }
 
 impl Summary {
@@ -165,6 +176,7 @@ pub async fn backup<M: BackupMethod>(
         started_at,
         completed_at,
         duration_seconds,
+        peak_rss_bytes: peak_rss_bytes(),
     })
 }
 
@@ -256,5 +268,6 @@ pub async fn restore(
         transfer_seconds: outcome.transfer_seconds,
         prepare_seconds: outcome.prepare_seconds,
         duration_seconds: started.elapsed().as_secs_f64(),
+        peak_rss_bytes: peak_rss_bytes(),
     })
 }
