@@ -81,10 +81,17 @@ fn target_err(path: &Path) -> impl Fn(std::io::Error) -> RestoreError + '_ {
     move |source| RestoreError::Target { path: path.to_path_buf(), source }
 }
 
+/// Entries a freshly formatted volume holds, which do not make a target "not empty" and are kept.
+const VOLUME_ENTRIES: &[&str] = &["lost+found"];
+
 /// Makes `dir` an empty directory: creates it, or empties it when `overwrite`, else refuses.
 fn make_empty(dir: &Path, overwrite: bool) -> Result<(), RestoreError> {
     std::fs::create_dir_all(dir).map_err(target_err(dir))?;
-    let entries: Vec<_> = std::fs::read_dir(dir).map_err(target_err(dir))?.filter_map(Result::ok).collect();
+    let entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(target_err(dir))?
+        .filter_map(Result::ok)
+        .filter(|e| !VOLUME_ENTRIES.iter().any(|v| e.file_name() == *v))
+        .collect();
     if entries.is_empty() {
         return Ok(());
     }
@@ -252,7 +259,10 @@ mod tests {
         let err = make_empty(dir.path(), false).unwrap_err().to_string();
         assert!(err.contains("(it holds an interrupted restore)"), "{err}");
         std::fs::create_dir(dir.path().join("app")).unwrap();
+        std::fs::create_dir(dir.path().join("lost+found")).unwrap();
         make_empty(dir.path(), true).unwrap();
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec!["lost+found"], "a volume's lost+found is kept");
+        make_empty(dir.path(), false).expect("a fresh volume with only lost+found counts as empty");
     }
 }

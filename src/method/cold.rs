@@ -82,11 +82,7 @@ fn find_binlogs(dirs: &[&Path]) -> Vec<PathBuf> {
             }
             let Ok(text) = std::fs::read_to_string(&path) else { continue };
             let looks_like_binlogs = !text.trim().is_empty()
-                && text.lines().filter(|l| !l.trim().is_empty()).all(|l| {
-                    l.trim()
-                        .rsplit_once('.')
-                        .is_some_and(|(_, n)| n.len() >= 6 && n.bytes().all(|c| c.is_ascii_digit()))
-                });
+                && text.lines().map(str::trim).filter(|l| !l.is_empty()).all(super::is_binlog_name);
             if looks_like_binlogs {
                 let files = binlog_file::files_from_index(&text, dir);
                 if files.iter().all(|f| f.exists()) {
@@ -135,7 +131,8 @@ impl BackupMethod for Cold {
     }
 
     fn estimated_bytes(&self) -> u64 {
-        super::dir_size(&self.datadir) + self.binlog_dir.as_deref().map(super::dir_size).unwrap_or(0)
+        super::dir_size(&self.datadir, false)
+            + self.binlog_dir.as_deref().map(|d| super::dir_size(d, false)).unwrap_or(0)
     }
 
     async fn run(&self, writer: &ChunkWriter) -> Result<Positions, MethodError> {

@@ -103,7 +103,8 @@ impl BackupMethod for Mariabackup {
     }
 
     fn estimated_bytes(&self) -> u64 {
-        super::dir_size(&self.datadir)
+        // mariadb-backup does not copy binary logs.
+        super::dir_size(&self.datadir, true)
     }
 
     async fn run(&self, writer: &ChunkWriter) -> Result<Positions, MethodError> {

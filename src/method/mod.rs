@@ -73,13 +73,41 @@ pub trait BackupMethod {
     fn run(&self, writer: &ChunkWriter) -> impl std::future::Future<Output = Result<Positions, MethodError>> + Send;
 }
 
-/// Total size of regular files under `dir` (for progress estimates; errors count as 0).
-pub fn dir_size(dir: &std::path::Path) -> u64 {
+/// Whether a file name looks like a binary or relay log (`name.000042`) or its index.
+pub fn is_binlog_name(name: &str) -> bool {
+    let file = name.rsplit('/').next().unwrap_or(name);
+    // Aria's transaction logs (aria_log.00000001) share the shape but are table data.
+    !file.starts_with("aria_log.")
+        && file
+            .rsplit_once('.')
+            .is_some_and(|(_, ext)| ext == "index" || (ext.len() >= 6 && ext.bytes().all(|c| c.is_ascii_digit())))
+}
+
+/// Total size of regular files under `dir`, binary logs excepted when `without_binlogs` (for progress
+/// estimates; errors count as 0).
+pub fn dir_size(dir: &std::path::Path, without_binlogs: bool) -> u64 {
     walkdir::WalkDir::new(dir)
         .into_iter()
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_file())
+        .filter(|e| !without_binlogs || !is_binlog_name(&e.file_name().to_string_lossy()))
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len())
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binlog_names() {
+        assert!(is_binlog_name("mysql-bin.000001"));
+        assert!(is_binlog_name("./relay.1234567"));
+        assert!(is_binlog_name("mysql-bin.index"));
+        assert!(!is_binlog_name("ibdata1"));
+        assert!(!is_binlog_name("app/t.ibd"));
+        assert!(!is_binlog_name("aria_log.00000001"));
+        assert!(!is_binlog_name("aria_log_control"));
+    }
 }
