@@ -37,7 +37,7 @@ pub async fn fetch_verified(storage: &Storage, chunk: &ChunkRef) -> Result<Bytes
 /// Decompresses `stored` and checks it against `chunk`.
 pub fn verify_bytes(chunk: &ChunkRef, stored: &[u8]) -> Result<Bytes, ChunkReadError> {
     let hash = || chunk.hash.clone();
-    let data = zstd::bulk::decompress(stored, chunk.length as usize)
+    let data = crate::codec::decompress(stored, chunk.length as usize)
         .map_err(|source| ChunkReadError::Decompress { hash: hash(), source })?;
     if data.len() as u64 != chunk.length {
         return Err(ChunkReadError::Mismatch {

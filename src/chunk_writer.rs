@@ -238,7 +238,7 @@ impl FileWriter {
                 return Ok(ChunkDone { file, chunk: chunk(stored_length), uploaded: false });
             }
             let level = shared.params.level;
-            let compressed = tokio::task::spawn_blocking(move || zstd::bulk::compress(&data, level))
+            let compressed = tokio::task::spawn_blocking(move || crate::codec::compress(&data, level))
                 .await
                 .map_err(|e| ChunkWriteError::Worker(e.to_string()))?
                 .map_err(|source| ChunkWriteError::Compress { path: path.clone(), offset, source })?;

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod binlog_file;
 pub mod chunk_reader;
 pub mod chunk_writer;
+pub mod codec;
 pub mod gtid;
 pub mod manifest;
 pub mod mbstream;
