@@ -34,7 +34,9 @@ enum LogFormat {
 enum Command {
     /// The data path: back up, list, verify and restore (inside Jobs, or on any host).
     #[command(subcommand)]
-    Agent(AgentCommand),
+    Agent(Box<AgentCommand>),
+    /// Print the CustomResourceDefinitions (the YAML committed under crds/).
+    Crd,
 }
 
 #[derive(Subcommand)]
@@ -250,8 +252,18 @@ async fn run_backup(args: BackupArgs) -> Result<(), AgentError> {
 
 async fn run(cli: Cli) -> Result<(), AgentError> {
     match cli.command {
-        Command::Agent(AgentCommand::Backup(args)) => run_backup(args).await,
-        Command::Agent(AgentCommand::List(args)) => {
+        Command::Crd => {
+            print!("{}", mysql_backup_operator::crd::crds_yaml());
+            Ok(())
+        }
+        Command::Agent(agent) => run_agent(*agent).await,
+    }
+}
+
+async fn run_agent(command: AgentCommand) -> Result<(), AgentError> {
+    match command {
+        AgentCommand::Backup(args) => run_backup(args).await,
+        AgentCommand::List(args) => {
             let storage = args.storage.open()?;
             let backups = agent::list(&storage).await?;
             if args.json {
@@ -272,13 +284,13 @@ async fn run(cli: Cli) -> Result<(), AgentError> {
             }
             Ok(())
         }
-        Command::Agent(AgentCommand::Verify(args)) => {
+        AgentCommand::Verify(args) => {
             let storage = args.storage.open()?;
             let interval = Duration::from_secs(args.common.progress_interval);
             let summary = agent::verify(&storage, &args.backup, args.common.parallel as usize, interval).await?;
             finish(summary, args.common.summary_file.as_ref())
         }
-        Command::Agent(AgentCommand::Restore(args)) => {
+        AgentCommand::Restore(args) => {
             let storage = args.storage.open()?;
             let opts = RestoreOptions {
                 datadir: args.datadir,

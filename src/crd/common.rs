@@ -1,0 +1,242 @@
+//! Parts shared by the custom resources: where a server is, where backups are stored, how Jobs run,
+//! and the flat form of replication positions shown in status.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    manifest::Totals,
+    position::{GtidState, Positions},
+};
+
+/// A key of a Secret in the resource's namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    pub name: String,
+    /// Key within the Secret.
+    pub key: String,
+}
+
+/// How the agent connects to the database server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionSpec {
+    /// Host name or address of the server. Default: the source pod's IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// TCP port. Default: 3306.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    /// User name. Default: root. mariadb-backup needs RELOAD, PROCESS, LOCK TABLES and BINLOG MONITOR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Secret key holding the user's password. It reaches the agent as a file, never as a value in the
+    /// Job spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<SecretKeyRef>,
+}
+
+/// The database server to back up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSpec {
+    /// Name of the database pod, in the resource's namespace. The backup Job runs on its node and mounts
+    /// the volume that holds its datadir.
+    pub pod: String,
+    /// Container of the pod that runs the server. Default: the pod's first container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Path of the datadir inside the database container.
+    #[serde(default = "default_datadir")]
+    pub datadir: String,
+    /// How to reach the server, for methods that need a running one.
+    #[serde(default)]
+    pub connection: ConnectionSpec,
+}
+
+/// The default datadir.
+pub fn default_datadir() -> String {
+    "/var/lib/mysql".to_string()
+}
+
+/// Where backups are stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Storage URL: `s3://bucket/prefix`, `az://container/prefix`, `gs://bucket/prefix`, or
+    /// `file:///path` on the volume named by `persistentVolumeClaim`, mounted in the Job at that path.
+    #[x_kube(validation = Rule::new("self.matches('^(s3|az|gs|file)://.+')").message("url must start with s3://, az://, gs:// or file://"))]
+    pub url: String,
+    /// Backend options as object_store configuration keys (`endpoint`, `region`, `allow_http`,
+    /// `virtual_hosted_style_request`, `account_name`, …). Credentials are refused here: put them in
+    /// `credentialsSecret`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+    /// Secret whose keys become the agent's environment: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`, `GOOGLE_SERVICE_ACCOUNT_KEY`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+    /// For `file://` URLs: the PersistentVolumeClaim mounted at the URL's path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<String>,
+    /// zstd level of newly stored chunks, 1 (fastest) to 19 (smallest).
+    #[serde(default = "default_compression_level")]
+    #[schemars(range(min = 1, max = 19))]
+    pub compression_level: i32,
+    /// Files or chunks processed at once (also mariadb-backup's `--parallel`).
+    #[serde(default = "default_parallelism")]
+    #[schemars(range(min = 1, max = 64))]
+    pub parallelism: i32,
+}
+
+/// The default zstd level.
+pub fn default_compression_level() -> i32 {
+    3
+}
+
+/// The default parallelism.
+pub fn default_parallelism() -> i32 {
+    2
+}
+
+/// How the agent's Job runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobOptions {
+    /// Retries of a failed agent pod before the run counts as failed. Default: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10))]
+    pub backoff_limit: Option<i32>,
+    /// Seconds the Job may run before it is stopped and the run fails. Default: 21600 (6 hours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 60))]
+    pub active_deadline_seconds: Option<i64>,
+    /// Seconds a finished Job is kept before Kubernetes deletes it. Default: 86400 (one day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i32>,
+    /// CPU and memory of the agent container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// Replication positions at a backup's consistent point, flattened for `kubectl`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PositionsStatus {
+    /// `mariadb` or `mysql`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flavor: Option<String>,
+    /// Server version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `@@server_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<i64>,
+    /// `@@server_uuid` (MySQL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_uuid: Option<String>,
+    /// Executed GTIDs: MariaDB `gtid_binlog_pos` (e.g. `0-1-42`) or MySQL `gtid_executed` set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid_executed: Option<String>,
+    /// GTIDs no longer in the server's binary logs: MariaDB position at the start of the oldest binary
+    /// log, or MySQL `gtid_purged`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid_purged: Option<String>,
+    /// Binary log file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog_file: Option<String>,
+    /// Byte offset in the binary log file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog_position: Option<i64>,
+}
+
+impl From<&Positions> for PositionsStatus {
+    fn from(p: &Positions) -> Self {
+        let (executed, purged) = match &p.gtid {
+            Some(GtidState::Mariadb { binlog_pos, purged, .. }) => {
+                (Some(binlog_pos.to_string()), purged.as_ref().map(ToString::to_string))
+            }
+            Some(GtidState::Mysql { executed, purged }) => {
+                (Some(executed.to_string()), purged.as_ref().map(ToString::to_string))
+            }
+            None => (None, None),
+        };
+        Self {
+            flavor: p.flavor.map(|f| match f {
+                crate::position::Flavor::Mariadb => "mariadb".to_string(),
+                crate::position::Flavor::Mysql => "mysql".to_string(),
+            }),
+            version: p.version.clone(),
+            server_id: p.server_id.map(i64::from),
+            server_uuid: p.server_uuid.clone(),
+            gtid_executed: executed,
+            gtid_purged: purged,
+            binlog_file: p.binlog.as_ref().map(|b| b.file.clone()),
+            binlog_position: p.binlog.as_ref().and_then(|b| i64::try_from(b.position).ok()),
+        }
+    }
+}
+
+/// Sizes of a backup.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SizesStatus {
+    /// Number of files.
+    pub files: i64,
+    /// Bytes of original data.
+    pub data_bytes: i64,
+    /// Bytes the backup's distinct chunks take in storage.
+    pub stored_bytes: i64,
+    /// Bytes this run uploaded (the rest was already stored).
+    pub uploaded_bytes: i64,
+}
+
+impl From<&Totals> for SizesStatus {
+    fn from(t: &Totals) -> Self {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        Self {
+            files: n(t.files),
+            data_bytes: n(t.data_bytes),
+            stored_bytes: n(t.stored_bytes),
+            uploaded_bytes: n(t.uploaded_bytes),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::position::{BinlogCoordinate, Flavor};
+
+    #[test]
+    fn positions_flatten_for_status() {
+        let p = Positions {
+            flavor: Some(Flavor::Mariadb),
+            version: Some("10.11.19-MariaDB".into()),
+            server_id: Some(7),
+            server_uuid: None,
+            gtid: Some(GtidState::Mariadb {
+                binlog_pos: "0-7-42".parse().unwrap(),
+                current_pos: None,
+                purged: Some("0-7-3".parse().unwrap()),
+            }),
+            binlog: Some(BinlogCoordinate { file: "mysql-bin.000004".into(), position: 1287 }),
+        };
+        let s = PositionsStatus::from(&p);
+        assert_eq!(
+            serde_json::to_value(&s).unwrap(),
+            serde_json::json!({
+                "flavor": "mariadb", "version": "10.11.19-MariaDB", "serverId": 7, "gtidExecuted": "0-7-42",
+                "gtidPurged": "0-7-3", "binlogFile": "mysql-bin.000004", "binlogPosition": 1287
+            })
+        );
+        assert_eq!(PositionsStatus::from(&Positions::default()), PositionsStatus::default());
+    }
+}

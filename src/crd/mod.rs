@@ -1,0 +1,358 @@
+//! The custom resources of group `mysqlbackup.dev`, version `v1alpha1`: `MySQLBackup` (one backup run),
+//! `MySQLRestore` (one restore) and `BackupSchedule` (backups on a cron schedule, with retention).
+//! Their CRDs are generated from these types (`mysql-backup-operator crd`) and committed under `crds/`;
+//! every field's doc comment becomes its `kubectl explain` text.
+
+// kube's derive takes one `printcolumn(name = …, type_ = …)` entry per column; clippy reads the
+// repeated keys of those entries as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
+pub mod common;
+
+use k8s_openapi::{
+    api::core::v1::PersistentVolumeClaimSpec,
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+pub use self::common::*;
+
+/// API group of the resources.
+pub const GROUP: &str = "mysqlbackup.dev";
+
+/// How a backup reads the server's files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupMethod {
+    /// The best method the server supports: `mariabackup` for MariaDB.
+    #[default]
+    Auto,
+    /// File copy of a datadir nothing writes to (a stopped server, or a volume restored from a snapshot).
+    Cold,
+    /// `mariadb-backup --backup --stream=mbstream`, run in the database's own image.
+    Mariabackup,
+}
+
+/// What happens to the stored backup when the MySQLBackup object is deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum DeletionPolicy {
+    /// Keep the backup in storage.
+    #[default]
+    Retain,
+    /// Delete the manifest and every chunk no other backup uses.
+    Delete,
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum Phase {
+    /// Accepted; the Job is not running yet.
+    Pending,
+    /// The Job is running.
+    Running,
+    /// Finished successfully.
+    Complete,
+    /// Finished unsuccessfully; see the conditions.
+    Failed,
+}
+
+/// One backup run of a MySQL or MariaDB server into object storage.
+#[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "mysqlbackup.dev",
+    version = "v1alpha1",
+    kind = "MySQLBackup",
+    doc = "One backup run of a MySQL or MariaDB server into object storage, by an agent Job next to the database pod.",
+    plural = "mysqlbackups",
+    shortname = "mybk",
+    category = "mysqlbackup",
+    namespaced,
+    status = "MySQLBackupStatus",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Method", type_ = "string", json_path = ".status.method"),
+    printcolumn(name = "Size", type_ = "integer", format = "int64", json_path = ".status.sizes.dataBytes"),
+    printcolumn(name = "Position", type_ = "string", json_path = ".status.positions.gtidExecuted"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: create a new MySQLBackup"))]
+#[serde(rename_all = "camelCase")]
+pub struct MySQLBackupSpec {
+    /// The database server to back up.
+    pub source: SourceSpec,
+    /// How to read the server's files: `auto` (default; `mariabackup` for MariaDB), `cold` (file copy of a
+    /// datadir nothing writes to: a stopped server or a volume restored from a snapshot), `mariabackup`.
+    #[serde(default)]
+    pub method: BackupMethod,
+    /// Where the backup is stored.
+    pub storage: StorageSpec,
+    /// What happens to the stored backup when this object is deleted: `Retain` (default) keeps it;
+    /// `Delete` removes its manifest and every chunk no other backup uses.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+    /// How the agent's Job runs.
+    #[serde(default)]
+    pub job: JobOptions,
+}
+
+/// Observed state of a MySQLBackup.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MySQLBackupStatus {
+    /// Where the run stands: `Pending`, `Running`, `Complete` or `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// `Complete`, `Failed`, `Blocked` and their reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The method used (what `auto` resolved to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Name of the agent Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// Id of the backup in storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    /// Location of the backup's manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+    /// Image of the database container, used by restores that must prepare the backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_image: Option<String>,
+    /// Replication positions at the backup's consistent point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positions: Option<PositionsStatus>,
+    /// Sizes of the backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sizes: Option<SizesStatus>,
+    /// When the Job started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the backup completed or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Seconds the agent took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+}
+
+/// Which backup a restore reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.backup) != has(self.storage)").message("set exactly one of backup or storage"))]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSource {
+    /// Name of a complete MySQLBackup in the same namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// Storage to read from, when not naming a MySQLBackup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+    /// Backup id in `storage`, or `latest`. Default: `latest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+}
+
+/// The volume a restore writes the datadir into.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.persistentVolumeClaim) != has(self.volumeClaimTemplate)").message("set exactly one of persistentVolumeClaim or volumeClaimTemplate"))]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreTarget {
+    /// An existing PersistentVolumeClaim; it must be empty unless `overwrite` is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<String>,
+    /// A PersistentVolumeClaim to create, named after the MySQLRestore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_claim_template: Option<PersistentVolumeClaimSpec>,
+    /// Directory inside the volume that becomes the datadir. Default: the volume's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
+    /// Delete what the target holds before restoring. Without it a non-empty target is refused.
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+/// One restore of a backup into a volume.
+#[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "mysqlbackup.dev",
+    version = "v1alpha1",
+    kind = "MySQLRestore",
+    doc = "One restore of a backup into a volume, verified chunk by chunk and prepared so a server starts on it.",
+    plural = "mysqlrestores",
+    shortname = "myrs",
+    category = "mysqlbackup",
+    namespaced,
+    status = "MySQLRestoreStatus",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Backup", type_ = "string", json_path = ".status.backupId"),
+    printcolumn(name = "Position", type_ = "string", json_path = ".status.positions.gtidExecuted"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: create a new MySQLRestore"))]
+#[serde(rename_all = "camelCase")]
+pub struct MySQLRestoreSpec {
+    /// Which backup to restore.
+    pub source: RestoreSource,
+    /// Where the datadir is written.
+    pub target: RestoreTarget,
+    /// Database image providing `mariadb-backup` for the prepare step. Default: the image recorded in
+    /// the referenced MySQLBackup's status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// How the agent's Job runs.
+    #[serde(default)]
+    pub job: JobOptions,
+}
+
+/// Observed state of a MySQLRestore.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MySQLRestoreStatus {
+    /// Where the restore stands: `Pending`, `Running`, `Complete` or `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// `Complete`, `Failed`, `Blocked` and their reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Name of the agent Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// Name of the PersistentVolumeClaim written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<String>,
+    /// Id of the restored backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    /// Replication positions of the restored data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positions: Option<PositionsStatus>,
+    /// Bytes written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<i64>,
+    /// When the Job started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the restore completed or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Seconds the agent took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+}
+
+/// What to do when a slot comes while the previous backup still runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum ConcurrencyPolicy {
+    /// Skip the new slot.
+    #[default]
+    Forbid,
+    /// Stop the running backup and start the new one.
+    Replace,
+    /// Run both.
+    Allow,
+}
+
+/// How many backups to keep; a backup is kept if any rule keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionSpec {
+    /// Keep the newest N complete backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub keep_last: Option<i32>,
+    /// Keep the newest backup of each of the last N hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub keep_hourly: Option<i32>,
+    /// Keep the newest backup of each of the last N days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub keep_daily: Option<i32>,
+    /// Keep the newest backup of each of the last N weeks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub keep_weekly: Option<i32>,
+    /// Keep the newest backup of each of the last N months.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub keep_monthly: Option<i32>,
+    /// Keep every backup younger than this duration (e.g. `720h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+}
+
+/// Backups on a cron schedule, kept by a retention policy.
+#[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "mysqlbackup.dev",
+    version = "v1alpha1",
+    kind = "BackupSchedule",
+    doc = "MySQLBackups created on a cron schedule and kept by a retention policy.",
+    plural = "backupschedules",
+    shortname = "mybs",
+    category = "mysqlbackup",
+    namespaced,
+    status = "BackupScheduleStatus",
+    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
+    printcolumn(name = "Suspend", type_ = "boolean", json_path = ".spec.suspend"),
+    printcolumn(name = "Last", type_ = "date", json_path = ".status.lastScheduleTime"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupScheduleSpec {
+    /// Standard 5-field cron expression, or a shorthand such as `@daily`.
+    pub schedule: String,
+    /// IANA time zone the schedule is read in. Default: UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Create no new backups while true.
+    #[serde(default)]
+    pub suspend: bool,
+    /// What to do when a slot comes while the previous backup still runs: `Forbid` (default) skips the
+    /// slot, `Replace` stops the running backup, `Allow` runs both.
+    #[serde(default)]
+    pub concurrency_policy: ConcurrencyPolicy,
+    /// Slots missed by more than this many seconds are skipped (and counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub starting_deadline_seconds: Option<i64>,
+    /// The MySQLBackup each slot creates.
+    pub backup_template: MySQLBackupSpec,
+    /// How many backups to keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionSpec>,
+}
+
+/// Observed state of a BackupSchedule.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupScheduleStatus {
+    /// Conditions, e.g. `Blocked` for an invalid schedule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The last slot a backup was created for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    /// The next slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_schedule_time: Option<Time>,
+}
+
+/// The CRDs of every resource, in a stable order, as one multi-document YAML stream.
+pub fn crds_yaml() -> String {
+    [MySQLBackup::crd(), MySQLRestore::crd(), BackupSchedule::crd()]
+        .iter()
+        .map(|crd| serde_yaml::to_string(crd).expect("CRDs always serialise"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
