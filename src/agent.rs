@@ -42,6 +42,9 @@ pub enum AgentError {
     /// The server connection settings are wrong.
     #[error(transparent)]
     Server(#[from] crate::server::ServerError),
+    /// Copying the binary failed.
+    #[error("installing the binary into {dir}: {source}")]
+    Install { dir: PathBuf, source: std::io::Error },
     /// Writing the summary file failed.
     #[error("writing summary file {path}: {source}")]
     SummaryFile { path: PathBuf, source: std::io::Error },

@@ -13,6 +13,8 @@ pub mod chunk_writer;
 pub mod codec;
 pub mod crd;
 pub mod gtid;
+pub mod install;
+pub mod jobs;
 pub mod manifest;
 pub mod mbstream;
 pub mod method;

@@ -37,6 +37,12 @@ enum Command {
     Agent(Box<AgentCommand>),
     /// Print the CustomResourceDefinitions (the YAML committed under crds/).
     Crd,
+    /// Copy this binary into a directory (the init container of agent Jobs).
+    Install {
+        /// Target directory.
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -256,7 +262,26 @@ async fn run(cli: Cli) -> Result<(), AgentError> {
             print!("{}", mysql_backup_operator::crd::crds_yaml());
             Ok(())
         }
-        Command::Agent(agent) => run_agent(*agent).await,
+        Command::Install { to } => {
+            let path = mysql_backup_operator::install::install_self(&to)
+                .map_err(|source| AgentError::Install { dir: to.clone(), source })?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Command::Agent(agent) => {
+            let summary_file = match agent.as_ref() {
+                AgentCommand::Backup(a) => a.common.summary_file.clone(),
+                AgentCommand::Verify(a) => a.common.summary_file.clone(),
+                AgentCommand::Restore(a) => a.common.summary_file.clone(),
+                AgentCommand::List(_) => None,
+            };
+            let result = run_agent(*agent).await;
+            if let (Err(e), Some(path)) = (&result, summary_file) {
+                // The controller reads the reason of a failed Job from here (its termination message).
+                let _ = std::fs::write(path, serde_json::json!({ "error": error_chain(e) }).to_string());
+            }
+            result
+        }
     }
 }
 

@@ -51,8 +51,15 @@ async fn missing_datadir_is_named_and_leaves_no_backup() {
     let dir = tempdir();
     let storage = args(&["--storage", dir.path().join("b").to_str().unwrap()]);
     let missing = dir.path().join("no-such-datadir");
-    let err = agent(&cold_backup(missing.to_str().unwrap(), &storage), &[]).await.error();
+    let summary = dir.path().join("termination-log");
+    let backup =
+        [cold_backup(missing.to_str().unwrap(), &storage), args(&["--summary-file", summary.to_str().unwrap()])]
+            .concat();
+    let err = agent(&backup, &[]).await.error();
     assert_eq!(err, format!("error: datadir {}: No such file or directory (os error 2)", missing.display()));
+    // A Job's termination message carries the reason to the controller.
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(written, serde_json::json!({ "error": err.trim_start_matches("error: ") }));
     let list = agent(&[args(&["list"]), storage].concat(), &[]).await;
     assert_eq!(list.stdout.lines().count(), 1, "{}", list.stdout);
 }
@@ -125,4 +132,23 @@ async fn unreachable_server_is_named() {
     ]);
     let err = agent(&backup, &[]).await.error();
     assert!(err.starts_with(&format!("error: MySQL server at 127.0.0.1:{port}: connecting:")), "{err}");
+}
+
+#[tokio::test]
+async fn install_copies_the_binary_executable() {
+    let dir = tempdir();
+    let out = tokio::process::Command::new(AGENT)
+        .arg("install")
+        .arg(format!("--to={}", dir.path().display()))
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let copy = dir.path().join("mysql-backup-operator");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), copy.display().to_string());
+    assert!(std::fs::read(&copy).unwrap() == std::fs::read(AGENT).unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777, 0o755);
+    let version = tokio::process::Command::new(&copy).arg("--version").output().await.unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("mysql-backup-operator "));
 }

@@ -1,0 +1,520 @@
+//! Builders of the agent Jobs: pure functions from a custom resource and the objects observed around
+//! it to typed Kubernetes objects. No client here; every rule is unit-tested.
+//!
+//! A backup Job runs next to the database pod: pinned to its node (required for ReadWriteOnce volumes)
+//! and tolerating what it tolerates, mounting its datadir volume at the same path, running as its user
+//! and group. An init container from the operator image copies the operator binary into an `emptyDir`;
+//! the agent then runs in the database's own image when the method needs the server's tools
+//! (`mariadb-backup`), else in the operator image. Credentials come only from Secrets: the server
+//! password as a mounted file, storage credentials as environment variables from a Secret.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        batch::v1::{Job, JobSpec},
+        core::v1::{
+            Affinity, Container, EmptyDirVolumeSource, EnvFromSource, KeyToPath, NodeAffinity, NodeSelector,
+            NodeSelectorRequirement, NodeSelectorTerm, PersistentVolumeClaimVolumeSource, Pod, PodSpec,
+            PodTemplateSpec, SecretEnvSource, SecretVolumeSource, Volume, VolumeMount,
+        },
+    },
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+};
+use kube::Resource;
+
+use crate::crd::{BackupMethod, MySQLBackup};
+
+/// Where the operator binary sits in the operator image.
+pub const OPERATOR_BINARY: &str = "/mysql-backup-operator";
+/// Where the init container puts the binary for the agent container.
+pub const AGENT_DIR: &str = "/opt/mysql-backup-operator";
+/// Where the server password file is mounted.
+pub const PASSWORD_DIR: &str = "/var/run/secrets/mysql-backup-operator/mysql";
+/// Label naming the custom resource a Job belongs to.
+pub const LABEL_BACKUP: &str = "mysqlbackup.dev/backup";
+
+/// Why a Job cannot be built (yet). Each message names the object and field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// The source pod has not been scheduled to a node yet (transient).
+    #[error("pod {pod} is not scheduled to a node yet")]
+    PodNotScheduled { pod: String },
+    /// The source pod has no IP address and no host was given (transient).
+    #[error("pod {pod} has no IP address yet; set spec.source.connection.host or wait for the pod to start")]
+    PodNoAddress { pod: String },
+    /// The named container is not in the pod.
+    #[error("pod {pod} has no container {container:?} (spec.source.container)")]
+    ContainerNotFound { pod: String, container: String },
+    /// No volume of the container is mounted at or above the datadir.
+    #[error(
+        "container {container:?} of pod {pod} mounts no volume at or above the datadir {datadir} (spec.source.datadir)"
+    )]
+    NoDatadirMount { pod: String, container: String, datadir: String },
+    /// The datadir's volume is not a PersistentVolumeClaim.
+    #[error("the datadir of pod {pod} is on volume {volume:?}, which is not a PersistentVolumeClaim")]
+    DatadirNotOnClaim { pod: String, volume: String },
+    /// The custom resource lacks metadata the Job needs (name, namespace, uid).
+    #[error("the MySQLBackup has no {0} yet")]
+    MissingMetadata(&'static str),
+}
+
+impl BuildError {
+    /// Whether waiting may fix it (the pod is still starting) rather than a change of spec or pod.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::PodNotScheduled { .. } | Self::PodNoAddress { .. })
+    }
+}
+
+/// The method a backup runs with, `auto` resolved. MariaDB images are the only ones testable here; the
+/// pod's image name decides until the agent can ask the server.
+pub fn resolve_method(method: BackupMethod) -> crate::manifest::MethodKind {
+    match method {
+        BackupMethod::Cold => crate::manifest::MethodKind::Cold,
+        BackupMethod::Auto | BackupMethod::Mariabackup => crate::manifest::MethodKind::Mariabackup,
+    }
+}
+
+/// A Kubernetes name from a prefix and a resource name: at most 63 characters, a stable hash suffix
+/// when shortened so distinct long names never collide.
+pub fn child_name(prefix: &str, name: &str) -> String {
+    let full = format!("{prefix}-{name}");
+    if full.len() <= 63 {
+        return full;
+    }
+    let hash = &blake3::hash(full.as_bytes()).to_hex()[..8];
+    let keep = 63 - hash.len() - 1;
+    format!("{}-{hash}", full[..keep].trim_end_matches('-'))
+}
+
+/// Standard labels of the objects made for resource `name`.
+pub fn labels(component: &str, name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "mysql-backup-operator".to_string()),
+        ("app.kubernetes.io/managed-by".to_string(), "mysql-backup-operator".to_string()),
+        ("app.kubernetes.io/component".to_string(), component.to_string()),
+        (LABEL_BACKUP.to_string(), name.to_string()),
+    ])
+}
+
+fn owner_reference(backup: &MySQLBackup) -> Result<OwnerReference, BuildError> {
+    Ok(OwnerReference {
+        api_version: MySQLBackup::api_version(&()).into_owned(),
+        kind: MySQLBackup::kind(&()).into_owned(),
+        name: backup.metadata.name.clone().ok_or(BuildError::MissingMetadata("name"))?,
+        uid: backup.metadata.uid.clone().ok_or(BuildError::MissingMetadata("uid"))?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    })
+}
+
+/// The datadir volume of a pod: the claim, and the mount that holds the datadir (the deepest one at or
+/// above it).
+fn datadir_mount<'a>(
+    pod_name: &str,
+    pod: &'a Pod,
+    container: &'a Container,
+    datadir: &str,
+) -> Result<(&'a VolumeMount, String), BuildError> {
+    let under = |mount: &str| {
+        let m = mount.trim_end_matches('/');
+        datadir == m || datadir.starts_with(&format!("{m}/")) || m.is_empty()
+    };
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter(|m| under(&m.mount_path))
+        .max_by_key(|m| m.mount_path.trim_end_matches('/').len())
+        .ok_or_else(|| BuildError::NoDatadirMount {
+            pod: pod_name.into(),
+            container: container.name.clone(),
+            datadir: datadir.into(),
+        })?;
+    let claim = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .and_then(|vs| vs.iter().find(|v| v.name == mount.name))
+        .and_then(|v| v.persistent_volume_claim.as_ref())
+        .map(|c| c.claim_name.clone())
+        .ok_or_else(|| BuildError::DatadirNotOnClaim { pod: pod_name.into(), volume: mount.name.clone() })?;
+    Ok((mount, claim))
+}
+
+/// Builds the backup Job of `backup`, whose source pod is `pod`, with the operator image `operator_image`.
+pub fn backup_job(backup: &MySQLBackup, pod: &Pod, operator_image: &str) -> Result<Job, BuildError> {
+    let spec = &backup.spec;
+    let name = backup.metadata.name.clone().ok_or(BuildError::MissingMetadata("name"))?;
+    let namespace = backup.metadata.namespace.clone().ok_or(BuildError::MissingMetadata("namespace"))?;
+    let pod_name = spec.source.pod.clone();
+    let pod_spec = pod.spec.clone().unwrap_or_default();
+    let node = pod_spec.node_name.clone().ok_or_else(|| BuildError::PodNotScheduled { pod: pod_name.clone() })?;
+    let container = match &spec.source.container {
+        Some(c) => pod_spec.containers.iter().find(|x| &x.name == c),
+        None => pod_spec.containers.first(),
+    }
+    .ok_or_else(|| BuildError::ContainerNotFound {
+        pod: pod_name.clone(),
+        container: spec.source.container.clone().unwrap_or_default(),
+    })?;
+    let datadir = spec.source.datadir.trim_end_matches('/').to_string();
+    let (mount, claim) = datadir_mount(&pod_name, pod, container, &datadir)?;
+    let method = resolve_method(spec.method);
+    let needs_server = method == crate::manifest::MethodKind::Mariabackup;
+
+    let mut args: Vec<String> = vec![
+        "agent".into(),
+        "backup".into(),
+        format!("--method={}", method.as_str()),
+        format!("--datadir={datadir}"),
+        format!("--storage={}", spec.storage.url),
+        format!("--compression-level={}", spec.storage.compression_level),
+        format!("--parallel={}", spec.storage.parallelism),
+        "--summary-file=/dev/termination-log".into(),
+        "--log-format=json".into(),
+    ];
+    for (k, v) in &spec.storage.options {
+        args.push(format!("--storage-option={k}={v}"));
+    }
+    let mut volumes = vec![
+        Volume {
+            name: "datadir".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: claim, read_only: None }),
+            ..Default::default()
+        },
+        Volume { name: "agent".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+    ];
+    let mut mounts = vec![
+        VolumeMount {
+            name: "datadir".into(),
+            mount_path: mount.mount_path.clone(),
+            sub_path: mount.sub_path.clone(),
+            ..Default::default()
+        },
+        VolumeMount { name: "agent".into(), mount_path: AGENT_DIR.into(), ..Default::default() },
+    ];
+    if needs_server {
+        let conn = &spec.source.connection;
+        let host = match &conn.host {
+            Some(h) => h.clone(),
+            None => pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .ok_or_else(|| BuildError::PodNoAddress { pod: pod_name.clone() })?,
+        };
+        let user = conn.user.clone().unwrap_or_else(|| "root".into());
+        let host = if host.contains(':') { format!("[{host}]") } else { host };
+        args.push(format!("--mysql-url=mysql://{user}@{host}:{}", conn.port.unwrap_or(3306)));
+        if let Some(secret) = &conn.password_secret {
+            volumes.push(Volume {
+                name: "mysql-password".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.name.clone()),
+                    items: Some(vec![KeyToPath { key: secret.key.clone(), path: "password".into(), mode: None }]),
+                    default_mode: Some(0o400),
+                    optional: None,
+                }),
+                ..Default::default()
+            });
+            mounts.push(VolumeMount {
+                name: "mysql-password".into(),
+                mount_path: PASSWORD_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+            args.push(format!("--mysql-password-file={PASSWORD_DIR}/password"));
+        }
+    }
+    if let Some(claim) = &spec.storage.persistent_volume_claim {
+        let path = spec.storage.url.trim_start_matches("file://").to_string();
+        volumes.push(Volume {
+            name: "storage".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.clone(),
+                read_only: None,
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount { name: "storage".into(), mount_path: path, ..Default::default() });
+    }
+
+    let (image, command) = if needs_server {
+        (container.image.clone().unwrap_or_default(), format!("{AGENT_DIR}/mysql-backup-operator"))
+    } else {
+        (operator_image.to_string(), OPERATOR_BINARY.to_string())
+    };
+    let agent = Container {
+        name: "agent".into(),
+        image: Some(image.clone()),
+        command: Some(vec![command]),
+        args: Some(args),
+        env_from: spec.storage.credentials_secret.as_ref().map(|s| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource { name: s.clone(), optional: None }),
+                ..Default::default()
+            }]
+        }),
+        volume_mounts: Some(mounts),
+        resources: spec.job.resources.clone(),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    };
+    let install = Container {
+        name: "install-agent".into(),
+        image: Some(operator_image.to_string()),
+        command: Some(vec![OPERATOR_BINARY.into()]),
+        args: Some(vec!["install".into(), format!("--to={AGENT_DIR}")]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "agent".into(),
+            mount_path: AGENT_DIR.into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let pod_labels = labels("backup", &name);
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(child_name("backup", &name)),
+            namespace: Some(namespace),
+            labels: Some(pod_labels.clone()),
+            annotations: Some(BTreeMap::from([(
+                "mysqlbackup.dev/database-image".to_string(),
+                container.image.clone().unwrap_or_default(),
+            )])),
+            owner_references: Some(vec![owner_reference(backup)?]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(spec.job.backoff_limit.unwrap_or(1)),
+            active_deadline_seconds: Some(spec.job.active_deadline_seconds.unwrap_or(6 * 3600)),
+            ttl_seconds_after_finished: Some(spec.job.ttl_seconds_after_finished.unwrap_or(86400)),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(pod_labels), ..Default::default() }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    affinity: Some(Affinity {
+                        node_affinity: Some(NodeAffinity {
+                            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                                node_selector_terms: vec![NodeSelectorTerm {
+                                    match_fields: Some(vec![NodeSelectorRequirement {
+                                        key: "metadata.name".into(),
+                                        operator: "In".into(),
+                                        values: Some(vec![node]),
+                                    }]),
+                                    ..Default::default()
+                                }],
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    tolerations: pod_spec.tolerations.clone(),
+                    security_context: pod_spec.security_context.clone(),
+                    image_pull_secrets: pod_spec.image_pull_secrets.clone(),
+                    init_containers: Some(vec![install]),
+                    containers: vec![agent],
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BACKUP: &str = r#"
+apiVersion: mysqlbackup.dev/v1alpha1
+kind: MySQLBackup
+metadata: {name: nightly-1, namespace: db, uid: 1234-abcd}
+spec:
+  source:
+    pod: db-0
+    container: mariadb
+    connection: {user: backup, passwordSecret: {name: db-backup-user, key: password}}
+  storage:
+    url: s3://backups/prod
+    options: {region: eu-west-1}
+    credentialsSecret: s3-creds
+"#;
+
+    const POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: db-0, namespace: db}
+spec:
+  nodeName: node-7
+  securityContext: {runAsUser: 999, runAsGroup: 999, fsGroup: 999}
+  tolerations: [{key: dedicated, operator: Equal, value: db, effect: NoSchedule}]
+  containers:
+  - name: sidecar
+    image: exporter:1
+  - name: mariadb
+    image: mariadb:10.11
+    volumeMounts:
+    - {name: config, mountPath: /etc/mysql/conf.d}
+    - {name: data, mountPath: /var/lib/mysql, subPath: mysql}
+  volumes:
+  - {name: config, configMap: {name: db-config}}
+  - {name: data, persistentVolumeClaim: {claimName: data-db-0}}
+status: {podIP: 10.1.2.3}
+"#;
+
+    fn parse<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn build(backup: &str, pod: &str) -> Result<Job, BuildError> {
+        backup_job(&parse(backup), &parse(pod), "ghcr.io/example/mysql-backup-operator:0.1.0")
+    }
+
+    fn pod_spec(job: &Job) -> &PodSpec {
+        job.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+    }
+
+    #[test]
+    fn pins_to_the_pods_node_mounts_its_datadir_and_runs_as_its_user() {
+        let job = build(BACKUP, POD).unwrap();
+        let spec = pod_spec(&job);
+        let terms = &spec.affinity.as_ref().unwrap().node_affinity.as_ref().unwrap();
+        let field = &terms.required_during_scheduling_ignored_during_execution.as_ref().unwrap().node_selector_terms[0]
+            .match_fields
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!((field.key.as_str(), field.values.as_deref()), ("metadata.name", Some(&["node-7".to_string()][..])));
+        assert_eq!(spec.tolerations.as_ref().unwrap()[0].key.as_deref(), Some("dedicated"));
+        let sc = spec.security_context.as_ref().unwrap();
+        assert_eq!((sc.run_as_user, sc.run_as_group, sc.fs_group), (Some(999), Some(999), Some(999)));
+        let data = spec.volumes.as_ref().unwrap().iter().find(|v| v.name == "datadir").unwrap();
+        assert_eq!(data.persistent_volume_claim.as_ref().unwrap().claim_name, "data-db-0");
+        let agent = &spec.containers[0];
+        let mount = agent.volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "datadir").unwrap();
+        assert_eq!((mount.mount_path.as_str(), mount.sub_path.as_deref()), ("/var/lib/mysql", Some("mysql")));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(job.metadata.name.as_deref(), Some("backup-nightly-1"));
+        let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("MySQLBackup", "1234-abcd", Some(true))
+        );
+        assert_eq!(job.metadata.labels.as_ref().unwrap()[LABEL_BACKUP], "nightly-1");
+        let js = job.spec.as_ref().unwrap();
+        assert_eq!(
+            (js.backoff_limit, js.active_deadline_seconds, js.ttl_seconds_after_finished),
+            (Some(1), Some(21600), Some(86400))
+        );
+    }
+
+    #[test]
+    fn mariabackup_runs_in_the_database_image_with_secrets_from_files_and_env() {
+        let job = build(BACKUP, POD).unwrap();
+        let spec = pod_spec(&job);
+        let init = &spec.init_containers.as_ref().unwrap()[0];
+        assert_eq!(init.image.as_deref(), Some("ghcr.io/example/mysql-backup-operator:0.1.0"));
+        assert_eq!(init.args.as_ref().unwrap(), &["install", "--to=/opt/mysql-backup-operator"]);
+        let agent = &spec.containers[0];
+        assert_eq!(agent.image.as_deref(), Some("mariadb:10.11"));
+        assert_eq!(agent.command.as_ref().unwrap(), &["/opt/mysql-backup-operator/mysql-backup-operator"]);
+        assert_eq!(
+            agent.args.as_ref().unwrap(),
+            &[
+                "agent",
+                "backup",
+                "--method=mariabackup",
+                "--datadir=/var/lib/mysql",
+                "--storage=s3://backups/prod",
+                "--compression-level=3",
+                "--parallel=2",
+                "--summary-file=/dev/termination-log",
+                "--log-format=json",
+                "--storage-option=region=eu-west-1",
+                "--mysql-url=mysql://backup@10.1.2.3:3306",
+                "--mysql-password-file=/var/run/secrets/mysql-backup-operator/mysql/password",
+            ]
+        );
+        assert_eq!(agent.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name, "s3-creds");
+        assert!(agent.env.is_none(), "no secret value is ever written into the Job");
+        let secret = spec.volumes.as_ref().unwrap().iter().find(|v| v.name == "mysql-password").unwrap();
+        let s = secret.secret.as_ref().unwrap();
+        assert_eq!((s.secret_name.as_deref(), s.default_mode), (Some("db-backup-user"), Some(0o400)));
+        let json = serde_json::to_string(&job).unwrap();
+        assert!(!json.contains("hunter2") && !json.contains("password\":\""), "{json}");
+    }
+
+    #[test]
+    fn cold_runs_in_the_operator_image_without_a_connection() {
+        let backup = BACKUP.replace("  storage:", "  method: cold\n  storage:");
+        let job = build(&backup, POD).unwrap();
+        let agent = &pod_spec(&job).containers[0];
+        assert_eq!(agent.image.as_deref(), Some("ghcr.io/example/mysql-backup-operator:0.1.0"));
+        assert_eq!(agent.command.as_ref().unwrap(), &["/mysql-backup-operator"]);
+        assert!(agent.args.as_ref().unwrap().iter().all(|a| !a.starts_with("--mysql")));
+    }
+
+    #[test]
+    fn bad_sources_are_named() {
+        let unscheduled = POD.replace("  nodeName: node-7\n", "");
+        assert_eq!(build(BACKUP, &unscheduled).unwrap_err(), BuildError::PodNotScheduled { pod: "db-0".into() });
+        assert!(build(BACKUP, &unscheduled).unwrap_err().is_transient());
+        let no_ip = POD.replace("status: {podIP: 10.1.2.3}", "status: {}");
+        assert_eq!(
+            build(BACKUP, &no_ip).unwrap_err().to_string(),
+            "pod db-0 has no IP address yet; set spec.source.connection.host or wait for the pod to start"
+        );
+        let wrong_container = BACKUP.replace("container: mariadb", "container: mysql");
+        assert_eq!(
+            build(&wrong_container, POD).unwrap_err().to_string(),
+            "pod db-0 has no container \"mysql\" (spec.source.container)"
+        );
+        let other_datadir =
+            BACKUP.replace("    container: mariadb\n", "    container: mariadb\n    datadir: /data/mysql\n");
+        let err = build(&other_datadir, POD).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "container \"mariadb\" of pod db-0 mounts no volume at or above the datadir /data/mysql (spec.source.datadir)"
+        );
+        assert!(!err.is_transient());
+        let empty_dir = POD.replace("persistentVolumeClaim: {claimName: data-db-0}", "emptyDir: {}");
+        assert_eq!(
+            build(BACKUP, &empty_dir).unwrap_err(),
+            BuildError::DatadirNotOnClaim { pod: "db-0".into(), volume: "data".into() }
+        );
+    }
+
+    #[test]
+    fn default_container_is_the_first_and_deepest_mount_wins() {
+        let pod = POD.replace(
+            "    - {name: data, mountPath: /var/lib/mysql, subPath: mysql}",
+            "    - {name: data, mountPath: /var/lib/mysql, subPath: mysql}\n    - {name: other, mountPath: /var/lib}",
+        );
+        let job = build(BACKUP, &pod).unwrap();
+        let mount = pod_spec(&job).containers[0].volume_mounts.as_ref().unwrap()[0].clone();
+        assert_eq!(mount.mount_path, "/var/lib/mysql");
+        let first = BACKUP.replace("    container: mariadb\n", "");
+        let err = build(&first, POD).unwrap_err();
+        assert_eq!(
+            err,
+            BuildError::NoDatadirMount {
+                pod: "db-0".into(),
+                container: "sidecar".into(),
+                datadir: "/var/lib/mysql".into()
+            }
+        );
+    }
+
+    #[test]
+    fn long_names_are_shortened_stably_and_distinctly() {
+        let a = child_name("backup", &"x".repeat(80));
+        let b = child_name("backup", &format!("{}y", "x".repeat(79)));
+        assert_eq!(a.len(), 63);
+        assert_ne!(a, b);
+        assert_eq!(a, child_name("backup", &"x".repeat(80)));
+        assert_eq!(child_name("backup", "short"), "backup-short");
+    }
+}
