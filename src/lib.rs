@@ -11,6 +11,7 @@ pub mod binlog_file;
 pub mod chunk_reader;
 pub mod chunk_writer;
 pub mod codec;
+pub mod controller;
 pub mod crd;
 pub mod gtid;
 pub mod install;

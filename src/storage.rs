@@ -79,7 +79,7 @@ impl std::fmt::Debug for Storage {
 }
 
 /// Option keys that carry credentials; they must come from the environment instead.
-fn is_credential_key(key: &str) -> bool {
+pub fn is_credential_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     ["secret", "access_key", "token", "sas", "password", "account_key", "service_account_key", "client_secret"]
         .iter()

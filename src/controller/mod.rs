@@ -1,0 +1,6 @@
+//! The controller: reconciles the custom resources. Each reconcile is a pipeline — observe (read the
+//! resource and what it owns), decide (a pure function, in the per-resource modules), apply (server-side
+//! apply with one field manager), status (server-side apply of status).
+
+pub mod backup;
+pub mod conditions;
