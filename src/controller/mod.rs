@@ -4,3 +4,4 @@
 
 pub mod backup;
 pub mod conditions;
+pub mod reconcile;

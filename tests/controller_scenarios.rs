@@ -1,0 +1,190 @@
+//! Reconcile scenarios against a mocked API server (the `tower-test` pattern of kube-rs'
+//! controller-rs): each test scripts the exact requests the reconcile must make, in order, answers them
+//! as the API server would, and fails on a missing, extra or different request.
+
+use std::{sync::Arc, time::Duration};
+
+use http::{Request, Response};
+use kube::{Client, client::Body, runtime::controller::Action};
+use mysql_backup_operator::{
+    controller::reconcile::{Context, reconcile_backup},
+    crd::MySQLBackup,
+};
+use serde_json::{Value, json};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+const BACKUP: &str = r#"
+apiVersion: mysqlbackup.dev/v1alpha1
+kind: MySQLBackup
+metadata: {name: nightly-1, namespace: db, uid: u-1, generation: 1}
+spec:
+  source:
+    pod: db-0
+    connection: {user: backup, passwordSecret: {name: db-user, key: password}}
+  storage: {url: "s3://backups/prod", credentialsSecret: s3-creds}
+"#;
+
+fn pod() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "db-0", "namespace": "db"},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "mariadb", "image": "mariadb:10.11",
+            "volumeMounts": [{"name": "data", "mountPath": "/var/lib/mysql"}]}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data-db-0"}}]},
+        "status": {"podIP": "10.0.0.9"}
+    })
+}
+
+fn secret(name: &str, key: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "db"}, "data": {key: "eA=="}})
+}
+
+fn not_found() -> (u16, Value) {
+    (
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+    )
+}
+
+/// Expects one request with `method` and a path (and query, when given) starting with `path`; answers
+/// with `status` and `body`; returns the request's JSON body.
+async fn expect(handle: &mut Handle, method: &str, path: &str, (status, body): (u16, Value)) -> Value {
+    let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+        .await
+        .unwrap_or_else(|_| panic!("no request came; expected {method} {path}"))
+        .unwrap_or_else(|| panic!("the client went away; expected {method} {path}"));
+    let uri = request.uri().to_string();
+    assert_eq!(request.method().as_str(), method, "expected {method} {path}, got {} {uri}", request.method());
+    assert!(uri.starts_with(path), "expected {method} {path}, got {uri}");
+    let bytes = request.into_body().collect_bytes().await.unwrap();
+    let sent = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+    let response = Response::builder().status(status).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap();
+    send.send_response(response);
+    sent
+}
+
+fn context() -> (Arc<Context>, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "db");
+    (Arc::new(Context::new(client, "op:1".into())), handle)
+}
+
+/// Runs one reconcile against `script`. A missing request times the script out; an extra one finds
+/// the mock closed and fails the reconcile.
+async fn run(backup: MySQLBackup, script: impl AsyncFnOnce(Handle)) -> Action {
+    let (ctx, handle) = context();
+    let script = async move {
+        script(handle).await;
+    };
+    let (action, ()) = tokio::join!(reconcile_backup(Arc::new(backup), ctx), script);
+    action.expect("reconcile succeeds")
+}
+
+/// The API server answers a status patch with the whole object.
+fn backup_json() -> Value {
+    serde_json::to_value(serde_yaml::from_str::<MySQLBackup>(BACKUP).unwrap()).unwrap()
+}
+
+const PODS: &str = "/api/v1/namespaces/db/pods";
+const JOBS: &str = "/apis/batch/v1/namespaces/db/jobs";
+const SECRETS: &str = "/api/v1/namespaces/db/secrets";
+const STATUS: &str = "/apis/mysqlbackup.dev/v1alpha1/namespaces/db/mysqlbackups/nightly-1/status?&force=true&fieldManager=mysql-backup-operator";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/db/events";
+
+#[tokio::test]
+async fn create_applies_the_job_and_marks_pending() {
+    let backup: MySQLBackup = serde_yaml::from_str(BACKUP).unwrap();
+    let action = run(backup, async |mut h: Handle| {
+        expect(&mut h, "GET", &format!("{PODS}/db-0"), (200, pod())).await;
+        expect(&mut h, "GET", &format!("{JOBS}/backup-nightly-1"), not_found()).await;
+        expect(&mut h, "GET", &format!("{SECRETS}/db-user"), (200, secret("db-user", "password"))).await;
+        expect(&mut h, "GET", &format!("{SECRETS}/s3-creds"), (200, secret("s3-creds", "AWS_ACCESS_KEY_ID"))).await;
+        let job = expect(
+            &mut h,
+            "PATCH",
+            &format!("{JOBS}/backup-nightly-1?&force=true&fieldManager=mysql-backup-operator"),
+            (200, json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "backup-nightly-1"}})),
+        )
+        .await;
+        assert_eq!(job["kind"], "Job");
+        assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["image"], "mariadb:10.11");
+        let status = expect(&mut h, "PATCH", STATUS, (200, backup_json())).await;
+        assert_eq!(status["status"]["phase"], "Pending");
+        assert_eq!(status["status"]["jobName"], "backup-nightly-1");
+        let event = expect(&mut h, "POST", EVENTS, (201, json!({}))).await;
+        assert_eq!(event["reason"], "JobCreated");
+        assert_eq!(event["type"], "Normal");
+    })
+    .await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+}
+
+#[tokio::test]
+async fn succeeded_job_completes_the_status_with_positions() {
+    let backup: MySQLBackup = serde_yaml::from_str(BACKUP).unwrap();
+    let summary = r#"{"operation":"backup","backupId":"20261122T020001Z-00abcd","storage":"s3://backups/prod","manifest":"prod/backups/20261122T020001Z-00abcd/manifest.json","method":"mariabackup","positions":{"flavor":"mariadb","version":"10.11.19-MariaDB","serverId":1,"gtid":{"flavor":"mariadb","binlogPos":"0-1-42"},"binlog":{"file":"mysql-bin.000003","position":1287}},"totals":{"files":3,"dataBytes":1000,"storedBytes":100,"uploadedBytes":100,"chunks":3,"reusedChunks":0},"startedAt":"2026-11-22T02:00:01Z","completedAt":"2026-11-22T02:00:04Z","durationSeconds":3.0,"peakRssBytes":1}"#;
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "backup-nightly-1", "namespace": "db"},
+        "status": {"succeeded": 1, "startTime": "2026-11-22T02:00:00Z", "completionTime": "2026-11-22T02:00:05Z",
+            "conditions": [{"type": "Complete", "status": "True"}]}});
+    let job_pods = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{"metadata": {"name": "backup-nightly-1-x"},
+        "status": {"containerStatuses": [{"name": "agent", "image": "mariadb:10.11", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "message": summary, "finishedAt": "2026-11-22T02:00:05Z"}}}]}}]});
+    let action = run(backup, async |mut h: Handle| {
+        expect(&mut h, "GET", &format!("{PODS}/db-0"), (200, pod())).await;
+        expect(&mut h, "GET", &format!("{JOBS}/backup-nightly-1"), (200, job)).await;
+        expect(&mut h, "GET", &format!("{PODS}?&labelSelector=job-name%3Dbackup-nightly-1"), (200, job_pods)).await;
+        expect(&mut h, "GET", &format!("{SECRETS}/db-user"), (200, secret("db-user", "password"))).await;
+        expect(&mut h, "GET", &format!("{SECRETS}/s3-creds"), (200, secret("s3-creds", "K"))).await;
+        let status = expect(&mut h, "PATCH", STATUS, (200, backup_json())).await;
+        let s = &status["status"];
+        assert_eq!(s["phase"], "Complete");
+        assert_eq!(s["backupId"], "20261122T020001Z-00abcd");
+        assert_eq!(s["positions"]["gtidExecuted"], "0-1-42");
+        assert_eq!(s["positions"]["binlogPosition"], 1287);
+        assert_eq!(s["sizes"]["dataBytes"], 1000);
+        assert_eq!(s["conditions"][0]["type"], "Complete");
+        let event = expect(&mut h, "POST", EVENTS, (201, json!({}))).await;
+        assert_eq!(event["reason"], "BackupStored");
+    })
+    .await;
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn failed_job_fails_with_the_agents_reason() {
+    let backup: MySQLBackup = serde_yaml::from_str(BACKUP).unwrap();
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "backup-nightly-1", "namespace": "db"},
+        "status": {"failed": 2, "conditions": [{"type": "Failed", "status": "True", "message": "backoff limit"}]}});
+    let job_pods = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{"metadata": {"name": "p"},
+        "status": {"containerStatuses": [{"name": "agent", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 1, "message": "{\"error\":\"datadir /var/lib/mysql: No such file or directory (os error 2)\"}"}}}]}}]});
+    run(backup, async |mut h: Handle| {
+        expect(&mut h, "GET", &format!("{PODS}/db-0"), (200, pod())).await;
+        expect(&mut h, "GET", &format!("{JOBS}/backup-nightly-1"), (200, job)).await;
+        expect(&mut h, "GET", PODS, (200, job_pods)).await;
+        expect(&mut h, "GET", &format!("{SECRETS}/db-user"), (200, secret("db-user", "password"))).await;
+        expect(&mut h, "GET", &format!("{SECRETS}/s3-creds"), (200, secret("s3-creds", "K"))).await;
+        let status = expect(&mut h, "PATCH", STATUS, (200, backup_json())).await;
+        assert_eq!(status["status"]["phase"], "Failed");
+        assert_eq!(
+            status["status"]["conditions"][0]["message"],
+            "datadir /var/lib/mysql: No such file or directory (os error 2)"
+        );
+        let event = expect(&mut h, "POST", EVENTS, (201, json!({}))).await;
+        assert_eq!((event["type"].as_str(), event["reason"].as_str()), (Some("Warning"), Some("AgentFailed")));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn finished_backup_reads_nothing_and_writes_nothing() {
+    let mut backup: MySQLBackup = serde_yaml::from_str(BACKUP).unwrap();
+    backup.status = Some(serde_json::from_value(json!({"phase": "Complete", "observedGeneration": 1})).unwrap());
+    let action = run(backup, async |mut h: Handle| {
+        // Radio silence: any request is a failure.
+        let next = tokio::time::timeout(Duration::from_millis(300), h.next_request()).await;
+        assert!(next.is_err() || next.unwrap().is_none(), "a finished backup made a request");
+    })
+    .await;
+    assert_eq!(action, Action::await_change());
+}
