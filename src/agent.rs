@@ -42,6 +42,9 @@ pub enum AgentError {
     /// The server connection settings are wrong.
     #[error(transparent)]
     Server(#[from] crate::server::ServerError),
+    /// The controller stopped with an error.
+    #[error(transparent)]
+    Controller(#[from] crate::controller::run::RunError),
     /// Copying the binary failed.
     #[error("installing the binary into {dir}: {source}")]
     Install { dir: PathBuf, source: std::io::Error },

@@ -35,6 +35,15 @@ enum Command {
     /// The data path: back up, list, verify and restore (inside Jobs, or on any host).
     #[command(subcommand)]
     Agent(Box<AgentCommand>),
+    /// Run the operator: reconcile the custom resources (in the operator Deployment).
+    Controller {
+        /// The operator's own image, run by init containers and by methods that need no server tools.
+        #[arg(long, env = "OPERATOR_IMAGE")]
+        operator_image: String,
+        /// Address of /healthz, /readyz and /metrics.
+        #[arg(long, env = "LISTEN_ADDRESS", default_value = "0.0.0.0:8080")]
+        listen: std::net::SocketAddr,
+    },
     /// Print the CustomResourceDefinitions (the YAML committed under crds/).
     Crd,
     /// Copy this binary into a directory (the init container of agent Jobs).
@@ -258,6 +267,10 @@ async fn run_backup(args: BackupArgs) -> Result<(), AgentError> {
 
 async fn run(cli: Cli) -> Result<(), AgentError> {
     match cli.command {
+        Command::Controller { operator_image, listen } => {
+            let opts = mysql_backup_operator::controller::run::ControllerOptions { operator_image, listen };
+            mysql_backup_operator::controller::run::run(opts).await.map_err(AgentError::Controller)
+        }
         Command::Crd => {
             print!("{}", mysql_backup_operator::crd::crds_yaml());
             Ok(())

@@ -72,12 +72,16 @@ fn context() -> (Arc<Context>, Handle) {
 /// Runs one reconcile against `script`. A missing request times the script out; an extra one finds
 /// the mock closed and fails the reconcile.
 async fn run(backup: MySQLBackup, script: impl AsyncFnOnce(Handle)) -> Action {
+    run_with(backup, script).await.0
+}
+
+async fn run_with(backup: MySQLBackup, script: impl AsyncFnOnce(Handle)) -> (Action, Arc<Context>) {
     let (ctx, handle) = context();
     let script = async move {
         script(handle).await;
     };
-    let (action, ()) = tokio::join!(reconcile_backup(Arc::new(backup), ctx), script);
-    action.expect("reconcile succeeds")
+    let (action, ()) = tokio::join!(reconcile_backup(Arc::new(backup), ctx.clone()), script);
+    (action.expect("reconcile succeeds"), ctx)
 }
 
 /// The API server answers a status patch with the whole object.
@@ -129,7 +133,7 @@ async fn succeeded_job_completes_the_status_with_positions() {
     let job_pods = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{"metadata": {"name": "backup-nightly-1-x"},
         "status": {"containerStatuses": [{"name": "agent", "image": "mariadb:10.11", "imageID": "", "ready": false, "restartCount": 0,
             "state": {"terminated": {"exitCode": 0, "message": summary, "finishedAt": "2026-11-22T02:00:05Z"}}}]}}]});
-    let action = run(backup, async |mut h: Handle| {
+    let (action, ctx) = run_with(backup, async |mut h: Handle| {
         expect(&mut h, "GET", &format!("{PODS}/db-0"), (200, pod())).await;
         expect(&mut h, "GET", &format!("{JOBS}/backup-nightly-1"), (200, job)).await;
         expect(&mut h, "GET", &format!("{PODS}?&labelSelector=job-name%3Dbackup-nightly-1"), (200, job_pods)).await;
@@ -148,6 +152,14 @@ async fn succeeded_job_completes_the_status_with_positions() {
     })
     .await;
     assert_eq!(action, Action::await_change());
+    let metrics = ctx.metrics.encode();
+    for line in [
+        "mysql_backup_operator_backups_finished_total{phase=\"Complete\"} 1",
+        "mysql_backup_operator_last_backup_data_bytes{namespace=\"db\",pod=\"db-0\"} 1000",
+        "mysql_backup_operator_last_successful_backup_timestamp_seconds{namespace=\"db\",pod=\"db-0\"} 1795312805.0",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
 }
 
 #[tokio::test]

@@ -4,4 +4,6 @@
 
 pub mod backup;
 pub mod conditions;
+pub mod metrics;
 pub mod reconcile;
+pub mod run;

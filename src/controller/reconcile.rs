@@ -68,13 +68,20 @@ pub struct Context {
     pub operator_image: String,
     /// Publishes Events.
     pub recorder: Recorder,
+    /// Prometheus metrics.
+    pub metrics: super::metrics::Metrics,
 }
 
 impl Context {
     /// A context for `client`.
     pub fn new(client: Client, operator_image: String) -> Self {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
-        Self { recorder: Recorder::new(client.clone(), reporter), client, operator_image }
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            operator_image,
+            metrics: super::metrics::Metrics::default(),
+        }
     }
 }
 
@@ -203,6 +210,7 @@ pub async fn reconcile_backup(backup: Arc<MySQLBackup>, ctx: Arc<Context>) -> Re
             tracing::warn!(backup = %name, error = %err, "could not publish an Event");
         }
     }
+    record_finish(&ctx.metrics, &backup, &status);
     let terminal = matches!(status.phase, Some(crate::crd::Phase::Complete | crate::crd::Phase::Failed));
     Ok(match requeue {
         Some(after) => Action::requeue(after),
@@ -211,4 +219,27 @@ pub async fn reconcile_backup(backup: Arc<MySQLBackup>, ctx: Arc<Context>) -> Re
         // Job changes arrive through the watch; this is the safety net for a missed one.
         None => Action::requeue(Duration::from_secs(300)),
     })
+}
+
+/// Counts a backup that has just finished, and for a success updates its source's gauges.
+fn record_finish(metrics: &super::metrics::Metrics, backup: &MySQLBackup, status: &crate::crd::MySQLBackupStatus) {
+    use crate::crd::Phase;
+    let was = backup.status.as_ref().and_then(|s| s.phase);
+    let Some(phase @ (Phase::Complete | Phase::Failed)) = status.phase else { return };
+    if was == Some(phase) {
+        return;
+    }
+    let label = if phase == Phase::Complete { "Complete" } else { "Failed" };
+    metrics.backups_finished.get_or_create(&super::metrics::PhaseLabels { phase: label.into() }).inc();
+    if phase == Phase::Complete {
+        let source = super::metrics::SourceLabels {
+            namespace: backup.namespace().unwrap_or_default(),
+            pod: backup.spec.source.pod.clone(),
+        };
+        let finished = status.completion_time.as_ref().map(|t| t.0.as_second() as f64).unwrap_or_default();
+        metrics.last_success.get_or_create(&source).set(finished);
+        let bytes = status.sizes.as_ref().map(|s| s.data_bytes).unwrap_or_default();
+        metrics.last_bytes.get_or_create(&source).set(bytes);
+        metrics.last_duration.get_or_create(&source).set(status.duration_seconds.unwrap_or_default());
+    }
 }
