@@ -15,15 +15,15 @@ use k8s_openapi::{
         batch::v1::{Job, JobSpec},
         core::v1::{
             Affinity, Container, EmptyDirVolumeSource, EnvFromSource, KeyToPath, NodeAffinity, NodeSelector,
-            NodeSelectorRequirement, NodeSelectorTerm, PersistentVolumeClaimVolumeSource, Pod, PodSpec,
-            PodTemplateSpec, SecretEnvSource, SecretVolumeSource, Volume, VolumeMount,
+            NodeSelectorRequirement, NodeSelectorTerm, PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod,
+            PodSpec, PodTemplateSpec, SecretEnvSource, SecretVolumeSource, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
 use kube::Resource;
 
-use crate::crd::{BackupMethod, MySQLBackup};
+use crate::crd::{BackupMethod, MySQLBackup, MySQLRestore, StorageSpec};
 
 /// Where the operator binary sits in the operator image.
 pub const OPERATOR_BINARY: &str = "/mysql-backup-operator";
@@ -97,14 +97,89 @@ pub fn labels(component: &str, name: &str) -> BTreeMap<String, String> {
     ])
 }
 
-fn owner_reference(backup: &MySQLBackup) -> Result<OwnerReference, BuildError> {
+fn owner_reference<K: Resource<DynamicType = ()>>(owner: &K) -> Result<OwnerReference, BuildError> {
     Ok(OwnerReference {
-        api_version: MySQLBackup::api_version(&()).into_owned(),
-        kind: MySQLBackup::kind(&()).into_owned(),
-        name: backup.metadata.name.clone().ok_or(BuildError::MissingMetadata("name"))?,
-        uid: backup.metadata.uid.clone().ok_or(BuildError::MissingMetadata("uid"))?,
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: owner.meta().name.clone().ok_or(BuildError::MissingMetadata("name"))?,
+        uid: owner.meta().uid.clone().ok_or(BuildError::MissingMetadata("uid"))?,
         controller: Some(true),
         block_owner_deletion: Some(true),
+    })
+}
+
+/// The init container that copies the operator binary for the agent.
+fn install_container(operator_image: &str) -> Container {
+    Container {
+        name: "install-agent".into(),
+        image: Some(operator_image.to_string()),
+        command: Some(vec![OPERATOR_BINARY.into()]),
+        args: Some(vec!["install".into(), format!("--to={AGENT_DIR}")]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "agent".into(),
+            mount_path: AGENT_DIR.into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
+/// Image and command of the agent container: the database image (with the copied binary) when the
+/// server's tools are needed, else the operator image.
+fn agent_runtime(needs_server_tools: bool, database_image: &str, operator_image: &str) -> (String, String) {
+    if needs_server_tools {
+        (database_image.to_string(), format!("{AGENT_DIR}/mysql-backup-operator"))
+    } else {
+        (operator_image.to_string(), OPERATOR_BINARY.to_string())
+    }
+}
+
+/// The Job spec around an agent pod: retries, deadline and clean-up from the resource's job options
+/// (defaults: 1 retry, 6 hours, kept one day), the pod labelled like the Job, never restarted in place.
+fn agent_job_spec(options: &crate::crd::JobOptions, labels: BTreeMap<String, String>, pod: PodSpec) -> JobSpec {
+    JobSpec {
+        backoff_limit: Some(options.backoff_limit.unwrap_or(1)),
+        active_deadline_seconds: Some(options.active_deadline_seconds.unwrap_or(6 * 3600)),
+        ttl_seconds_after_finished: Some(options.ttl_seconds_after_finished.unwrap_or(86400)),
+        template: PodTemplateSpec {
+            metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+            spec: Some(PodSpec { restart_policy: Some("Never".into()), ..pod }),
+        },
+        ..Default::default()
+    }
+}
+
+/// Storage arguments, volume and mount of the agent for `storage`.
+fn storage_args(
+    storage: &crate::crd::StorageSpec,
+    args: &mut Vec<String>,
+    volumes: &mut Vec<Volume>,
+    mounts: &mut Vec<VolumeMount>,
+) {
+    args.push(format!("--storage={}", storage.url));
+    for (k, v) in &storage.options {
+        args.push(format!("--storage-option={k}={v}"));
+    }
+    if let Some(claim) = &storage.persistent_volume_claim {
+        let path = storage.url.trim_start_matches("file://").to_string();
+        volumes.push(Volume {
+            name: "storage".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.clone(),
+                read_only: None,
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount { name: "storage".into(), mount_path: path, ..Default::default() });
+    }
+}
+
+fn credentials_env(storage: &crate::crd::StorageSpec) -> Option<Vec<EnvFromSource>> {
+    storage.credentials_secret.as_ref().map(|s| {
+        vec![EnvFromSource {
+            secret_ref: Some(SecretEnvSource { name: s.clone(), optional: None }),
+            ..Default::default()
+        }]
     })
 }
 
@@ -168,15 +243,11 @@ pub fn backup_job(backup: &MySQLBackup, pod: &Pod, operator_image: &str) -> Resu
         "backup".into(),
         format!("--method={}", method.as_str()),
         format!("--datadir={datadir}"),
-        format!("--storage={}", spec.storage.url),
         format!("--compression-level={}", spec.storage.compression_level),
         format!("--parallel={}", spec.storage.parallelism),
         "--summary-file=/dev/termination-log".into(),
         "--log-format=json".into(),
     ];
-    for (k, v) in &spec.storage.options {
-        args.push(format!("--storage-option={k}={v}"));
-    }
     let mut volumes = vec![
         Volume {
             name: "datadir".into(),
@@ -194,6 +265,7 @@ pub fn backup_job(backup: &MySQLBackup, pod: &Pod, operator_image: &str) -> Resu
         },
         VolumeMount { name: "agent".into(), mount_path: AGENT_DIR.into(), ..Default::default() },
     ];
+    storage_args(&spec.storage, &mut args, &mut volumes, &mut mounts);
     if needs_server {
         let conn = &spec.source.connection;
         let host = match &conn.host {
@@ -227,52 +299,19 @@ pub fn backup_job(backup: &MySQLBackup, pod: &Pod, operator_image: &str) -> Resu
             args.push(format!("--mysql-password-file={PASSWORD_DIR}/password"));
         }
     }
-    if let Some(claim) = &spec.storage.persistent_volume_claim {
-        let path = spec.storage.url.trim_start_matches("file://").to_string();
-        volumes.push(Volume {
-            name: "storage".into(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: claim.clone(),
-                read_only: None,
-            }),
-            ..Default::default()
-        });
-        mounts.push(VolumeMount { name: "storage".into(), mount_path: path, ..Default::default() });
-    }
-
-    let (image, command) = if needs_server {
-        (container.image.clone().unwrap_or_default(), format!("{AGENT_DIR}/mysql-backup-operator"))
-    } else {
-        (operator_image.to_string(), OPERATOR_BINARY.to_string())
-    };
+    let (image, command) = agent_runtime(needs_server, container.image.as_deref().unwrap_or_default(), operator_image);
     let agent = Container {
         name: "agent".into(),
         image: Some(image.clone()),
         command: Some(vec![command]),
         args: Some(args),
-        env_from: spec.storage.credentials_secret.as_ref().map(|s| {
-            vec![EnvFromSource {
-                secret_ref: Some(SecretEnvSource { name: s.clone(), optional: None }),
-                ..Default::default()
-            }]
-        }),
+        env_from: credentials_env(&spec.storage),
         volume_mounts: Some(mounts),
         resources: spec.job.resources.clone(),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     };
-    let install = Container {
-        name: "install-agent".into(),
-        image: Some(operator_image.to_string()),
-        command: Some(vec![OPERATOR_BINARY.into()]),
-        args: Some(vec!["install".into(), format!("--to={AGENT_DIR}")]),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "agent".into(),
-            mount_path: AGENT_DIR.into(),
-            ..Default::default()
-        }]),
-        ..Default::default()
-    };
+    let install = install_container(operator_image);
     let pod_labels = labels("backup", &name);
     Ok(Job {
         metadata: ObjectMeta {
@@ -286,41 +325,144 @@ pub fn backup_job(backup: &MySQLBackup, pod: &Pod, operator_image: &str) -> Resu
             owner_references: Some(vec![owner_reference(backup)?]),
             ..Default::default()
         },
-        spec: Some(JobSpec {
-            backoff_limit: Some(spec.job.backoff_limit.unwrap_or(1)),
-            active_deadline_seconds: Some(spec.job.active_deadline_seconds.unwrap_or(6 * 3600)),
-            ttl_seconds_after_finished: Some(spec.job.ttl_seconds_after_finished.unwrap_or(86400)),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(pod_labels), ..Default::default() }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    affinity: Some(Affinity {
-                        node_affinity: Some(NodeAffinity {
-                            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
-                                node_selector_terms: vec![NodeSelectorTerm {
-                                    match_fields: Some(vec![NodeSelectorRequirement {
-                                        key: "metadata.name".into(),
-                                        operator: "In".into(),
-                                        values: Some(vec![node]),
-                                    }]),
-                                    ..Default::default()
-                                }],
-                            }),
-                            ..Default::default()
+        spec: Some(agent_job_spec(
+            &spec.job,
+            pod_labels,
+            PodSpec {
+                affinity: Some(Affinity {
+                    node_affinity: Some(NodeAffinity {
+                        required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                            node_selector_terms: vec![NodeSelectorTerm {
+                                match_fields: Some(vec![NodeSelectorRequirement {
+                                    key: "metadata.name".into(),
+                                    operator: "In".into(),
+                                    values: Some(vec![node]),
+                                }]),
+                                ..Default::default()
+                            }],
                         }),
                         ..Default::default()
                     }),
-                    tolerations: pod_spec.tolerations.clone(),
-                    security_context: pod_spec.security_context.clone(),
-                    image_pull_secrets: pod_spec.image_pull_secrets.clone(),
-                    init_containers: Some(vec![install]),
-                    containers: vec![agent],
-                    volumes: Some(volumes),
                     ..Default::default()
                 }),
+                tolerations: pod_spec.tolerations.clone(),
+                security_context: pod_spec.security_context.clone(),
+                image_pull_secrets: pod_spec.image_pull_secrets.clone(),
+                init_containers: Some(vec![install]),
+                containers: vec![agent],
+                volumes: Some(volumes),
+                ..Default::default()
             },
+        )),
+        ..Default::default()
+    })
+}
+
+/// The PersistentVolumeClaim a restore creates from its template, if it has one. It has no owner: a
+/// restored volume outlives the MySQLRestore that filled it.
+pub fn restore_claim(restore: &MySQLRestore) -> Result<Option<PersistentVolumeClaim>, BuildError> {
+    let Some(template) = &restore.spec.target.volume_claim_template else { return Ok(None) };
+    let name = restore.metadata.name.clone().ok_or(BuildError::MissingMetadata("name"))?;
+    Ok(Some(PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(child_name("restore", &name)),
+            namespace: restore.metadata.namespace.clone(),
+            labels: Some(labels("restore", &name)),
             ..Default::default()
-        }),
+        },
+        spec: Some(template.clone()),
+        ..Default::default()
+    }))
+}
+
+/// What a restore Job needs beyond the MySQLRestore: resolved from the referenced MySQLBackup or the spec.
+#[derive(Debug, Clone)]
+pub struct RestorePlan<'a> {
+    /// Storage holding the backup.
+    pub storage: &'a StorageSpec,
+    /// Backup id, or `latest`.
+    pub backup_id: String,
+    /// Image with `mariadb-backup`, when the backup needs preparing.
+    pub database_image: Option<String>,
+    /// The claim to write into.
+    pub claim: String,
+}
+
+/// Where the target volume is mounted in a restore Job.
+pub const RESTORE_MOUNT: &str = "/var/lib/mysql-restore";
+
+/// Builds the restore Job of `restore`.
+pub fn restore_job(restore: &MySQLRestore, plan: &RestorePlan, operator_image: &str) -> Result<Job, BuildError> {
+    let name = restore.metadata.name.clone().ok_or(BuildError::MissingMetadata("name"))?;
+    let namespace = restore.metadata.namespace.clone().ok_or(BuildError::MissingMetadata("namespace"))?;
+    let target = &restore.spec.target;
+    let datadir = match &target.sub_path {
+        Some(sub) => format!("{RESTORE_MOUNT}/{}", sub.trim_matches('/')),
+        None => RESTORE_MOUNT.to_string(),
+    };
+    let mut args = vec![
+        "agent".to_string(),
+        "restore".into(),
+        format!("--backup={}", plan.backup_id),
+        format!("--datadir={datadir}"),
+        "--summary-file=/dev/termination-log".into(),
+        "--log-format=json".into(),
+    ];
+    if target.overwrite {
+        args.push("--overwrite".into());
+    }
+    let mut volumes = vec![
+        Volume {
+            name: "target".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: plan.claim.clone(),
+                read_only: None,
+            }),
+            ..Default::default()
+        },
+        Volume { name: "agent".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+    ];
+    let mut mounts = vec![
+        VolumeMount { name: "target".into(), mount_path: RESTORE_MOUNT.into(), ..Default::default() },
+        VolumeMount { name: "agent".into(), mount_path: AGENT_DIR.into(), ..Default::default() },
+    ];
+    storage_args(plan.storage, &mut args, &mut volumes, &mut mounts);
+    let (image, command) = agent_runtime(
+        plan.database_image.is_some(),
+        plan.database_image.as_deref().unwrap_or_default(),
+        operator_image,
+    );
+    let agent = Container {
+        name: "agent".into(),
+        image: Some(image),
+        command: Some(vec![command]),
+        args: Some(args),
+        env_from: credentials_env(plan.storage),
+        volume_mounts: Some(mounts),
+        resources: restore.spec.job.resources.clone(),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    };
+    let job_labels = labels("restore", &name);
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(child_name("restore", &name)),
+            namespace: Some(namespace),
+            labels: Some(job_labels.clone()),
+            owner_references: Some(vec![owner_reference(restore)?]),
+            ..Default::default()
+        },
+        spec: Some(agent_job_spec(
+            &restore.spec.job,
+            job_labels,
+            PodSpec {
+                security_context: restore.spec.security_context.clone(),
+                init_containers: Some(vec![install_container(operator_image)]),
+                containers: vec![agent],
+                volumes: Some(volumes),
+                ..Default::default()
+            },
+        )),
         ..Default::default()
     })
 }
@@ -428,11 +570,11 @@ status: {podIP: 10.1.2.3}
                 "backup",
                 "--method=mariabackup",
                 "--datadir=/var/lib/mysql",
-                "--storage=s3://backups/prod",
                 "--compression-level=3",
                 "--parallel=2",
                 "--summary-file=/dev/termination-log",
                 "--log-format=json",
+                "--storage=s3://backups/prod",
                 "--storage-option=region=eu-west-1",
                 "--mysql-url=mysql://backup@10.1.2.3:3306",
                 "--mysql-password-file=/var/run/secrets/mysql-backup-operator/mysql/password",
@@ -516,5 +658,93 @@ status: {podIP: 10.1.2.3}
         assert_ne!(a, b);
         assert_eq!(a, child_name("backup", &"x".repeat(80)));
         assert_eq!(child_name("backup", "short"), "backup-short");
+    }
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use super::*;
+
+    const RESTORE: &str = r#"
+apiVersion: mysqlbackup.dev/v1alpha1
+kind: MySQLRestore
+metadata: {name: restore-1, namespace: db, uid: r-1}
+spec:
+  source: {backup: nightly-1}
+  target:
+    volumeClaimTemplate: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 20Gi}}}
+    subPath: mysql
+  securityContext: {runAsUser: 999, runAsGroup: 999, fsGroup: 999}
+"#;
+
+    fn storage() -> StorageSpec {
+        serde_yaml::from_str("{url: 's3://backups/prod', credentialsSecret: s3-creds, options: {region: eu-west-1}}")
+            .unwrap()
+    }
+
+    #[test]
+    fn template_claim_is_named_after_the_restore_and_owned_by_nobody() {
+        let restore: MySQLRestore = serde_yaml::from_str(RESTORE).unwrap();
+        let claim = restore_claim(&restore).unwrap().expect("a claim from the template");
+        assert_eq!(claim.metadata.name.as_deref(), Some("restore-restore-1"));
+        assert!(claim.metadata.owner_references.is_none(), "deleting the MySQLRestore must not delete the data");
+        assert_eq!(claim.spec.unwrap().access_modes.unwrap(), ["ReadWriteOnce"]);
+        let existing = RESTORE.replace(
+            "volumeClaimTemplate: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 20Gi}}}",
+            "persistentVolumeClaim: data-db-1",
+        );
+        assert!(restore_claim(&serde_yaml::from_str(&existing).unwrap()).unwrap().is_none());
+    }
+
+    #[test]
+    fn restore_job_writes_the_claim_as_the_database_user_and_prepares_in_its_image() {
+        let restore: MySQLRestore = serde_yaml::from_str(RESTORE).unwrap();
+        let storage = storage();
+        let plan = RestorePlan {
+            storage: &storage,
+            backup_id: "20261122T020001Z-00abcd".into(),
+            database_image: Some("mariadb:10.11".into()),
+            claim: "restore-restore-1".into(),
+        };
+        let job = restore_job(&restore, &plan, "op:1").unwrap();
+        assert_eq!(job.metadata.name.as_deref(), Some("restore-restore-1"));
+        assert_eq!(job.metadata.owner_references.as_ref().unwrap()[0].kind, "MySQLRestore");
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.security_context.as_ref().unwrap().run_as_user, Some(999));
+        let agent = &pod.containers[0];
+        assert_eq!(agent.image.as_deref(), Some("mariadb:10.11"));
+        assert_eq!(
+            agent.args.as_ref().unwrap(),
+            &[
+                "agent",
+                "restore",
+                "--backup=20261122T020001Z-00abcd",
+                "--datadir=/var/lib/mysql-restore/mysql",
+                "--summary-file=/dev/termination-log",
+                "--log-format=json",
+                "--storage=s3://backups/prod",
+                "--storage-option=region=eu-west-1",
+            ]
+        );
+        assert_eq!(agent.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name, "s3-creds");
+        let target = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "target").unwrap();
+        assert_eq!(target.persistent_volume_claim.as_ref().unwrap().claim_name, "restore-restore-1");
+        assert_eq!(pod.init_containers.as_ref().unwrap()[0].image.as_deref(), Some("op:1"));
+    }
+
+    #[test]
+    fn overwrite_is_passed_only_when_asked_and_cold_backups_need_no_database_image() {
+        let restore: MySQLRestore =
+            serde_yaml::from_str(&RESTORE.replace("    subPath: mysql", "    overwrite: true")).unwrap();
+        let storage = storage();
+        let plan =
+            RestorePlan { storage: &storage, backup_id: "latest".into(), database_image: None, claim: "c".into() };
+        let job = restore_job(&restore, &plan, "op:1").unwrap();
+        let agent = &job.spec.unwrap().template.spec.unwrap().containers[0];
+        assert_eq!(agent.image.as_deref(), Some("op:1"));
+        let args = agent.args.as_ref().unwrap();
+        assert!(
+            args.contains(&"--overwrite".to_string()) && args.contains(&"--datadir=/var/lib/mysql-restore".to_string())
+        );
     }
 }

@@ -203,6 +203,10 @@ pub struct MySQLRestoreSpec {
     /// the referenced MySQLBackup's status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// User and group the restore runs as, and so the owner of the restored files: those of the server
+    /// that will use the datadir (e.g. `runAsUser: 999`, `fsGroup: 999` for the official MariaDB image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<k8s_openapi::api::core::v1::PodSecurityContext>,
     /// How the agent's Job runs.
     #[serde(default)]
     pub job: JobOptions,
