@@ -12,7 +12,10 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Time,
 };
 
-use super::conditions;
+use super::{
+    conditions,
+    job_outcome::{JobOutcome, job_outcome},
+};
 use crate::{
     crd::{MySQLBackup, MySQLBackupStatus, Phase, PositionsStatus, SizesStatus},
     jobs::{BuildError, backup_job, resolve_method},
@@ -20,12 +23,7 @@ use crate::{
     position::Positions,
 };
 
-/// Condition: the backup is stored and its manifest written.
-pub const COMPLETE: &str = "Complete";
-/// Condition: the backup failed for good; a new MySQLBackup is needed.
-pub const FAILED: &str = "Failed";
-/// Condition: something outside the spec is missing or not ready yet; retried.
-pub const BLOCKED: &str = "Blocked";
+pub use super::conditions::{BLOCKED, COMPLETE, FAILED};
 
 /// What was observed around one MySQLBackup.
 #[derive(Debug, Clone)]
@@ -83,15 +81,6 @@ struct AgentSummary {
     positions: Positions,
     totals: Totals,
     duration_seconds: f64,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct AgentFailure {
-    error: String,
-}
-
-fn job_condition<'a>(job: &'a Job, type_: &str) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
-    job.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_ && c.status == "True")
 }
 
 /// Secrets the spec names that are missing, or lack the named key.
@@ -172,11 +161,7 @@ pub fn decide(o: &Observed) -> Decision {
     }
 
     let fail = |status: &mut MySQLBackupStatus, events: &mut Vec<EventNote>, reason: &'static str, message: String| {
-        status.phase = Some(Phase::Failed);
-        conditions::set(&mut status.conditions, FAILED, true, reason, &message, generation, &o.now);
-        conditions::set(&mut status.conditions, BLOCKED, false, reason, "", generation, &o.now);
-        status.completion_time = Some(o.now.clone());
-        events.push(EventNote { warning: true, reason, message });
+        events.push(conditions::mark_failed(status, reason, message, generation, &o.now));
     };
 
     if let Some(job) = o.job {
@@ -187,8 +172,9 @@ pub fn decide(o: &Observed) -> Decision {
         if let Some(image) = job.metadata.annotations.as_ref().and_then(|a| a.get("mysqlbackup.dev/database-image")) {
             status.database_image = Some(image.clone());
         }
-        if job_condition(job, "Complete").is_some() {
-            match o.agent_message.map(serde_json::from_str::<AgentSummary>) {
+        let outcome = job_outcome(job, o.agent_message);
+        if let JobOutcome::Succeeded(message) = &outcome {
+            match message.as_deref().map(serde_json::from_str::<AgentSummary>) {
                 Some(Ok(summary)) => {
                     status.phase = Some(Phase::Complete);
                     status.backup_id = Some(summary.backup_id.clone());
@@ -230,13 +216,7 @@ pub fn decide(o: &Observed) -> Decision {
             }
             return decision(status, None, events, None);
         }
-        if let Some(failed) = job_condition(job, "Failed") {
-            let reason = o
-                .agent_message
-                .and_then(|m| serde_json::from_str::<AgentFailure>(m).ok())
-                .map(|f| f.error)
-                .or_else(|| failed.message.clone())
-                .unwrap_or_else(|| "the backup Job failed".into());
+        if let JobOutcome::Failed(reason) = outcome {
             fail(&mut status, &mut events, "AgentFailed", reason);
             return decision(status, None, events, None);
         }
@@ -257,14 +237,7 @@ pub fn decide(o: &Observed) -> Decision {
         return decision(status, None, events, None);
     }
     let blocked = |mut status: MySQLBackupStatus, reason: &'static str, message: String| {
-        let mut events = Vec::new();
-        let was =
-            status.conditions.iter().find(|c| c.type_ == BLOCKED && c.status == "True").map(|c| c.message.clone());
-        if was.as_deref() != Some(message.as_str()) {
-            events.push(EventNote { warning: true, reason, message: message.clone() });
-        }
-        status.phase = Some(Phase::Pending);
-        conditions::set(&mut status.conditions, BLOCKED, true, reason, &message, generation, &o.now);
+        let events = conditions::mark_blocked(&mut status, reason, message, generation, &o.now);
         Decision { job: None, status, events, requeue: Some(BLOCKED_RETRY) }
     };
     let Some(pod) = o.pod else {

@@ -61,3 +61,67 @@ mod tests {
         assert!(!is_true(&c, "Blocked"));
     }
 }
+
+/// The parts of a run's status that the common transitions touch.
+pub trait RunStatus {
+    /// Where the run stands.
+    fn phase_mut(&mut self) -> &mut Option<crate::crd::Phase>;
+    /// Its conditions.
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+    /// When it finished.
+    fn completion_time_mut(&mut self) -> &mut Option<Time>;
+}
+
+macro_rules! run_status {
+    ($ty:ty) => {
+        impl RunStatus for $ty {
+            fn phase_mut(&mut self) -> &mut Option<crate::crd::Phase> {
+                &mut self.phase
+            }
+            fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+                &mut self.conditions
+            }
+            fn completion_time_mut(&mut self) -> &mut Option<Time> {
+                &mut self.completion_time
+            }
+        }
+    };
+}
+run_status!(crate::crd::MySQLBackupStatus);
+run_status!(crate::crd::MySQLRestoreStatus);
+
+/// Condition: finished successfully.
+pub const COMPLETE: &str = "Complete";
+/// Condition: failed for good; a new resource is needed.
+pub const FAILED: &str = "Failed";
+/// Condition: something outside the spec is missing or not ready yet; retried.
+pub const BLOCKED: &str = "Blocked";
+
+/// Marks a run failed for good and returns the Warning to publish.
+pub fn mark_failed<S: RunStatus>(
+    status: &mut S,
+    reason: &'static str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> super::backup::EventNote {
+    *status.phase_mut() = Some(crate::crd::Phase::Failed);
+    set(status.conditions_mut(), FAILED, true, reason, &message, generation, now);
+    set(status.conditions_mut(), BLOCKED, false, reason, "", generation, now);
+    *status.completion_time_mut() = Some(now.clone());
+    super::backup::EventNote { warning: true, reason, message }
+}
+
+/// Marks a run blocked (pending, retried) and returns a Warning only when the problem is new.
+pub fn mark_blocked<S: RunStatus>(
+    status: &mut S,
+    reason: &'static str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<super::backup::EventNote> {
+    let same = status.conditions_mut().iter().any(|c| c.type_ == BLOCKED && c.status == "True" && c.message == message);
+    *status.phase_mut() = Some(crate::crd::Phase::Pending);
+    set(status.conditions_mut(), BLOCKED, true, reason, &message, generation, now);
+    if same { Vec::new() } else { vec![super::backup::EventNote { warning: true, reason, message }] }
+}

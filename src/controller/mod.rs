@@ -4,6 +4,8 @@
 
 pub mod backup;
 pub mod conditions;
+pub mod job_outcome;
 pub mod metrics;
 pub mod reconcile;
+pub mod restore;
 pub mod run;
