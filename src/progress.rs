@@ -52,11 +52,24 @@ impl Progress {
         (total > 0).then(|| (self.done() as f64 * 100.0 / total as f64).min(100.0))
     }
 
+    /// Logs one progress line: bytes done and total, percent, average rate.
+    fn log_line(&self, operation: &'static str) {
+        tracing::info!(
+            operation,
+            bytes_done = self.done(),
+            bytes_total = self.total.load(Ordering::Relaxed),
+            percent = self.percent().map(|p| (p * 10.0).round() / 10.0),
+            rate_mib_s = (self.rate() / 1048576.0 * 10.0).round() / 10.0,
+            "progress"
+        );
+    }
+
     /// Starts showing progress of `operation`: a bar when stderr is a terminal, else a log line every
-    /// `interval`. Stops when the returned handle is aborted or dropped via [`Reporter::stop`].
+    /// `interval` and a last one when [`Reporter::stop`] is called, so even a short run's log shows it.
     pub fn report(self: &Arc<Self>, operation: &'static str, interval: Duration) -> Reporter {
         let me = self.clone();
-        let handle = if std::io::stderr().is_terminal() {
+        let terminal = std::io::stderr().is_terminal();
+        let handle = if terminal {
             tokio::spawn(async move {
                 let bar = indicatif::ProgressBar::new(me.total.load(Ordering::Relaxed));
                 bar.set_style(
@@ -79,34 +92,35 @@ impl Progress {
                 tick.tick().await;
                 loop {
                     tick.tick().await;
-                    tracing::info!(
-                        operation,
-                        bytes_done = me.done(),
-                        bytes_total = me.total.load(Ordering::Relaxed),
-                        percent = me.percent().map(|p| (p * 10.0).round() / 10.0),
-                        rate_mib_s = (me.rate() / 1048576.0 * 10.0).round() / 10.0,
-                        "progress"
-                    );
+                    me.log_line(operation);
                 }
             })
         };
-        Reporter(handle)
+        Reporter { handle, progress: self.clone(), operation, terminal }
     }
 }
 
 /// A running progress display; stop it when the operation ends.
-pub struct Reporter(JoinHandle<()>);
+pub struct Reporter {
+    handle: JoinHandle<()>,
+    progress: Arc<Progress>,
+    operation: &'static str,
+    terminal: bool,
+}
 
 impl Reporter {
-    /// Stops the display.
+    /// Stops the display; when logging, writes the final line.
     pub fn stop(self) {
-        self.0.abort();
+        self.handle.abort();
+        if !self.terminal {
+            self.progress.log_line(self.operation);
+        }
     }
 }
 
 impl Drop for Reporter {
     fn drop(&mut self) {
-        self.0.abort();
+        self.handle.abort();
     }
 }
 

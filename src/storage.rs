@@ -323,11 +323,17 @@ mod tests {
     /// GCS has no emulator usable here: this checks configuration only (URL, prefix, key layout).
     #[test]
     fn configures_gcs_and_lays_out_keys() {
-        let s = Storage::open("gs://bucket/team/db1", &[("service_account_path".into(), "/nonexistent".into())], RETRY);
-        // Configuration with an unreadable service account file fails at build time, naming the URL.
-        if let Err(e) = &s {
-            assert!(e.to_string().starts_with("storage gs://bucket/team/db1: cannot configure"), "{e}");
-        }
+        // An unreadable service account file fails at configuration, naming the URL and the file.
+        let err =
+            Storage::open("gs://bucket/team/db1", &[("service_account_path".into(), "/nonexistent".into())], RETRY)
+                .unwrap_err()
+                .to_string();
+        assert!(err.starts_with("storage gs://bucket/team/db1: cannot configure the client:"), "{err}");
+        assert!(err.contains("/nonexistent"), "{err}");
+        // Without one, credentials are resolved at the first request; the key layout is the same as S3's.
+        let gs = Storage::open("gs://bucket/team/db1", &[], RETRY).unwrap();
+        let h = "cd".repeat(32);
+        assert_eq!(gs.chunk_key(&h).to_string(), format!("team/db1/chunks/cd/{h}"));
         let s = Storage::open("s3://bucket/team/db1", &[("region".into(), "eu-west-1".into())], RETRY).unwrap();
         let h = "ab".repeat(32);
         assert_eq!(s.chunk_key(&h).to_string(), format!("team/db1/chunks/ab/{h}"));
