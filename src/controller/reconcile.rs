@@ -1,7 +1,7 @@
-//! The reconcile of a MySQLBackup against the API: observe (the resource's pod, Job, the Job's
-//! termination message and the Secrets it names), decide (pure, in [`super::backup`]), apply the Job
-//! (server-side apply), write the status (server-side apply on the status subresource) and publish
-//! Events. Secret values are read only to learn their keys and are never logged or copied.
+//! The reconciles of MySQLBackup and MySQLRestore against the API: observe (the source pod, or the
+//! backup and target claim; the Job, its agent's termination message and the Secrets named), decide
+//! (pure, in [`super::backup`] and [`super::restore`]), apply the claim and Job (server-side apply),
+//! write the status (server-side apply on the status subresource) and publish Events. Secret values are read only to learn their keys and are never logged or copied.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -12,7 +12,7 @@ use std::{
 use k8s_openapi::{
     api::{
         batch::v1::Job,
-        core::v1::{Pod, Secret},
+        core::v1::{PersistentVolumeClaim, Pod, Secret},
     },
     apimachinery::pkg::apis::meta::v1::Time,
 };
@@ -25,8 +25,14 @@ use kube::{
     },
 };
 
-use super::backup::{self, Decision, Observed};
-use crate::{crd::MySQLBackup, jobs};
+use super::{
+    backup::{self, Decision, Observed},
+    restore as restore_decision,
+};
+use crate::{
+    crd::{MySQLBackup, MySQLRestore},
+    jobs,
+};
 
 /// The field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "mysql-backup-operator";
@@ -40,6 +46,9 @@ pub enum ReconcileError {
     /// Applying the Job failed.
     #[error("applying Job {job}: {source}")]
     ApplyJob { job: String, source: kube::Error },
+    /// Creating the target claim of a restore failed.
+    #[error("applying PersistentVolumeClaim {claim}: {source}")]
+    ApplyClaim { claim: String, source: kube::Error },
     /// Writing the status failed.
     #[error("writing the status of {name}: {source}")]
     WriteStatus { name: String, source: kube::Error },
@@ -53,7 +62,7 @@ impl ReconcileError {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Observe { .. } => "observe",
-            Self::ApplyJob { .. } => "apply",
+            Self::ApplyJob { .. } | Self::ApplyClaim { .. } => "apply",
             Self::WriteStatus { .. } => "status",
             Self::NoNamespace(_) => "invalid",
         }
@@ -112,6 +121,92 @@ async fn agent_message(pods: &Api<Pod>, job: &str) -> Result<Option<String>, Rec
     Ok(newest.map(|(_, m)| m))
 }
 
+/// The keys of each Secret among `names` that exists. Values are never kept.
+async fn secret_keys(
+    api: &Api<Secret>,
+    names: impl IntoIterator<Item = String>,
+) -> Result<BTreeMap<String, BTreeSet<String>>, ReconcileError> {
+    let mut found = BTreeMap::new();
+    for name in names.into_iter().collect::<BTreeSet<_>>() {
+        if let Some(s) = api.get_opt(&name).await.map_err(observe_err(format!("Secret {name}")))? {
+            let keys = s.data.unwrap_or_default().into_keys().chain(s.string_data.unwrap_or_default().into_keys());
+            found.insert(name, keys.collect());
+        }
+    }
+    Ok(found)
+}
+
+/// The agent's termination message, once `job` has finished.
+async fn finished_job_message(pods: &Api<Pod>, job: Option<&Job>) -> Result<Option<String>, ReconcileError> {
+    let finished =
+        job.and_then(|j| j.status.as_ref()).is_some_and(|s| s.succeeded.unwrap_or(0) + s.failed.unwrap_or(0) > 0);
+    match job.and_then(|j| j.metadata.name.as_deref()) {
+        Some(name) if finished => agent_message(pods, name).await,
+        _ => Ok(None),
+    }
+}
+
+/// Applies `status` to the status subresource of `obj` when it differs from `old`.
+async fn apply_status<K, S>(api: &Api<K>, obj: &K, old: Option<&S>, status: &S) -> Result<(), ReconcileError>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize + PartialEq,
+{
+    if old == Some(status) {
+        return Ok(());
+    }
+    let name = obj.name_any();
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|source| ReconcileError::WriteStatus { name, source })?;
+    Ok(())
+}
+
+/// Publishes `events` on `obj`. A failure is logged, never fatal: Events are best effort.
+async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, events: Vec<super::backup::EventNote>) {
+    for e in events {
+        let event = Event {
+            type_: if e.warning { EventType::Warning } else { EventType::Normal },
+            reason: e.reason.to_string(),
+            note: Some(e.message),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(err) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(kind = %K::kind(&()), name = obj.meta().name.as_deref().unwrap_or(""), error = %err, "could not publish an Event");
+        }
+    }
+}
+
+/// Applies `job` server-side.
+async fn apply_job(api: &Api<Job>, job: &Job) -> Result<(), ReconcileError> {
+    let name = job.name_any();
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(job))
+        .await
+        .map_err(|source| ReconcileError::ApplyJob { job: name, source })?;
+    Ok(())
+}
+
+/// What to do after a reconcile: the decision's own requeue, else wait for a change when the resource
+/// is finished, else a slow safety-net requeue (Job changes arrive through the watch).
+fn next_action(requeue: Option<Duration>, phase: Option<crate::crd::Phase>) -> Action {
+    use crate::crd::Phase;
+    match requeue {
+        Some(after) => Action::requeue(after),
+        None if matches!(phase, Some(Phase::Complete | Phase::Failed)) => Action::await_change(),
+        None => Action::requeue(Duration::from_secs(300)),
+    }
+}
+
+fn is_finished(phase: Option<crate::crd::Phase>) -> bool {
+    matches!(phase, Some(crate::crd::Phase::Complete | crate::crd::Phase::Failed))
+}
+
 /// Reconciles one MySQLBackup.
 pub async fn reconcile_backup(backup: Arc<MySQLBackup>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let name = backup.name_any();
@@ -122,11 +217,7 @@ pub async fn reconcile_backup(backup: Arc<MySQLBackup>, ctx: Arc<Context>) -> Re
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &ns);
 
     // Observe. A finished backup needs nothing but its own status.
-    let finished = backup
-        .status
-        .as_ref()
-        .is_some_and(|s| matches!(s.phase, Some(crate::crd::Phase::Complete | crate::crd::Phase::Failed)));
-    let (pod, job, message, secrets) = if finished {
+    let (pod, job, message, secrets) = if is_finished(backup.status.as_ref().and_then(|s| s.phase)) {
         (None, None, None, BTreeMap::new())
     } else {
         let pod = pods
@@ -135,36 +226,13 @@ pub async fn reconcile_backup(backup: Arc<MySQLBackup>, ctx: Arc<Context>) -> Re
             .map_err(observe_err(format!("pod {}", backup.spec.source.pod)))?;
         let job_name = jobs::child_name("backup", &name);
         let job = jobs_api.get_opt(&job_name).await.map_err(observe_err(format!("Job {job_name}")))?;
-        let finished_job = job
-            .as_ref()
-            .and_then(|j| j.status.as_ref())
-            .is_some_and(|s| s.succeeded.unwrap_or(0) + s.failed.unwrap_or(0) > 0);
-        let message = if finished_job { agent_message(&pods, &job_name).await? } else { None };
-        let mut secrets = BTreeMap::new();
-        let wanted = backup
-            .spec
-            .source
-            .connection
-            .password_secret
-            .iter()
-            .map(|s| s.name.clone())
-            .chain(backup.spec.storage.credentials_secret.clone());
-        for secret in wanted.collect::<BTreeSet<_>>() {
-            if let Some(s) = secrets_api.get_opt(&secret).await.map_err(observe_err(format!("Secret {secret}")))? {
-                let keys: BTreeSet<String> = s
-                    .data
-                    .unwrap_or_default()
-                    .into_keys()
-                    .chain(s.string_data.unwrap_or_default().into_keys())
-                    .collect();
-                secrets.insert(secret, keys);
-            }
-        }
+        let message = finished_job_message(&pods, job.as_ref()).await?;
+        let wanted = backup.spec.source.connection.password_secret.iter().map(|s| s.name.clone());
+        let secrets = secret_keys(&secrets_api, wanted.chain(backup.spec.storage.credentials_secret.clone())).await?;
         (pod, job, message, secrets)
     };
 
     // Decide.
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
     let Decision { job: desired, status, events, requeue } = backup::decide(&Observed {
         backup: &backup,
         pod: pod.as_ref(),
@@ -172,53 +240,79 @@ pub async fn reconcile_backup(backup: Arc<MySQLBackup>, ctx: Arc<Context>) -> Re
         agent_message: message.as_deref(),
         secrets: &secrets,
         operator_image: &ctx.operator_image,
-        now,
+        now: Time(k8s_openapi::jiff::Timestamp::now()),
     });
 
-    // Apply.
-    let params = PatchParams::apply(FIELD_MANAGER).force();
+    // Apply, then status, then Events.
     if let Some(job) = desired {
-        let job_name = job.name_any();
-        jobs_api
-            .patch(&job_name, &params, &Patch::Apply(&job))
-            .await
-            .map_err(|source| ReconcileError::ApplyJob { job: job_name, source })?;
+        apply_job(&jobs_api, &job).await?;
     }
-
-    // Status, only when it changed.
-    if backup.status.as_ref() != Some(&status) {
-        let patch = serde_json::json!({
-            "apiVersion": MySQLBackup::api_version(&()),
-            "kind": MySQLBackup::kind(&()),
-            "status": status,
-        });
-        let api: Api<MySQLBackup> = Api::namespaced(client.clone(), &ns);
-        api.patch_status(&name, &params, &Patch::Apply(&patch))
-            .await
-            .map_err(|source| ReconcileError::WriteStatus { name: name.clone(), source })?;
-    }
-
-    for e in events {
-        let event = Event {
-            type_: if e.warning { EventType::Warning } else { EventType::Normal },
-            reason: e.reason.to_string(),
-            note: Some(e.message),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(err) = ctx.recorder.publish(&event, &backup.object_ref(&())).await {
-            tracing::warn!(backup = %name, error = %err, "could not publish an Event");
-        }
-    }
+    let api: Api<MySQLBackup> = Api::namespaced(client.clone(), &ns);
+    apply_status(&api, &*backup, backup.status.as_ref(), &status).await?;
+    publish(&ctx, &*backup, events).await;
     record_finish(&ctx.metrics, &backup, &status);
-    let terminal = matches!(status.phase, Some(crate::crd::Phase::Complete | crate::crd::Phase::Failed));
-    Ok(match requeue {
-        Some(after) => Action::requeue(after),
-        // Nothing will change a finished backup but an edit or deletion, which the watch delivers.
-        None if terminal => Action::await_change(),
-        // Job changes arrive through the watch; this is the safety net for a missed one.
-        None => Action::requeue(Duration::from_secs(300)),
-    })
+    Ok(next_action(requeue, status.phase))
+}
+
+/// Reconciles one MySQLRestore.
+pub async fn reconcile_restore(restore: Arc<MySQLRestore>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let name = restore.name_any();
+    let ns = restore.namespace().ok_or_else(|| ReconcileError::NoNamespace(name.clone()))?;
+    let client = &ctx.client;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let jobs_api: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    let backups: Api<MySQLBackup> = Api::namespaced(client.clone(), &ns);
+    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+
+    // Observe: a finished restore needs nothing but its own status.
+    let (backup, claim, job, message, secrets) = if is_finished(restore.status.as_ref().and_then(|s| s.phase)) {
+        (None, None, None, None, BTreeMap::new())
+    } else {
+        let backup = match &restore.spec.source.backup {
+            Some(b) => backups.get_opt(b).await.map_err(observe_err(format!("MySQLBackup {b}")))?,
+            None => None,
+        };
+        let claim_name =
+            restore.spec.target.persistent_volume_claim.clone().unwrap_or_else(|| jobs::child_name("restore", &name));
+        let claim =
+            claims.get_opt(&claim_name).await.map_err(observe_err(format!("PersistentVolumeClaim {claim_name}")))?;
+        let job_name = jobs::child_name("restore", &name);
+        let job = jobs_api.get_opt(&job_name).await.map_err(observe_err(format!("Job {job_name}")))?;
+        let message = finished_job_message(&pods, job.as_ref()).await?;
+        let storage = backup.as_ref().map(|b| &b.spec.storage).or(restore.spec.source.storage.as_ref());
+        let secrets = secret_keys(&secrets_api, storage.and_then(|s| s.credentials_secret.clone())).await?;
+        (backup, claim, job, message, secrets)
+    };
+
+    // Decide.
+    let restore_decision::Decision { claim: new_claim, job: desired, status, events, requeue } =
+        restore_decision::decide(&restore_decision::Observed {
+            restore: &restore,
+            backup: backup.as_ref(),
+            claim: claim.as_ref(),
+            job: job.as_ref(),
+            agent_message: message.as_deref(),
+            secrets: &secrets,
+            operator_image: &ctx.operator_image,
+            now: Time(k8s_openapi::jiff::Timestamp::now()),
+        });
+
+    // Apply: the claim first, so the Job never waits on a claim that will not come.
+    if let Some(claim) = new_claim {
+        let claim_name = claim.name_any();
+        claims
+            .patch(&claim_name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&claim))
+            .await
+            .map_err(|source| ReconcileError::ApplyClaim { claim: claim_name, source })?;
+    }
+    if let Some(job) = desired {
+        apply_job(&jobs_api, &job).await?;
+    }
+    let api: Api<MySQLRestore> = Api::namespaced(client.clone(), &ns);
+    apply_status(&api, &*restore, restore.status.as_ref(), &status).await?;
+    publish(&ctx, &*restore, events).await;
+    Ok(next_action(requeue, status.phase))
 }
 
 /// Counts a backup that has just finished, and for a success updates its source's gauges.

@@ -1,4 +1,4 @@
-//! Running the controller: the watch of MySQLBackups (and the Jobs they own), error backoff, and the
+//! Running the controller: the watches of MySQLBackups and MySQLRestores (and the Jobs they own), error backoff, and the
 //! HTTP endpoints `/healthz`, `/readyz` and `/metrics`; stops cleanly on SIGTERM or Ctrl-C.
 //!
 //! Objects that do not deserialize (e.g. written against an older schema) are reported and skipped
@@ -16,7 +16,7 @@ use std::{
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client, Resource, ResourceExt,
     api::ListParams,
     core::DeserializeGuard,
     runtime::{Controller, controller::Action, watcher},
@@ -24,9 +24,9 @@ use kube::{
 
 use super::{
     metrics::{ErrorLabels, KindLabels},
-    reconcile::{Context, ReconcileError, reconcile_backup},
+    reconcile::{Context, ReconcileError, reconcile_backup, reconcile_restore},
 };
-use crate::crd::MySQLBackup;
+use crate::crd::{MySQLBackup, MySQLRestore};
 
 /// Errors that stop the controller.
 #[derive(Debug, thiserror::Error)]
@@ -54,34 +54,69 @@ pub struct ControllerOptions {
 /// Seconds to wait before retrying a reconcile that failed.
 const ERROR_RETRY: Duration = Duration::from_secs(15);
 
-async fn reconcile(guard: Arc<DeserializeGuard<MySQLBackup>>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    ctx.metrics.reconciles.get_or_create(&KindLabels { kind: "MySQLBackup".into() }).inc();
+/// A resource the controller reconciles: its kind for logs and metrics, and its reconcile.
+trait Reconciled:
+    Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
+    fn reconcile(obj: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = Result<Action, ReconcileError>> + Send;
+}
+
+impl Reconciled for MySQLBackup {
+    fn reconcile(obj: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = Result<Action, ReconcileError>> + Send {
+        reconcile_backup(obj, ctx)
+    }
+}
+
+impl Reconciled for MySQLRestore {
+    fn reconcile(obj: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = Result<Action, ReconcileError>> + Send {
+        reconcile_restore(obj, ctx)
+    }
+}
+
+async fn reconcile<K: Reconciled>(
+    guard: Arc<DeserializeGuard<K>>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let kind = K::kind(&()).to_string();
+    ctx.metrics.reconciles.get_or_create(&KindLabels { kind: kind.clone() }).inc();
     match &guard.0 {
-        Ok(backup) => reconcile_backup(Arc::new(backup.clone()), ctx).await,
+        Ok(obj) => K::reconcile(Arc::new(obj.clone()), ctx).await,
         Err(invalid) => {
             tracing::warn!(
+                kind = %kind,
                 namespace = invalid.metadata.namespace.as_deref().unwrap_or(""),
                 name = invalid.metadata.name.as_deref().unwrap_or(""),
                 error = %invalid.error,
-                "skipping a MySQLBackup that does not match the schema"
+                "skipping an object that does not match the schema"
             );
-            ctx.metrics
-                .errors
-                .get_or_create(&ErrorLabels { kind: "MySQLBackup".into(), category: "invalid".into() })
-                .inc();
+            ctx.metrics.errors.get_or_create(&ErrorLabels { kind, category: "invalid".into() }).inc();
             Ok(Action::await_change())
         }
     }
 }
 
-fn error_policy(guard: Arc<DeserializeGuard<MySQLBackup>>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
-    let name = guard.0.as_ref().map(|b| b.name_any()).unwrap_or_default();
-    tracing::warn!(backup = %name, category = error.category(), error = %error, "reconcile failed; retrying");
-    ctx.metrics
-        .errors
-        .get_or_create(&ErrorLabels { kind: "MySQLBackup".into(), category: error.category().into() })
-        .inc();
+fn error_policy<K: Reconciled>(guard: Arc<DeserializeGuard<K>>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let name = guard.0.as_ref().map(|o| o.name_any()).unwrap_or_default();
+    let kind = K::kind(&()).to_string();
+    tracing::warn!(kind = %kind, name = %name, category = error.category(), error = %error, "reconcile failed; retrying");
+    ctx.metrics.errors.get_or_create(&ErrorLabels { kind, category: error.category().into() }).inc();
     Action::requeue(ERROR_RETRY)
+}
+
+/// The controller of `K`, owning the operator's Jobs, until shutdown.
+async fn control<K: Reconciled>(client: Client, ctx: Arc<Context>) {
+    let objects: Api<DeserializeGuard<K>> = Api::all(client.clone());
+    let jobs: Api<Job> = Api::all(client);
+    Controller::new(objects, watcher::Config::default().any_semantic())
+        .owns(jobs, watcher::Config::default().labels("app.kubernetes.io/managed-by=mysql-backup-operator"))
+        .shutdown_on_signal()
+        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
 }
 
 /// Serves the health and metrics endpoints until the process stops.
@@ -124,19 +159,13 @@ pub async fn run(opts: ControllerOptions) -> Result<(), RunError> {
         .map_err(|source| RunError::Listen { addr: opts.listen, source })?;
     let ready = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(serve(listener, ctx.clone(), ready.clone()));
-    let jobs: Api<Job> = Api::all(client);
-    let controller = Controller::new(backups, watcher::Config::default().any_semantic())
-        .owns(jobs, watcher::Config::default().labels("app.kubernetes.io/managed-by=mysql-backup-operator"))
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "controller event");
-            }
-        });
+    let controllers = futures::future::join(
+        control::<MySQLBackup>(client.clone(), ctx.clone()),
+        control::<MySQLRestore>(client, ctx),
+    );
     ready.store(true, Ordering::Relaxed);
     tracing::info!(listen = %opts.listen, "controller running");
-    controller.await;
+    controllers.await;
     server.abort();
     tracing::info!("controller stopped");
     Ok(())
