@@ -43,6 +43,18 @@ enum Command {
         /// Address of /healthz, /readyz and /metrics.
         #[arg(long, env = "LISTEN_ADDRESS", default_value = "0.0.0.0:8080")]
         listen: std::net::SocketAddr,
+        /// Run without leader election: only for a single replica, or outside a cluster.
+        #[arg(long)]
+        no_leader_election: bool,
+        /// Name of the Lease the replicas compete for.
+        #[arg(long, env = "LEASE_NAME", default_value = "mysql-backup-operator")]
+        lease_name: String,
+        /// Namespace of the Lease. Default: the pod's own namespace.
+        #[arg(long, env = "POD_NAMESPACE")]
+        lease_namespace: Option<String>,
+        /// This replica's identity in the Lease. Default: the host name (the pod name in a cluster).
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
     },
     /// Print the CustomResourceDefinitions (the YAML committed under crds/).
     Crd,
@@ -269,10 +281,24 @@ async fn run_backup(args: BackupArgs) -> Result<(), AgentError> {
     finish(summary, args.common.summary_file.as_ref())
 }
 
+/// The host name, the default identity of a replica in leader election.
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| format!("pid-{}", std::process::id()))
+}
+
 async fn run(cli: Cli) -> Result<(), AgentError> {
     match cli.command {
-        Command::Controller { operator_image, listen } => {
-            let opts = mysql_backup_operator::controller::run::ControllerOptions { operator_image, listen };
+        Command::Controller { operator_image, listen, no_leader_election, lease_name, lease_namespace, identity } => {
+            use mysql_backup_operator::controller::run::{ControllerOptions, LeaderElection};
+            let leader_election = (!no_leader_election).then(|| LeaderElection {
+                lease: lease_name,
+                namespace: lease_namespace,
+                identity: identity.unwrap_or_else(host_name),
+            });
+            let opts = ControllerOptions { operator_image, listen, leader_election };
             mysql_backup_operator::controller::run::run(opts).await.map_err(AgentError::Controller)
         }
         Command::Crd => {

@@ -7,7 +7,7 @@ use std::path::Path;
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::ServiceAccount,
-    rbac::v1::{ClusterRole, ClusterRoleBinding},
+    rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
 };
 use serde::Deserialize;
 
@@ -48,34 +48,73 @@ fn deployment_runs_the_controller_as_its_service_account_with_probes() {
     assert_eq!((sc.read_only_root_filesystem, sc.allow_privilege_escalation), (Some(true), Some(false)));
 }
 
+fn allows(rules: &[PolicyRule], group: &str, resource: &str, verb: &str) -> bool {
+    rules.iter().any(|r| {
+        r.api_groups.as_ref().is_some_and(|g| g.iter().any(|x| x == group))
+            && r.resources.as_ref().is_some_and(|rs| rs.iter().any(|x| x == resource))
+            && r.verbs.iter().any(|v| v == verb)
+    })
+}
+
+fn no_wildcards(rules: &[PolicyRule]) {
+    for r in rules {
+        let everything = r.verbs.iter().chain(r.resources.iter().flatten()).chain(r.api_groups.iter().flatten());
+        assert!(everything.into_iter().all(|x| x != "*"), "wildcard in {r:?}");
+    }
+}
+
 #[test]
 fn cluster_role_grants_what_the_reconcile_uses_and_no_wildcards() {
     let role: ClusterRole = one("rbac.yaml", "ClusterRole");
     let rules = role.rules.unwrap();
-    let allows = |group: &str, resource: &str, verb: &str| {
-        rules.iter().any(|r| {
-            r.api_groups.as_ref().is_some_and(|g| g.iter().any(|x| x == group))
-                && r.resources.as_ref().is_some_and(|rs| rs.iter().any(|x| x == resource))
-                && r.verbs.iter().any(|v| v == verb)
-        })
-    };
     let needed = [
-        ("mysqlbackup.dev", "mysqlbackups", ["get", "list", "watch"].as_slice()),
+        ("mysqlbackup.dev", "mysqlbackups", ["get", "list", "watch", "patch"].as_slice()),
         ("mysqlbackup.dev", "mysqlbackups/status", &["patch"]),
-        ("batch", "jobs", &["get", "list", "watch", "patch"]),
+        ("mysqlbackup.dev", "mysqlbackups/finalizers", &["update"]),
+        ("mysqlbackup.dev", "mysqlrestores", &["get", "list", "watch"]),
+        ("mysqlbackup.dev", "mysqlrestores/status", &["patch"]),
+        ("batch", "jobs", &["get", "list", "watch", "create", "patch", "delete"]),
         ("", "pods", &["get", "list"]),
+        ("", "persistentvolumeclaims", &["get", "create", "patch"]),
         ("", "secrets", &["get"]),
         ("events.k8s.io", "events", &["create", "patch"]),
-        ("coordination.k8s.io", "leases", &["get", "create", "update"]),
     ];
     for (group, resource, verbs) in needed {
         for verb in verbs {
-            assert!(allows(group, resource, verb), "ClusterRole lacks {verb} on {group}/{resource}");
+            assert!(allows(&rules, group, resource, verb), "ClusterRole lacks {verb} on {group}/{resource}");
         }
     }
-    for r in &rules {
-        let everything = r.verbs.iter().chain(r.resources.iter().flatten()).chain(r.api_groups.iter().flatten());
-        assert!(everything.into_iter().all(|x| x != "*"), "wildcard in {r:?}");
+    no_wildcards(&rules);
+    assert!(!allows(&rules, "", "secrets", "list"), "Secrets are read one by one, never listed");
+    assert!(
+        !allows(&rules, "coordination.k8s.io", "leases", "patch"),
+        "the Lease is written only in the operator's namespace"
+    );
+}
+
+#[test]
+fn leader_election_lease_is_granted_in_the_operators_namespace_only() {
+    let role: Role = one("rbac.yaml", "Role");
+    let binding: RoleBinding = one("rbac.yaml", "RoleBinding");
+    let sa: ServiceAccount = one("rbac.yaml", "ServiceAccount");
+    let rules = role.rules.unwrap();
+    for verb in ["get", "create", "patch"] {
+        assert!(allows(&rules, "coordination.k8s.io", "leases", verb), "Role lacks {verb} on leases");
     }
-    assert!(!allows("", "secrets", "list"), "Secrets are read one by one, never listed");
+    no_wildcards(&rules);
+    assert_eq!(role.metadata.namespace, sa.metadata.namespace);
+    assert_eq!(binding.metadata.namespace, sa.metadata.namespace);
+    assert_eq!((binding.role_ref.kind.as_str(), Some(&binding.role_ref.name)), ("Role", role.metadata.name.as_ref()));
+    assert_eq!(binding.subjects.unwrap()[0].name, sa.metadata.name.unwrap());
+    let deploy: Deployment = one("deployment.yaml", "Deployment");
+    let env = deploy.spec.unwrap().template.spec.unwrap().containers[0].env.clone().unwrap();
+    let from_field = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value_from.clone())
+            .and_then(|v| v.field_ref)
+            .map(|f| f.field_path)
+    };
+    assert_eq!(from_field("POD_NAME").as_deref(), Some("metadata.name"), "the identity in the Lease");
+    assert_eq!(from_field("POD_NAMESPACE").as_deref(), Some("metadata.namespace"), "where the Lease lives");
 }

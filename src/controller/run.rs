@@ -21,10 +21,12 @@ use kube::{
     core::DeserializeGuard,
     runtime::{Controller, controller::Action, watcher},
 };
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::watch;
 
 use super::{
     metrics::{ErrorLabels, KindLabels},
-    reconcile::{Context, ReconcileError, reconcile_backup, reconcile_restore},
+    reconcile::{Context, FIELD_MANAGER, ReconcileError, reconcile_backup, reconcile_restore},
 };
 use crate::crd::{MySQLBackup, MySQLRestore};
 
@@ -37,6 +39,12 @@ pub enum RunError {
     /// The CRDs are not installed (or not readable with this service account).
     #[error("the MySQLBackup CRD is not usable ({0}); install crds/crds.yaml or the Helm chart first")]
     CrdMissing(#[source] kube::Error),
+    /// The Lease of leader election could not be read or created.
+    #[error("leader election on Lease {lease}: {source}")]
+    Lease { lease: String, source: kube_lease_manager::LeaseManagerError },
+    /// Another replica took the Lease (or it could not be renewed in time): stop reconciling.
+    #[error("lost the leader-election Lease; restarting to stand by")]
+    LeaseLost,
     /// The HTTP endpoint could not listen.
     #[error("listening on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
@@ -49,7 +57,26 @@ pub struct ControllerOptions {
     pub operator_image: String,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     pub listen: SocketAddr,
+    /// Leader election; `None` runs without it (a single replica, or outside a cluster).
+    pub leader_election: Option<LeaderElection>,
 }
+
+/// Which Lease the replicas compete for, and as whom.
+#[derive(Debug, Clone)]
+pub struct LeaderElection {
+    /// Name of the Lease.
+    pub lease: String,
+    /// Its namespace; default: the namespace of the client (the pod's own, in a cluster).
+    pub namespace: Option<String>,
+    /// This replica's identity, unique among replicas (the pod name).
+    pub identity: String,
+}
+
+/// Seconds a Lease stays valid after its last renewal; a standby takes over at most this long after the
+/// leader dies without releasing it.
+const LEASE_SECONDS: u64 = 15;
+/// Seconds before expiry at which the leader renews; also the clock skew tolerated between nodes.
+const LEASE_GRACE_SECONDS: u64 = 5;
 
 /// Seconds to wait before retrying a reconcile that failed.
 const ERROR_RETRY: Duration = Duration::from_secs(15);
@@ -148,7 +175,59 @@ async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Context>, ready: Arc<
     axum::serve(listener, app).await
 }
 
-/// Runs the controller until SIGTERM or Ctrl-C.
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the controller");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Waits until this replica holds the Lease. `None` when a signal came first.
+async fn acquire(
+    client: Client,
+    election: &LeaderElection,
+) -> Result<Option<(watch::Receiver<bool>, LeaseTask)>, RunError> {
+    let namespace = election.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
+    let manager = LeaseManagerBuilder::new(client, &election.lease)
+        .with_namespace(&namespace)
+        .with_identity(&election.identity)
+        .with_field_manager(FIELD_MANAGER)
+        .with_duration(LEASE_SECONDS)
+        .with_grace(LEASE_GRACE_SECONDS)
+        .build()
+        .await
+        .map_err(|source| RunError::Lease { lease: format!("{namespace}/{}", election.lease), source })?;
+    let (mut leading, task) = manager.watch().await;
+    tracing::info!(lease = %election.lease, namespace = %namespace, identity = %election.identity, "waiting to lead");
+    tokio::select! {
+        acquired = leading.wait_for(|leader| *leader) => {
+            if acquired.is_err() {
+                return Err(RunError::LeaseLost);
+            }
+        }
+        _ = shutdown_signal() => return Ok(None),
+    }
+    tracing::info!(identity = %election.identity, "leading");
+    Ok(Some((leading, task)))
+}
+
+type LeaseTask =
+    tokio::task::JoinHandle<Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>>;
+
+/// Runs the controller until SIGTERM or Ctrl-C, or until the Lease is lost (an error: the pod restarts
+/// and stands by again, so two replicas never reconcile at once).
 pub async fn run(opts: ControllerOptions) -> Result<(), RunError> {
     let client = Client::try_default().await.map_err(RunError::Connect)?;
     let backups: Api<DeserializeGuard<MySQLBackup>> = Api::all(client.clone());
@@ -157,16 +236,48 @@ pub async fn run(opts: ControllerOptions) -> Result<(), RunError> {
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|source| RunError::Listen { addr: opts.listen, source })?;
-    let ready = Arc::new(AtomicBool::new(false));
+    // A standby replica is healthy and ready: readiness says the process serves, not that it leads.
+    let ready = Arc::new(AtomicBool::new(true));
     let server = tokio::spawn(serve(listener, ctx.clone(), ready.clone()));
+
+    let lease = match &opts.leader_election {
+        Some(election) => match acquire(client.clone(), election).await? {
+            Some(lease) => Some(lease),
+            None => {
+                server.abort();
+                tracing::info!("stopped before leading");
+                return Ok(());
+            }
+        },
+        None => None,
+    };
     let controllers = futures::future::join(
         control::<MySQLBackup>(client.clone(), ctx.clone()),
         control::<MySQLRestore>(client, ctx),
     );
-    ready.store(true, Ordering::Relaxed);
     tracing::info!(listen = %opts.listen, "controller running");
-    controllers.await;
+    let result = match lease {
+        None => {
+            controllers.await;
+            Ok(())
+        }
+        Some((mut leading, task)) => {
+            let result = tokio::select! {
+                _ = controllers => Ok(()),
+                _ = leading.wait_for(|leader| !*leader) => Err(RunError::LeaseLost),
+            };
+            // Closing the channel makes the manager release the Lease, so a standby takes over at once.
+            drop(leading);
+            match tokio::time::timeout(Duration::from_secs(5), task).await {
+                Ok(Ok(Ok(_))) => tracing::info!("released the Lease"),
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "could not release the Lease; it expires by itself"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "the Lease task ended abnormally"),
+                Err(_) => tracing::warn!("releasing the Lease timed out; it expires by itself"),
+            }
+            result
+        }
+    };
     server.abort();
     tracing::info!("controller stopped");
-    Ok(())
+    result
 }
