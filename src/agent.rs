@@ -1,4 +1,4 @@
-//! The agent's operations as the command line and Jobs run them: backup, list, verify, restore. Each
+//! The agent's operations as the command line and Jobs run them: backup, list, verify, restore, delete. Each
 //! returns a [`Summary`] — the small JSON document printed at the end and, when asked, written to a
 //! file (a Job's termination-message path) for the controller to read.
 
@@ -36,6 +36,15 @@ pub enum AgentError {
     /// Verification found damage.
     #[error("backup {backup} is damaged: {}", describe_damage(.damaged))]
     Damaged { backup: String, damaged: Vec<Damage> },
+    /// Chunks this backup reused were deleted while it ran (a concurrent deletion).
+    #[error(
+        "{count} chunk(s) this backup reused were deleted while it ran (first: {first}), probably by a \
+         concurrent deletion; no backup was recorded: run it again"
+    )]
+    ChunksVanished { count: usize, first: String },
+    /// Deleting a backup failed.
+    #[error(transparent)]
+    Delete(#[from] crate::delete::DeleteError),
     /// A required option is missing.
     #[error("{needed_by} needs {option}")]
     MissingOption { option: &'static str, needed_by: &'static str },
@@ -107,6 +116,27 @@ pub enum Summary {
         /// Peak resident memory of the agent process (not counting tools it ran).
         peak_rss_bytes: u64,
     },
+    /// A backup was deleted.
+    #[serde(rename = "delete", rename_all = "camelCase")]
+    Delete {
+        backup_id: String,
+        storage: String,
+        #[serde(flatten)]
+        outcome: crate::delete::DeleteOutcome,
+        duration_seconds: f64,
+    },
+}
+
+/// Deletes backup `id` and the chunks no other backup references.
+pub async fn delete(storage: &Storage, id: &str, ignore_missing: bool) -> Result<Summary, AgentError> {
+    let started = std::time::Instant::now();
+    let outcome = crate::delete::delete(storage, id, ignore_missing).await?;
+    Ok(Summary::Delete {
+        backup_id: id.to_string(),
+        storage: storage.url().to_string(),
+        outcome,
+        duration_seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// Peak resident memory of this process so far, in bytes (0 if unknown).
@@ -144,6 +174,19 @@ pub async fn backup<M: BackupMethod>(
     reporter.stop();
     let positions = ran?;
     let (files, totals) = finished?;
+    if totals.reused_chunks > 0 {
+        // A deletion running meanwhile may have removed a chunk this backup found and reused.
+        let present = storage.list_chunks().await?;
+        let missing: Vec<&str> = files
+            .iter()
+            .flat_map(|f| &f.chunks)
+            .map(|c| c.hash.as_str())
+            .filter(|h| !present.contains_key(*h))
+            .collect();
+        if let Some(first) = missing.first() {
+            return Err(AgentError::ChunksVanished { count: missing.len(), first: first.to_string() });
+        }
+    }
     let completed_at = Utc::now();
     let manifest = Manifest {
         format_version: FORMAT_VERSION,

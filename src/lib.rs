@@ -4,7 +4,8 @@
 //! data path: a [`method`] reads a consistent copy of the server's files into the [`chunk_writer`],
 //! which stores content-addressed zstd chunks through [`storage`]; the [`manifest`], written last,
 //! lists every file with its chunks and the [`position`]s of the consistent point. [`restore`] and
-//! [`verify`] read it back through [`chunk_reader`], checking every hash.
+//! [`verify`] read it back through [`chunk_reader`], checking every hash; [`delete`] removes a backup
+//! and the chunks only it used.
 
 pub mod agent;
 pub mod binlog_file;
@@ -13,6 +14,7 @@ pub mod chunk_writer;
 pub mod codec;
 pub mod controller;
 pub mod crd;
+pub mod delete;
 pub mod gtid;
 pub mod install;
 pub mod jobs;

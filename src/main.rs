@@ -76,6 +76,24 @@ enum AgentCommand {
     Verify(VerifyArgs),
     /// Restore a backup into an empty directory.
     Restore(RestoreArgs),
+    /// Delete a backup: its manifest first (it stops being listed), then the chunks no other backup
+    /// references. An interrupted deletion is finished by running it again.
+    Delete(DeleteArgs),
+}
+
+#[derive(Args)]
+struct DeleteArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+    /// Id of the backup to delete (`latest` is refused: a deletion names its backup).
+    #[arg(long)]
+    backup: String,
+    /// Succeed when the backup is already gone (for retried clean-ups).
+    #[arg(long)]
+    ignore_missing: bool,
+    /// Also write the JSON summary to this file (e.g. /dev/termination-log in a Job).
+    #[arg(long)]
+    summary_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -316,6 +334,7 @@ async fn run(cli: Cli) -> Result<(), AgentError> {
                 AgentCommand::Backup(a) => a.common.summary_file.clone(),
                 AgentCommand::Verify(a) => a.common.summary_file.clone(),
                 AgentCommand::Restore(a) => a.common.summary_file.clone(),
+                AgentCommand::Delete(a) => a.summary_file.clone(),
                 AgentCommand::List(_) => None,
             };
             let result = run_agent(*agent).await;
@@ -370,6 +389,11 @@ async fn run_agent(command: AgentCommand) -> Result<(), AgentError> {
             let interval = Duration::from_secs(args.common.progress_interval);
             let summary = agent::restore(&storage, &args.backup, &opts, interval).await?;
             finish(summary, args.common.summary_file.as_ref())
+        }
+        AgentCommand::Delete(args) => {
+            let storage = args.storage.open()?;
+            let summary = agent::delete(&storage, &args.backup, args.ignore_missing).await?;
+            finish(summary, args.summary_file.as_ref())
         }
     }
 }

@@ -199,6 +199,12 @@ impl Storage {
         self.key(&format!("backups/{backup_id}/manifest.json"))
     }
 
+    /// Object key of the tombstone a deletion leaves while it removes a backup's chunks: a copy of the
+    /// manifest, so an interrupted deletion can be finished, under a name no listing counts as a backup.
+    pub fn tombstone_key(&self, backup_id: &str) -> ObjPath {
+        self.key(&format!("backups/{backup_id}/deleting.json"))
+    }
+
     /// Writes an object, in parts when it is large.
     pub async fn put(&self, key: &ObjPath, data: Bytes) -> Result<(), StorageError> {
         let err = |source| StorageError::Put { url: self.url.clone(), key: key.to_string(), source };
@@ -226,12 +232,27 @@ impl Storage {
         self.store.get(key).await.map_err(err)?.bytes().await.map_err(err)
     }
 
+    /// Reads a whole object, or `None` when it does not exist.
+    pub async fn get_opt(&self, key: &ObjPath) -> Result<Option<Bytes>, StorageError> {
+        let err = |source| StorageError::Get { url: self.url.clone(), key: key.to_string(), source };
+        match self.store.get(key).await {
+            Ok(found) => Ok(Some(found.bytes().await.map_err(err)?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(err(e)),
+        }
+    }
+
     /// Deletes an object; a missing object is not an error.
     pub async fn delete(&self, key: &ObjPath) -> Result<(), StorageError> {
         match self.store.delete(key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(source) => Err(StorageError::Delete { url: self.url.clone(), key: key.to_string(), source }),
         }
+    }
+
+    /// Deletes a chunk; a missing one is not an error.
+    pub async fn delete_chunk(&self, hash: &str) -> Result<(), StorageError> {
+        self.delete(&self.chunk_key(hash)).await
     }
 
     /// Every chunk storage holds: hash → stored length.

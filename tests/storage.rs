@@ -11,14 +11,7 @@ async fn incompressible_chunks_go_up_in_parts_and_restore_byte_exact() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(data.join("app")).unwrap();
     // 20 MiB that zstd cannot shrink: a 16 MiB chunk stays above the 8 MiB multipart threshold.
-    let mut bytes = vec![0u8; 20 * 1024 * 1024 + 123];
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    for b in bytes.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
+    let bytes = random_bytes(20 * 1024 * 1024 + 123, 0x9e3779b97f4a7c15);
     std::fs::write(data.join("app/big.ibd"), &bytes).unwrap();
     std::fs::write(data.join("small"), b"tiny").unwrap();
     std::fs::write(data.join("empty"), b"").unwrap();

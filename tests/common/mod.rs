@@ -380,6 +380,20 @@ pub async fn agent(args: &[String], env: &[(String, String)]) -> AgentRun {
     }
 }
 
+/// `len` bytes that zstd cannot shrink, the same for the same `seed` (xorshift; the seed is made odd,
+/// so seeds differing only in the lowest bit give the same bytes).
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// Turns `&str` arguments into owned ones.
 pub fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
