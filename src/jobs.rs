@@ -467,6 +467,68 @@ pub fn restore_job(restore: &MySQLRestore, plan: &RestorePlan, operator_image: &
     })
 }
 
+/// Builds the Job that deletes the stored backup `backup_id` of `backup` (`deletionPolicy: Delete`). It
+/// runs the operator image alone (no database tools, no datadir), as `security_context` when given (the
+/// source pod's, so it can delete what the backup Job wrote to a `file://` volume). It has no owner:
+/// while its MySQLBackup is being deleted the garbage collector could remove an owned Job before it
+/// finishes; `ttlSecondsAfterFinished` removes it instead.
+pub fn cleanup_job(
+    backup: &MySQLBackup,
+    backup_id: &str,
+    security_context: Option<k8s_openapi::api::core::v1::PodSecurityContext>,
+    operator_image: &str,
+) -> Result<Job, BuildError> {
+    let name = backup.metadata.name.clone().ok_or(BuildError::MissingMetadata("name"))?;
+    let namespace = backup.metadata.namespace.clone().ok_or(BuildError::MissingMetadata("namespace"))?;
+    let mut args = vec![
+        "agent".to_string(),
+        "delete".into(),
+        format!("--backup={backup_id}"),
+        "--ignore-missing".into(),
+        "--summary-file=/dev/termination-log".into(),
+        "--log-format=json".into(),
+    ];
+    let (mut volumes, mut mounts) = (Vec::new(), Vec::new());
+    storage_args(&backup.spec.storage, &mut args, &mut volumes, &mut mounts);
+    let agent = Container {
+        name: "agent".into(),
+        image: Some(operator_image.to_string()),
+        command: Some(vec![OPERATOR_BINARY.into()]),
+        args: Some(args),
+        env_from: credentials_env(&backup.spec.storage),
+        volume_mounts: Some(mounts).filter(|m| !m.is_empty()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    };
+    let job_labels = labels("cleanup", &name);
+    // Retried by the controller after a failure; a few quick retries here cover a blip.
+    let options = crate::crd::JobOptions {
+        backoff_limit: Some(2),
+        active_deadline_seconds: Some(3600),
+        ttl_seconds_after_finished: Some(3600),
+        resources: None,
+    };
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(child_name("cleanup", &name)),
+            namespace: Some(namespace),
+            labels: Some(job_labels.clone()),
+            ..Default::default()
+        },
+        spec: Some(agent_job_spec(
+            &options,
+            job_labels,
+            PodSpec {
+                security_context,
+                containers: vec![agent],
+                volumes: Some(volumes).filter(|v| !v.is_empty()),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

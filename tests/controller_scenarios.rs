@@ -327,3 +327,81 @@ async fn restore_job_success_completes_with_the_restored_position() {
     .await;
     assert_eq!(action, Action::await_change());
 }
+
+fn deleting_backup() -> MySQLBackup {
+    let yaml = BACKUP.replace(
+        "metadata: {name: nightly-1, namespace: db, uid: u-1, generation: 1}",
+        "metadata: {name: nightly-1, namespace: db, uid: u-1, generation: 1, resourceVersion: '41',\n  \
+         deletionTimestamp: '2026-11-22T05:00:00Z', finalizers: [example.com/other, mysqlbackup.dev/delete-data]}",
+    ) + "  deletionPolicy: Delete\nstatus: {phase: Complete, backupId: 20261122T020001Z-00abcd}\n";
+    serde_yaml::from_str(&yaml).unwrap()
+}
+
+const BACKUP_OBJECT: &str = "/apis/mysqlbackup.dev/v1alpha1/namespaces/db/mysqlbackups/nightly-1?";
+
+#[tokio::test]
+async fn delete_policy_adds_the_finalizer_before_any_job() {
+    let yaml = BACKUP.replace("generation: 1}", "generation: 1, resourceVersion: '7'}") + "  deletionPolicy: Delete\n";
+    let backup: MySQLBackup = serde_yaml::from_str(&yaml).unwrap();
+    let action = run(backup, async |mut h: Handle| {
+        let patch = expect(&mut h, "PATCH", BACKUP_OBJECT, (200, backup_json())).await;
+        assert_eq!(patch, json!({"metadata": {"finalizers": ["mysqlbackup.dev/delete-data"], "resourceVersion": "7"}}));
+    })
+    .await;
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn deletion_with_delete_policy_runs_the_cleanup_job() {
+    let action = run(deleting_backup(), async |mut h: Handle| {
+        expect(&mut h, "GET", &format!("{JOBS}/backup-nightly-1"), not_found()).await;
+        expect(&mut h, "GET", &format!("{JOBS}/cleanup-nightly-1"), not_found()).await;
+        expect(&mut h, "GET", &format!("{PODS}/db-0"), (200, pod())).await;
+        expect(&mut h, "GET", &format!("{SECRETS}/s3-creds"), (200, secret("s3-creds", "K"))).await;
+        let job = expect(
+            &mut h,
+            "PATCH",
+            &format!("{JOBS}/cleanup-nightly-1?&force=true&fieldManager=mysql-backup-operator"),
+            (200, json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "cleanup-nightly-1"}})),
+        )
+        .await;
+        let args = &job["spec"]["template"]["spec"]["containers"][0]["args"];
+        assert_eq!(args[1], "delete");
+        assert_eq!(args[2], "--backup=20261122T020001Z-00abcd");
+        let event = expect(&mut h, "POST", EVENTS, (201, json!({}))).await;
+        assert_eq!(event["reason"], "CleanupStarted");
+        // The status did not change (no condition yet), so it is not written; the finalizer stays.
+    })
+    .await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(10)));
+}
+
+#[tokio::test]
+async fn deletion_completes_when_the_cleanup_job_succeeded() {
+    let summary = r#"{"operation":"delete","backupId":"20261122T020001Z-00abcd","storage":"s3://backups/prod","alreadyDeleted":false,"deletedChunks":5,"freedBytes":2048,"sharedChunks":1,"durationSeconds":0.2}"#;
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "cleanup-nightly-1", "namespace": "db"},
+        "status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}});
+    let job_pods = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{"metadata": {"name": "p"},
+        "status": {"containerStatuses": [{"name": "agent", "image": "op:1", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "message": summary}}}]}}]});
+    let action = run(deleting_backup(), async |mut h: Handle| {
+        expect(&mut h, "GET", &format!("{JOBS}/backup-nightly-1"), not_found()).await;
+        expect(&mut h, "GET", &format!("{JOBS}/cleanup-nightly-1"), (200, job)).await;
+        expect(&mut h, "GET", &format!("{PODS}?&labelSelector=job-name%3Dcleanup-nightly-1"), (200, job_pods)).await;
+        expect(&mut h, "GET", &format!("{PODS}/db-0"), not_found()).await;
+        expect(&mut h, "GET", &format!("{SECRETS}/s3-creds"), (200, secret("s3-creds", "K"))).await;
+        let event = expect(&mut h, "POST", EVENTS, (201, json!({}))).await;
+        assert_eq!(
+            event["note"],
+            "deleted backup 20261122T020001Z-00abcd from s3://backups/prod: 5 chunk(s), 2048 bytes freed; 1 chunk(s) kept for other backups"
+        );
+        let patch = expect(&mut h, "PATCH", BACKUP_OBJECT, (200, backup_json())).await;
+        assert_eq!(
+            patch,
+            json!({"metadata": {"finalizers": ["example.com/other"], "resourceVersion": "41"}}),
+            "only our finalizer goes"
+        );
+    })
+    .await;
+    assert_eq!(action, Action::await_change());
+}

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod conditions;
+pub mod deletion;
 pub mod job_outcome;
 pub mod metrics;
 pub mod reconcile;

@@ -18,7 +18,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams},
     runtime::{
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
@@ -27,7 +27,7 @@ use kube::{
 
 use super::{
     backup::{self, Decision, Observed},
-    restore as restore_decision,
+    deletion, restore as restore_decision,
 };
 use crate::{
     crd::{MySQLBackup, MySQLRestore},
@@ -46,6 +46,12 @@ pub enum ReconcileError {
     /// Applying the Job failed.
     #[error("applying Job {job}: {source}")]
     ApplyJob { job: String, source: kube::Error },
+    /// Adding or removing the finalizer failed.
+    #[error("updating the finalizers of {name}: {source}")]
+    Finalizer { name: String, source: kube::Error },
+    /// Deleting a Job failed.
+    #[error("deleting Job {job}: {source}")]
+    DeleteJob { job: String, source: kube::Error },
     /// Creating the target claim of a restore failed.
     #[error("applying PersistentVolumeClaim {claim}: {source}")]
     ApplyClaim { claim: String, source: kube::Error },
@@ -62,7 +68,8 @@ impl ReconcileError {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Observe { .. } => "observe",
-            Self::ApplyJob { .. } | Self::ApplyClaim { .. } => "apply",
+            Self::ApplyJob { .. } | Self::ApplyClaim { .. } | Self::DeleteJob { .. } => "apply",
+            Self::Finalizer { .. } => "finalizer",
             Self::WriteStatus { .. } => "status",
             Self::NoNamespace(_) => "invalid",
         }
@@ -207,11 +214,97 @@ fn is_finished(phase: Option<crate::crd::Phase>) -> bool {
     matches!(phase, Some(crate::crd::Phase::Complete | crate::crd::Phase::Failed))
 }
 
+/// Sets the finalizers of `backup` to `finalizers`, only if the object has not changed since it was read
+/// (the resourceVersion makes the merge patch conditional), so no one else's finalizer is lost.
+async fn set_finalizers(
+    api: &Api<MySQLBackup>,
+    backup: &MySQLBackup,
+    finalizers: Vec<String>,
+) -> Result<(), ReconcileError> {
+    let name = backup.name_any();
+    let patch = serde_json::json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": backup.resource_version() },
+    });
+    match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        // Gone already: nothing holds it.
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(source) => Err(ReconcileError::Finalizer { name, source }),
+    }
+}
+
+/// Reconciles a MySQLBackup being deleted: see [`deletion`].
+async fn reconcile_deletion(backup: Arc<MySQLBackup>, ctx: Arc<Context>, ns: &str) -> Result<Action, ReconcileError> {
+    let name = backup.name_any();
+    let client = &ctx.client;
+    let api: Api<MySQLBackup> = Api::namespaced(client.clone(), ns);
+    if !deletion::has_finalizer(&backup) {
+        return Ok(Action::await_change());
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let jobs_api: Api<Job> = Api::namespaced(client.clone(), ns);
+    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let backup_job_name = jobs::child_name("backup", &name);
+    let backup_job = jobs_api.get_opt(&backup_job_name).await.map_err(observe_err(format!("Job {backup_job_name}")))?;
+    let backup_message = finished_job_message(&pods, backup_job.as_ref()).await?;
+    let cleanup_job_name = jobs::child_name("cleanup", &name);
+    let cleanup_job =
+        jobs_api.get_opt(&cleanup_job_name).await.map_err(observe_err(format!("Job {cleanup_job_name}")))?;
+    let cleanup_message = finished_job_message(&pods, cleanup_job.as_ref()).await?;
+    let pod =
+        pods.get_opt(&backup.spec.source.pod).await.map_err(observe_err(format!("pod {}", backup.spec.source.pod)))?;
+    let secrets = secret_keys(&secrets_api, backup.spec.storage.credentials_secret.clone()).await?;
+
+    let d = deletion::decide(&deletion::Observed {
+        backup: &backup,
+        backup_job: backup_job.as_ref(),
+        backup_message: backup_message.as_deref(),
+        cleanup_job: cleanup_job.as_ref(),
+        cleanup_message: cleanup_message.as_deref(),
+        pod_security_context: pod.as_ref().and_then(|p| p.spec.as_ref()).and_then(|s| s.security_context.as_ref()),
+        secrets: &secrets,
+        operator_image: &ctx.operator_image,
+        now: Time(k8s_openapi::jiff::Timestamp::now()),
+    });
+
+    for job in &d.delete_jobs {
+        match jobs_api.delete(job, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(source) => return Err(ReconcileError::DeleteJob { job: job.clone(), source }),
+        }
+    }
+    if let Some(job) = &d.job {
+        apply_job(&jobs_api, job).await?;
+    }
+    publish(&ctx, &*backup, d.events).await;
+    if d.remove_finalizer {
+        // The object goes now: its status no longer matters.
+        let rest = backup.finalizers().iter().filter(|f| *f != deletion::FINALIZER).cloned().collect();
+        set_finalizers(&api, &backup, rest).await?;
+        return Ok(Action::await_change());
+    }
+    apply_status(&api, &*backup, backup.status.as_ref(), &d.status).await?;
+    Ok(d.requeue.map(Action::requeue).unwrap_or_else(Action::await_change))
+}
+
 /// Reconciles one MySQLBackup.
 pub async fn reconcile_backup(backup: Arc<MySQLBackup>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let name = backup.name_any();
     let ns = backup.namespace().ok_or_else(|| ReconcileError::NoNamespace(name.clone()))?;
+    if backup.metadata.deletion_timestamp.is_some() {
+        return reconcile_deletion(backup, ctx, &ns).await;
+    }
     let client = &ctx.client;
+    if deletion::needs_finalizer(&backup) {
+        // Before any Job: data is never stored without the finalizer that deletes it.
+        let api: Api<MySQLBackup> = Api::namespaced(client.clone(), &ns);
+        let mut finalizers = backup.finalizers().to_vec();
+        finalizers.push(deletion::FINALIZER.to_string());
+        set_finalizers(&api, &backup, finalizers).await?;
+        // The change comes back through the watch, with the new resourceVersion.
+        return Ok(Action::await_change());
+    }
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let jobs_api: Api<Job> = Api::namespaced(client.clone(), &ns);
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &ns);

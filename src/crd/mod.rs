@@ -87,7 +87,10 @@ pub struct MySQLBackupSpec {
     /// Where the backup is stored.
     pub storage: StorageSpec,
     /// What happens to the stored backup when this object is deleted: `Retain` (default) keeps it;
-    /// `Delete` removes its manifest and every chunk no other backup uses.
+    /// `Delete` removes its manifest and every chunk no other backup uses, through a cleanup Job, behind
+    /// the finalizer `mysqlbackup.dev/delete-data`. While the cleanup fails (e.g. storage unreachable) the
+    /// object stays, with condition `CleanupFailed` saying why; the annotation
+    /// `mysqlbackup.dev/skip-cleanup: "true"` lets it go and keeps the data.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
     /// How the agent's Job runs.
