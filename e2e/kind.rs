@@ -1,0 +1,303 @@
+//! End-to-end test on a real cluster (kind): the operator installed by its Helm chart backs up a MariaDB
+//! StatefulSet, restores the backup into a new PersistentVolumeClaim, a second server starts on it, and
+//! every table's checksum equals the source's; then a `deletionPolicy: Delete` backup is deleted and its
+//! data goes with it.
+//!
+//! Ignored by default: it needs a cluster. `e2e/run` creates a kind cluster, loads the image, installs
+//! the chart and runs it with `E2E_KUBECONFIG` set (see e2e/README.md). Run by hand against any cluster
+//! where the chart is installed:
+//!
+//! ```sh
+//! E2E_KUBECONFIG=~/.kube/config cargo test --test e2e -- --ignored --nocapture
+//! ```
+
+use std::{fmt::Debug, time::Duration};
+
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::{
+        apps::v1::StatefulSet,
+        batch::v1::Job,
+        core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service},
+    },
+};
+use kube::{
+    Api, Client, Config, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use mysql_backup_operator::crd::{MySQLBackup, MySQLRestore, Phase};
+use serde::{Serialize, de::DeserializeOwned};
+
+const SKIP: &str =
+    "needs a Kubernetes cluster with the chart installed: run e2e/run, or set E2E_KUBECONFIG and pass --ignored";
+const MARIADB_IMAGE: &str = "mariadb:10.11";
+const PASSWORD: &str = "e2e-root-password";
+
+async fn client() -> Client {
+    let path =
+        std::env::var("E2E_KUBECONFIG").unwrap_or_else(|_| panic!("E2E_KUBECONFIG is not set: this test {SKIP}"));
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("reading kubeconfig {path}: {e}"));
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("kubeconfig {path}: {e}"));
+    Client::try_from(config).expect("a client")
+}
+
+/// A namespace for one test, deleted (with everything in it) when dropped.
+struct TestNamespace {
+    client: Client,
+    name: String,
+}
+
+impl TestNamespace {
+    async fn create(client: &Client, prefix: &str) -> Self {
+        let name = format!("{prefix}-{}", std::process::id());
+        let ns: Namespace = yaml(&format!("{{apiVersion: v1, kind: Namespace, metadata: {{name: {name}}}}}"));
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+        Self { client: client.clone(), name }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Applies an object server-side.
+    async fn apply<K>(&self, obj: K) -> K
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+    {
+        let name = obj.name_any();
+        self.api::<K>()
+            .patch(&name, &PatchParams::apply("e2e").force(), &Patch::Apply(&obj))
+            .await
+            .unwrap_or_else(|e| panic!("applying {} {name}: {e}", K::kind(&())))
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if std::env::var("E2E_KEEP").is_ok() {
+            eprintln!("E2E_KEEP is set: namespace {} kept", self.name);
+            return;
+        }
+        let (client, name) = (self.client.clone(), self.name.clone());
+        // Best effort, on a runtime of its own: the test's runtime may be shutting down.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
+            });
+        })
+        .join();
+    }
+}
+
+fn yaml<T: DeserializeOwned>(text: &str) -> T {
+    serde_yaml::from_str(text).unwrap_or_else(|e| panic!("fixture does not parse: {e}\n{text}"))
+}
+
+/// Polls `get` every two seconds until `done` holds, for at most `timeout`; on timeout panics with the
+/// last object seen.
+async fn wait_for<K, F>(api: &Api<K>, name: &str, timeout: Duration, what: &str, done: F) -> K
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+    F: Fn(&K) -> bool,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(obj) = api.get_opt(name).await.unwrap_or_else(|e| panic!("reading {name}: {e}")) {
+            if done(&obj) {
+                return obj;
+            }
+            last = Some(obj);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    panic!("{name} did not become {what} within {timeout:?}; last seen:\n{last:#?}");
+}
+
+/// Waits until `name` no longer exists.
+async fn wait_gone<K>(api: &Api<K>, name: &str, timeout: Duration)
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        match api.get_opt(name).await.unwrap_or_else(|e| panic!("reading {name}: {e}")) {
+            None => return,
+            Some(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+        }
+    }
+    let last = api.get_opt(name).await.ok().flatten();
+    panic!("{name} still exists after {timeout:?}:\n{last:#?}");
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Runs `sql` with the `mariadb` client against `host` in a Job and returns what it printed.
+async fn sql(ns: &TestNamespace, job: &str, host: &str, sql: &str) -> String {
+    let manifest = serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": job},
+        "spec": {"backoffLimit": 6, "template": {"spec": {"restartPolicy": "Never", "containers": [{
+            "name": "sql", "image": MARIADB_IMAGE,
+            "command": ["mariadb", "-h", host, "-uroot", "--batch", "--skip-column-names", "-e", sql],
+            "env": [{"name": "MYSQL_PWD", "valueFrom": {"secretKeyRef": {"name": "db-root", "key": "password"}}}]
+        }]}}}
+    });
+    ns.apply::<Job>(serde_json::from_value(manifest).expect("a Job")).await;
+    let jobs = ns.api::<Job>();
+    let finished = wait_for(&jobs, job, Duration::from_secs(300), "finished", |j| {
+        let conditions = j.status.as_ref().and_then(|s| s.conditions.as_ref());
+        conditions
+            .is_some_and(|cs| cs.iter().any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True"))
+    })
+    .await;
+    let pods = ns.api::<Pod>().list(&ListParams::default().labels(&format!("job-name={job}"))).await.expect("pods");
+    let mut out = String::new();
+    for pod in pods.items {
+        let logs = ns.api::<Pod>().logs(&pod.name_any(), &LogParams::default()).await.unwrap_or_default();
+        if pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded") {
+            out = logs;
+        }
+    }
+    assert!(finished.status.and_then(|s| s.succeeded).unwrap_or(0) > 0, "SQL Job {job} failed");
+    out
+}
+
+const DB: &str = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 1
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      securityContext: {runAsUser: 999, runAsGroup: 999, fsGroup: 999}
+      containers:
+      - name: mariadb
+        image: mariadb:10.11
+        args: [--log-bin=mysql-bin, --server-id=1, --binlog-format=ROW]
+        env:
+        - name: MARIADB_ROOT_PASSWORD
+          valueFrom: {secretKeyRef: {name: db-root, key: password}}
+        ports: [{containerPort: 3306, name: mysql}]
+        readinessProbe:
+          exec: {command: [healthcheck.sh, --connect, --innodb_initialized]}
+          periodSeconds: 3
+        volumeMounts: [{name: data, mountPath: /var/lib/mysql}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 2Gi}}}
+"#;
+
+const LOAD: &str = "CREATE DATABASE app; \
+    CREATE TABLE app.accounts (id INT PRIMARY KEY, owner VARCHAR(64), balance DECIMAL(12,2)) ENGINE=InnoDB; \
+    INSERT INTO app.accounts SELECT seq, CONCAT('owner-', seq), seq * 1.25 FROM seq_1_to_20000; \
+    CREATE TABLE app.events (id BIGINT AUTO_INCREMENT PRIMARY KEY, body TEXT) ENGINE=InnoDB; \
+    INSERT INTO app.events (body) SELECT REPEAT(MD5(seq), 8) FROM seq_1_to_5000;";
+
+const CHECKSUMS: &str = "CHECKSUM TABLE app.accounts, app.events; SELECT COUNT(*) FROM app.accounts;";
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes cluster with the chart installed: run e2e/run, or set E2E_KUBECONFIG and pass --ignored"]
+async fn backup_a_statefulset_restore_into_a_new_claim_and_compare_checksums() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "e2e-backup").await;
+    eprintln!("namespace {}", ns.name);
+    let secret: Secret = yaml(&format!(
+        "{{apiVersion: v1, kind: Secret, metadata: {{name: db-root}}, stringData: {{password: {PASSWORD}}}}}"
+    ));
+    ns.apply(secret).await;
+    ns.apply::<Service>(yaml(
+        "{apiVersion: v1, kind: Service, metadata: {name: db}, spec: {clusterIP: None, selector: {app: db}, ports: [{port: 3306}]}}",
+    ))
+    .await;
+    ns.apply::<StatefulSet>(yaml(DB)).await;
+    // Backups on a volume of the cluster (file://), so the test needs no object store.
+    ns.apply::<PersistentVolumeClaim>(yaml(
+        "{apiVersion: v1, kind: PersistentVolumeClaim, metadata: {name: backups}, spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 2Gi}}}}",
+    ))
+    .await;
+    wait_for(&ns.api::<Pod>(), "db-0", Duration::from_secs(300), "ready", pod_ready).await;
+    sql(&ns, "load", "db-0.db", LOAD).await;
+    let source = sql(&ns, "checksum-source", "db-0.db", CHECKSUMS).await;
+    assert!(source.contains("app.accounts") && source.contains("20000"), "unexpected source checksums:\n{source}");
+
+    // Back up through the operator and read the result from the status.
+    let storage = "{url: 'file:///backups/e2e', persistentVolumeClaim: backups}";
+    ns.apply::<MySQLBackup>(yaml(&format!(
+        "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLBackup, metadata: {{name: first}}, spec: {{source: {{pod: db-0, connection: {{user: root, passwordSecret: {{name: db-root, key: password}}}}}}, method: mariabackup, storage: {storage}}}}}"
+    )))
+    .await;
+    let backups = ns.api::<MySQLBackup>();
+    let done = |b: &MySQLBackup| {
+        b.status.as_ref().and_then(|s| s.phase).is_some_and(|p| matches!(p, Phase::Complete | Phase::Failed))
+    };
+    let backup = wait_for(&backups, "first", Duration::from_secs(600), "finished", done).await;
+    let status = backup.status.expect("a status");
+    assert_eq!(status.phase, Some(Phase::Complete), "backup failed: {:#?}", status.conditions);
+    assert!(status.backup_id.is_some() && status.manifest.is_some());
+    let positions = status.positions.expect("positions");
+    assert!(positions.gtid_executed.as_deref().is_some_and(|g| g.starts_with("0-1-")), "{positions:?}");
+    assert!(positions.binlog_file.as_deref().is_some_and(|f| f.starts_with("mysql-bin.")), "{positions:?}");
+    assert!(status.sizes.expect("sizes").data_bytes > 0);
+
+    // Restore into a new claim, then start a server on it.
+    ns.apply::<MySQLRestore>(yaml(
+        "{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLRestore, metadata: {name: again}, spec: {source: {backup: first}, target: {volumeClaimTemplate: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 2Gi}}}}, securityContext: {runAsUser: 999, runAsGroup: 999, fsGroup: 999}}}",
+    ))
+    .await;
+    let restores = ns.api::<MySQLRestore>();
+    let restored = wait_for(&restores, "again", Duration::from_secs(600), "finished", |r: &MySQLRestore| {
+        r.status.as_ref().and_then(|s| s.phase).is_some_and(|p| matches!(p, Phase::Complete | Phase::Failed))
+    })
+    .await;
+    let rs = restored.status.expect("a status");
+    assert_eq!(rs.phase, Some(Phase::Complete), "restore failed: {:#?}", rs.conditions);
+    assert_eq!(rs.positions.and_then(|p| p.gtid_executed), positions.gtid_executed);
+    let claim = rs.persistent_volume_claim.expect("the restored claim");
+    ns.apply::<Pod>(yaml(&format!(
+        "{{apiVersion: v1, kind: Pod, metadata: {{name: restored, labels: {{app: restored}}}}, spec: {{securityContext: {{runAsUser: 999, runAsGroup: 999, fsGroup: 999}}, containers: [{{name: mariadb, image: '{MARIADB_IMAGE}', env: [{{name: MARIADB_ROOT_PASSWORD, valueFrom: {{secretKeyRef: {{name: db-root, key: password}}}}}}], readinessProbe: {{exec: {{command: [healthcheck.sh, --connect, --innodb_initialized]}}, periodSeconds: 3}}, volumeMounts: [{{name: data, mountPath: /var/lib/mysql}}]}}], volumes: [{{name: data, persistentVolumeClaim: {{claimName: {claim}}}}}]}}}}"
+    )))
+    .await;
+    let pod = wait_for(&ns.api::<Pod>(), "restored", Duration::from_secs(300), "ready", pod_ready).await;
+    let ip = pod.status.and_then(|s| s.pod_ip).expect("an IP");
+    let copy = sql(&ns, "checksum-restored", &ip, CHECKSUMS).await;
+    assert_eq!(copy, source, "checksums of the restored server differ from the source's");
+
+    // deletionPolicy Delete: deleting the object deletes the data, then the object goes.
+    ns.apply::<MySQLBackup>(yaml(&format!(
+        "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLBackup, metadata: {{name: doomed}}, spec: {{source: {{pod: db-0, connection: {{user: root, passwordSecret: {{name: db-root, key: password}}}}}}, method: mariabackup, deletionPolicy: Delete, storage: {storage}}}}}"
+    )))
+    .await;
+    let doomed = wait_for(&backups, "doomed", Duration::from_secs(600), "finished", done).await;
+    assert!(doomed.finalizers().iter().any(|f| f == "mysqlbackup.dev/delete-data"), "{:?}", doomed.finalizers());
+    assert_eq!(doomed.status.and_then(|s| s.phase), Some(Phase::Complete));
+    backups.delete("doomed", &DeleteParams::default()).await.expect("delete");
+    wait_gone(&backups, "doomed", Duration::from_secs(300)).await;
+    let cleanup = ns.api::<Job>().get("cleanup-doomed").await.expect("the cleanup Job is kept for an hour");
+    assert_eq!(cleanup.status.and_then(|s| s.succeeded), Some(1));
+    // The first backup is untouched: a second restore of it still completes.
+    ns.apply::<MySQLRestore>(yaml(
+        "{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLRestore, metadata: {name: after-delete}, spec: {source: {backup: first}, target: {volumeClaimTemplate: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 2Gi}}}}, securityContext: {runAsUser: 999, runAsGroup: 999, fsGroup: 999}}}",
+    ))
+    .await;
+    let again = wait_for(&restores, "after-delete", Duration::from_secs(600), "finished", |r: &MySQLRestore| {
+        r.status.as_ref().and_then(|s| s.phase).is_some_and(|p| matches!(p, Phase::Complete | Phase::Failed))
+    })
+    .await;
+    assert_eq!(again.status.and_then(|s| s.phase), Some(Phase::Complete));
+}
