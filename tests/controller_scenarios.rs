@@ -14,16 +14,7 @@ use serde_json::{Value, json};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
-const BACKUP: &str = r#"
-apiVersion: mysqlbackup.dev/v1alpha1
-kind: MySQLBackup
-metadata: {name: nightly-1, namespace: db, uid: u-1, generation: 1}
-spec:
-  source:
-    pod: db-0
-    connection: {user: backup, passwordSecret: {name: db-user, key: password}}
-  storage: {url: "s3://backups/prod", credentialsSecret: s3-creds}
-"#;
+const BACKUP: &str = include_str!("fixtures/mysqlbackup.yaml");
 
 fn pod() -> Value {
     json!({
@@ -201,15 +192,7 @@ async fn finished_backup_reads_nothing_and_writes_nothing() {
     assert_eq!(action, Action::await_change());
 }
 
-const RESTORE: &str = r#"
-apiVersion: mysqlbackup.dev/v1alpha1
-kind: MySQLRestore
-metadata: {name: r1, namespace: db, uid: r-1, generation: 1}
-spec:
-  source: {backup: nightly-1}
-  target: {volumeClaimTemplate: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}}
-  securityContext: {runAsUser: 999, fsGroup: 999}
-"#;
+const RESTORE: &str = include_str!("fixtures/mysqlrestore.yaml");
 
 const BACKUPS: &str = "/apis/mysqlbackup.dev/v1alpha1/namespaces/db/mysqlbackups";
 const CLAIMS: &str = "/api/v1/namespaces/db/persistentvolumeclaims";

@@ -269,16 +269,7 @@ pub fn decide(o: &Observed) -> Decision {
 mod tests {
     use super::*;
 
-    const BACKUP: &str = r#"
-apiVersion: mysqlbackup.dev/v1alpha1
-kind: MySQLBackup
-metadata: {name: nightly-1, namespace: db, uid: u-1, generation: 1}
-spec:
-  source:
-    pod: db-0
-    connection: {user: backup, passwordSecret: {name: db-user, key: password}}
-  storage: {url: "s3://backups/prod", credentialsSecret: s3-creds}
-"#;
+    const BACKUP: &str = include_str!("../../tests/fixtures/mysqlbackup.yaml");
 
     const POD: &str = r#"
 apiVersion: v1

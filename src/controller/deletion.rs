@@ -121,6 +121,15 @@ fn failed_at(job: &Job) -> Option<&Time> {
         .and_then(|c| c.last_transition_time.as_ref())
 }
 
+/// Sets the `CleanupFailed` condition, with a Warning when its message is new.
+fn cleanup_failed(d: &mut Decision, reason: &'static str, message: String, generation: Option<i64>, now: &Time) {
+    let fresh = !d.status.conditions.iter().any(|c| c.type_ == CLEANUP_FAILED && c.message == message);
+    conditions::set(&mut d.status.conditions, CLEANUP_FAILED, true, reason, &message, generation, now);
+    if fresh {
+        d.events.push(EventNote { warning: true, reason, message });
+    }
+}
+
 /// Decides what a MySQLBackup being deleted needs now.
 pub fn decide(o: &Observed) -> Decision {
     let b = o.backup;
@@ -192,19 +201,7 @@ pub fn decide(o: &Observed) -> Decision {
                     "cannot delete backup {id}: Secret {secret} (spec.storage.credentialsSecret) not found; restore \
                      it, or set the annotation {SKIP_CLEANUP_ANNOTATION}=true to keep the data and let the object go"
                 );
-                let fresh = !d.status.conditions.iter().any(|c| c.type_ == CLEANUP_FAILED && c.message == message);
-                conditions::set(
-                    &mut d.status.conditions,
-                    CLEANUP_FAILED,
-                    true,
-                    "SecretNotFound",
-                    &message,
-                    generation,
-                    &o.now,
-                );
-                if fresh {
-                    d.events.push(EventNote { warning: true, reason: "SecretNotFound", message });
-                }
+                cleanup_failed(&mut d, "SecretNotFound", message, generation, &o.now);
                 d.requeue = Some(BLOCKED_RETRY);
                 return d;
             }
@@ -223,15 +220,7 @@ pub fn decide(o: &Observed) -> Decision {
                     d.requeue = Some(CLEANUP_POLL);
                 }
                 Err(e) => {
-                    conditions::set(
-                        &mut d.status.conditions,
-                        CLEANUP_FAILED,
-                        true,
-                        "MissingMetadata",
-                        &e.to_string(),
-                        generation,
-                        &o.now,
-                    );
+                    cleanup_failed(&mut d, "MissingMetadata", e.to_string(), generation, &o.now);
                     d.requeue = Some(BLOCKED_RETRY);
                 }
             }
@@ -260,19 +249,7 @@ pub fn decide(o: &Observed) -> Decision {
                  {SKIP_CLEANUP_ANNOTATION}=true to keep the data and let the object go",
                 CLEANUP_RETRY.as_secs() / 60
             );
-            let fresh = !d.status.conditions.iter().any(|c| c.type_ == CLEANUP_FAILED && c.message == message);
-            conditions::set(
-                &mut d.status.conditions,
-                CLEANUP_FAILED,
-                true,
-                "AgentFailed",
-                &message,
-                generation,
-                &o.now,
-            );
-            if fresh {
-                d.events.push(EventNote { warning: true, reason: "CleanupFailed", message });
-            }
+            cleanup_failed(&mut d, "CleanupFailed", message, generation, &o.now);
             let since = failed_at(job).map(|t| o.now.0.duration_since(t.0).as_secs()).unwrap_or(i64::MAX);
             let wait = CLEANUP_RETRY.as_secs() as i64 - since;
             if wait <= 0 {

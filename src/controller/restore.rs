@@ -228,15 +228,7 @@ mod tests {
     use super::*;
     use crate::controller::conditions::FAILED;
 
-    const RESTORE: &str = r#"
-apiVersion: mysqlbackup.dev/v1alpha1
-kind: MySQLRestore
-metadata: {name: r1, namespace: db, uid: r-1, generation: 1}
-spec:
-  source: {backup: nightly-1}
-  target: {volumeClaimTemplate: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}}
-  securityContext: {runAsUser: 999, fsGroup: 999}
-"#;
+    const RESTORE: &str = include_str!("../../tests/fixtures/mysqlrestore.yaml");
 
     const BACKUP: &str = r#"
 apiVersion: mysqlbackup.dev/v1alpha1
