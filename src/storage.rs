@@ -345,12 +345,13 @@ mod tests {
     #[test]
     fn configures_gcs_and_lays_out_keys() {
         // An unreadable service account file fails at configuration, naming the URL and the file.
-        let err =
-            Storage::open("gs://bucket/team/db1", &[("service_account_path".into(), "/nonexistent".into())], RETRY)
-                .unwrap_err()
-                .to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-key.json").to_string_lossy().into_owned();
+        let err = Storage::open("gs://bucket/team/db1", &[("service_account_path".into(), missing.clone())], RETRY)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("storage gs://bucket/team/db1: cannot configure the client:"), "{err}");
-        assert!(err.contains("/nonexistent"), "{err}");
+        assert!(err.contains(&missing), "{err}");
         // Without one, credentials are resolved at the first request; the key layout is the same as S3's.
         let gs = Storage::open("gs://bucket/team/db1", &[], RETRY).unwrap();
         let h = "cd".repeat(32);
