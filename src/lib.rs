@@ -24,6 +24,8 @@ pub mod method;
 pub mod position;
 pub mod progress;
 pub mod restore;
+pub mod retention;
+pub mod schedule;
 pub mod server;
 pub mod storage;
 pub mod verify;
