@@ -1,4 +1,5 @@
-//! The agent's operations as the command line and Jobs run them: backup, list, verify, restore, delete. Each
+//! The agent's operations as the command line and Jobs run them: backup, list, verify, restore, delete,
+//! prune. Each
 //! returns a [`Summary`] — the small JSON document printed at the end and, when asked, written to a
 //! file (a Job's termination-message path) for the controller to read.
 
@@ -9,6 +10,7 @@ use serde::Serialize;
 
 use crate::{
     chunk_writer::{ChunkParams, ChunkWriteError, ChunkWriter},
+    lock::Lock,
     manifest::{Chunking, FORMAT_VERSION, Manifest, MethodKind, Totals, new_backup_id},
     method::{BackupMethod, MethodError},
     position::Positions,
@@ -36,15 +38,18 @@ pub enum AgentError {
     /// Verification found damage.
     #[error("backup {backup} is damaged: {}", describe_damage(.damaged))]
     Damaged { backup: String, damaged: Vec<Damage> },
-    /// Chunks this backup reused were deleted while it ran (a concurrent deletion).
-    #[error(
-        "{count} chunk(s) this backup reused were deleted while it ran (first: {first}), probably by a \
-         concurrent deletion; no backup was recorded: run it again"
-    )]
-    ChunksVanished { count: usize, first: String },
-    /// Deleting a backup failed.
+    /// Deleting or pruning failed.
     #[error(transparent)]
-    Delete(#[from] crate::delete::DeleteError),
+    Gc(#[from] crate::gc::GcError),
+    /// The retention policy is invalid.
+    #[error("{}", .0.cli_message())]
+    Retention(crate::retention::PolicyError),
+    /// The time zone is unknown.
+    #[error("--time-zone {zone:?} is not an IANA time zone: {reason}")]
+    TimeZone { zone: String, reason: String },
+    /// The storage lock failed.
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
     /// A required option is missing.
     #[error("{needed_by} needs {option}")]
     MissingOption { option: &'static str, needed_by: &'static str },
@@ -70,8 +75,10 @@ fn describe_damage(damaged: &[Damage]) -> String {
 }
 
 /// Settings shared by the operations that write backups.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BackupSettings {
+    /// Tags recorded in the manifest.
+    pub tags: std::collections::BTreeMap<String, String>,
     /// Chunking parameters.
     pub chunks: ChunkParams,
     /// Interval of progress log lines when not on a terminal.
@@ -122,18 +129,45 @@ pub enum Summary {
         backup_id: String,
         storage: String,
         #[serde(flatten)]
-        outcome: crate::delete::DeleteOutcome,
+        outcome: crate::gc::DeleteOutcome,
+        duration_seconds: f64,
+    },
+    /// A retention policy was applied.
+    #[serde(rename = "prune", rename_all = "camelCase")]
+    Prune {
+        storage: String,
+        dry_run: bool,
+        #[serde(flatten)]
+        outcome: crate::gc::PruneOutcome,
         duration_seconds: f64,
     },
 }
 
-/// Deletes backup `id` and the chunks no other backup references.
+/// Deletes backup `id`, then sweeps the chunks no backup references.
 pub async fn delete(storage: &Storage, id: &str, ignore_missing: bool) -> Result<Summary, AgentError> {
     let started = std::time::Instant::now();
-    let outcome = crate::delete::delete(storage, id, ignore_missing).await?;
+    let outcome = crate::gc::delete(storage, id, ignore_missing).await?;
     Ok(Summary::Delete {
         backup_id: id.to_string(),
         storage: storage.url().to_string(),
+        outcome,
+        duration_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Applies a retention policy to the backups carrying `tags`, then sweeps; `dry` only reports.
+pub async fn prune(
+    storage: &Storage,
+    policy: &crate::retention::Policy,
+    tz: &jiff::tz::TimeZone,
+    tags: &std::collections::BTreeMap<String, String>,
+    dry: bool,
+) -> Result<Summary, AgentError> {
+    let started = std::time::Instant::now();
+    let outcome = crate::gc::prune(storage, policy, tz, tags, dry).await?;
+    Ok(Summary::Prune {
+        storage: storage.url().to_string(),
+        dry_run: dry,
         outcome,
         duration_seconds: started.elapsed().as_secs_f64(),
     })
@@ -164,6 +198,22 @@ pub async fn backup<M: BackupMethod>(
     let started_at = Utc::now();
     let backup_id = new_backup_id(started_at);
     tracing::info!(backup_id, storage = storage.url(), method = method.kind().as_str(), "backup starting");
+    // The lock comes first: from here on no sweep deletes a chunk this backup may reuse or upload.
+    let lock = Lock::backup(storage, &backup_id).await?;
+    let result = backup_locked(method, storage, settings, &backup_id, started_at, &lock).await;
+    lock.release().await;
+    result
+}
+
+async fn backup_locked<M: BackupMethod>(
+    method: &M,
+    storage: &Storage,
+    settings: BackupSettings,
+    backup_id: &str,
+    started_at: DateTime<Utc>,
+    lock: &Lock,
+) -> Result<Summary, AgentError> {
+    let backup_id = backup_id.to_string();
     let known = storage.list_chunks().await?;
     tracing::info!(chunks = known.len(), "chunks already in storage");
     let progress = Progress::new(method.estimated_bytes());
@@ -174,19 +224,6 @@ pub async fn backup<M: BackupMethod>(
     reporter.stop();
     let positions = ran?;
     let (files, totals) = finished?;
-    if totals.reused_chunks > 0 {
-        // A deletion running meanwhile may have removed a chunk this backup found and reused.
-        let present = storage.list_chunks().await?;
-        let missing: Vec<&str> = files
-            .iter()
-            .flat_map(|f| &f.chunks)
-            .map(|c| c.hash.as_str())
-            .filter(|h| !present.contains_key(*h))
-            .collect();
-        if let Some(first) = missing.first() {
-            return Err(AgentError::ChunksVanished { count: missing.len(), first: first.to_string() });
-        }
-    }
     let completed_at = Utc::now();
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
@@ -204,7 +241,9 @@ pub async fn backup<M: BackupMethod>(
         prepare: method.prepare(),
         totals: totals.clone(),
         files,
+        tags: settings.tags.clone(),
     };
+    lock.check()?;
     storage.write_manifest(&manifest).await?;
     let duration_seconds = (Utc::now() - started_at).num_milliseconds() as f64 / 1000.0;
     tracing::info!(

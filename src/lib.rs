@@ -4,8 +4,8 @@
 //! data path: a [`method`] reads a consistent copy of the server's files into the [`chunk_writer`],
 //! which stores content-addressed zstd chunks through [`storage`]; the [`manifest`], written last,
 //! lists every file with its chunks and the [`position`]s of the consistent point. [`restore`] and
-//! [`verify`] read it back through [`chunk_reader`], checking every hash; [`delete`] removes a backup
-//! and the chunks only it used.
+//! [`verify`] read it back through [`chunk_reader`], checking every hash; [`gc`] removes backups (by id or
+//! by [`retention`]) and sweeps the chunks no manifest references, kept apart from backups by [`lock`].
 
 pub mod agent;
 pub mod binlog_file;
@@ -14,10 +14,11 @@ pub mod chunk_writer;
 pub mod codec;
 pub mod controller;
 pub mod crd;
-pub mod delete;
+pub mod gc;
 pub mod gtid;
 pub mod install;
 pub mod jobs;
+pub mod lock;
 pub mod manifest;
 pub mod mbstream;
 pub mod method;

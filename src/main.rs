@@ -76,9 +76,55 @@ enum AgentCommand {
     Verify(VerifyArgs),
     /// Restore a backup into an empty directory.
     Restore(RestoreArgs),
-    /// Delete a backup: its manifest first (it stops being listed), then the chunks no other backup
+    /// Delete a backup: its manifest first (it stops being listed), then every chunk no backup
     /// references. An interrupted deletion is finished by running it again.
     Delete(DeleteArgs),
+    /// Apply a retention policy: delete the backups it does not keep, then every chunk no backup
+    /// references. Only backups carrying every --tag are considered.
+    Prune(PruneArgs),
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+    /// Keep the N newest backups.
+    #[arg(long, default_value_t = 0)]
+    keep_last: u32,
+    /// Keep the newest backup of each of the N newest hours that have one.
+    #[arg(long, default_value_t = 0)]
+    keep_hourly: u32,
+    /// Keep the newest backup of each of the N newest days that have one.
+    #[arg(long, default_value_t = 0)]
+    keep_daily: u32,
+    /// Keep the newest backup of each of the N newest ISO weeks that have one.
+    #[arg(long, default_value_t = 0)]
+    keep_weekly: u32,
+    /// Keep the newest backup of each of the N newest months that have one.
+    #[arg(long, default_value_t = 0)]
+    keep_monthly: u32,
+    /// Keep every backup younger than this (e.g. 720h, 30d, 2w).
+    #[arg(long)]
+    max_age: Option<String>,
+    /// IANA time zone whose hours, days, weeks and months the rules count. Default: UTC.
+    #[arg(long)]
+    time_zone: Option<String>,
+    /// Only backups whose manifest has this tag, as key=value. Repeatable.
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
+    /// Print what would be deleted; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Also write the JSON summary to this file (e.g. /dev/termination-log in a Job).
+    #[arg(long)]
+    summary_file: Option<PathBuf>,
+}
+
+fn parse_tag(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("{text:?} is not key=value")),
+    }
 }
 
 #[derive(Args)]
@@ -171,6 +217,9 @@ struct BackupArgs {
     /// Copy a datadir even if a running server seems to use it (cold method).
     #[arg(long)]
     force: bool,
+    /// Label recorded in the manifest, as key=value (e.g. the schedule that took it). Repeatable.
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
     #[command(flatten)]
     storage: StorageArgs,
     #[command(flatten)]
@@ -268,6 +317,7 @@ async fn run_backup(args: BackupArgs) -> Result<(), AgentError> {
             max_in_flight: args.max_in_flight.unwrap_or(parallel * 4).max(1),
         },
         progress_interval: Duration::from_secs(args.common.progress_interval),
+        tags: args.tags.into_iter().collect(),
     };
     let summary = match args.method {
         MethodKind::Cold => {
@@ -335,6 +385,7 @@ async fn run(cli: Cli) -> Result<(), AgentError> {
                 AgentCommand::Verify(a) => a.common.summary_file.clone(),
                 AgentCommand::Restore(a) => a.common.summary_file.clone(),
                 AgentCommand::Delete(a) => a.summary_file.clone(),
+                AgentCommand::Prune(a) => a.summary_file.clone(),
                 AgentCommand::List(_) => None,
             };
             let result = run_agent(*agent).await;
@@ -393,6 +444,26 @@ async fn run_agent(command: AgentCommand) -> Result<(), AgentError> {
         AgentCommand::Delete(args) => {
             let storage = args.storage.open()?;
             let summary = agent::delete(&storage, &args.backup, args.ignore_missing).await?;
+            finish(summary, args.summary_file.as_ref())
+        }
+        AgentCommand::Prune(args) => {
+            let spec = mysql_backup_operator::crd::RetentionSpec {
+                keep_last: Some(args.keep_last as i32),
+                keep_hourly: Some(args.keep_hourly as i32),
+                keep_daily: Some(args.keep_daily as i32),
+                keep_weekly: Some(args.keep_weekly as i32),
+                keep_monthly: Some(args.keep_monthly as i32),
+                max_age: args.max_age.clone(),
+            };
+            let policy = mysql_backup_operator::retention::Policy::from_spec(&spec).map_err(AgentError::Retention)?;
+            let tz = match &args.time_zone {
+                None => jiff::tz::TimeZone::UTC,
+                Some(zone) => jiff::tz::TimeZone::get(zone)
+                    .map_err(|e| AgentError::TimeZone { zone: zone.clone(), reason: e.to_string() })?,
+            };
+            let storage = args.storage.open()?;
+            let tags = args.tags.into_iter().collect();
+            let summary = agent::prune(&storage, &policy, &tz, &tags, args.dry_run).await?;
             finish(summary, args.summary_file.as_ref())
         }
     }

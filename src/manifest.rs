@@ -3,7 +3,7 @@
 //! refuse versions they do not know, and restore refuses entries that could write outside the target.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     path::{Component, Path},
 };
 
@@ -166,6 +166,10 @@ pub struct Manifest {
     pub totals: Totals,
     /// Every file with its chunks.
     pub files: Vec<FileEntry>,
+    /// Labels given at backup time (`--tag key=value`), e.g. the schedule that took it; retention
+    /// applies to the backups carrying a schedule's tags. Optional: absent in older manifests.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// Makes a new backup id from the start time and a random suffix; ids sort by start time.
@@ -279,6 +283,7 @@ mod tests {
 
     fn manifest(files: Vec<FileEntry>) -> Manifest {
         Manifest {
+            tags: BTreeMap::new(),
             format_version: FORMAT_VERSION,
             backup_id: "20261122T041231Z-00abcd".into(),
             method: MethodKind::Cold,

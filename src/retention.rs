@@ -62,6 +62,21 @@ pub enum PolicyError {
     Negative { field: &'static str, value: i32 },
 }
 
+impl PolicyError {
+    /// The same error in terms of `agent prune`'s options.
+    pub fn cli_message(&self) -> String {
+        match self {
+            Self::KeepsNothing => "prune keeps nothing: set at least one of --keep-last, --keep-hourly, \
+                                   --keep-daily, --keep-weekly, --keep-monthly, --max-age"
+                .into(),
+            Self::MaxAge { value, reason } => {
+                format!("--max-age {value:?} is not a duration like 720h, 30d or 2w: {reason}")
+            }
+            Self::Negative { field, value } => format!("--{field} is {value}; counts cannot be negative"),
+        }
+    }
+}
+
 /// Parses a duration: a number and a unit (`s`, `m`, `h`, `d`, `w`), several allowed (`1d12h`).
 pub fn parse_duration(text: &str) -> Result<SignedDuration, PolicyError> {
     let err = |reason: &str| PolicyError::MaxAge { value: text.to_string(), reason: reason.to_string() };

@@ -269,6 +269,25 @@ impl Storage {
         Ok(out)
     }
 
+    /// Object key of a lock (see [`crate::lock`]).
+    pub fn lock_key(&self, name: &str) -> ObjPath {
+        self.key(&format!("locks/{name}.json"))
+    }
+
+    /// Every lock: name (without `.json`) and when it was last written, by the storage's clock.
+    pub async fn list_locks(&self) -> Result<Vec<(String, chrono::DateTime<chrono::Utc>)>, StorageError> {
+        let key = self.key("locks");
+        let err = |source| StorageError::List { url: self.url.clone(), key: key.to_string(), source };
+        let mut out = Vec::new();
+        let mut listing = self.store.list(Some(&key));
+        while let Some(meta) = listing.try_next().await.map_err(err)? {
+            if let Some(name) = meta.location.filename().and_then(|n| n.strip_suffix(".json")) {
+                out.push((name.to_string(), meta.last_modified));
+            }
+        }
+        Ok(out)
+    }
+
     /// Ids of every complete backup (one whose manifest exists), oldest first.
     pub async fn list_backup_ids(&self) -> Result<Vec<String>, StorageError> {
         let key = self.key("backups");

@@ -361,7 +361,7 @@ async fn deletion_with_delete_policy_runs_the_cleanup_job() {
 
 #[tokio::test]
 async fn deletion_completes_when_the_cleanup_job_succeeded() {
-    let summary = r#"{"operation":"delete","backupId":"20261122T020001Z-00abcd","storage":"s3://backups/prod","alreadyDeleted":false,"deletedChunks":5,"freedBytes":2048,"sharedChunks":1,"durationSeconds":0.2}"#;
+    let summary = r#"{"operation":"delete","backupId":"20261122T020001Z-00abcd","storage":"s3://backups/prod","alreadyDeleted":false,"deletedChunks":5,"freedBytes":2048,"keptChunks":1,"durationSeconds":0.2}"#;
     let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "cleanup-nightly-1", "namespace": "db"},
         "status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}});
     let job_pods = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{"metadata": {"name": "p"},
@@ -376,7 +376,7 @@ async fn deletion_completes_when_the_cleanup_job_succeeded() {
         let event = expect(&mut h, "POST", EVENTS, (201, json!({}))).await;
         assert_eq!(
             event["note"],
-            "deleted backup 20261122T020001Z-00abcd from s3://backups/prod: 5 chunk(s), 2048 bytes freed; 1 chunk(s) kept for other backups"
+            "deleted backup 20261122T020001Z-00abcd from s3://backups/prod: 5 unreferenced chunk(s), 2048 bytes freed; 1 chunk(s) still in use"
         );
         let patch = expect(&mut h, "PATCH", BACKUP_OBJECT, (200, backup_json())).await;
         assert_eq!(

@@ -24,6 +24,7 @@ use super::{
 };
 use crate::{
     crd::{DeletionPolicy, MySQLBackup, MySQLBackupStatus},
+    gc::DeleteOutcome,
     jobs::cleanup_job,
 };
 
@@ -95,19 +96,6 @@ pub struct Decision {
 #[serde(rename_all = "camelCase")]
 struct IdOnly {
     backup_id: String,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DeleteSummary {
-    #[serde(default)]
-    already_deleted: bool,
-    #[serde(default)]
-    deleted_chunks: u64,
-    #[serde(default)]
-    freed_bytes: u64,
-    #[serde(default)]
-    shared_chunks: u64,
 }
 
 /// When the Failed condition of `job` became true.
@@ -231,14 +219,19 @@ pub fn decide(o: &Observed) -> Decision {
             d
         }
         Some((_, JobOutcome::Succeeded(message))) => {
-            let summary = message.as_deref().and_then(|m| serde_json::from_str::<DeleteSummary>(m).ok());
+            let summary = message.as_deref().and_then(|m| serde_json::from_str::<DeleteOutcome>(m).ok());
+            let url = &b.spec.storage.url;
             let message = match summary {
-                Some(s) if s.already_deleted => format!("backup {id} was already gone from {}", b.spec.storage.url),
-                Some(s) => format!(
-                    "deleted backup {id} from {}: {} chunk(s), {} bytes freed; {} chunk(s) kept for other backups",
-                    b.spec.storage.url, s.deleted_chunks, s.freed_bytes, s.shared_chunks
+                Some(s) if s.already_deleted => format!("backup {id} was already gone from {url}"),
+                Some(s) if !s.sweep.deferred_by.is_empty() => format!(
+                    "deleted backup {id} from {url}; its chunks go at the next sweep (backups were running: {})",
+                    s.sweep.deferred_by.join(", ")
                 ),
-                None => format!("deleted backup {id} from {}", b.spec.storage.url),
+                Some(s) => format!(
+                    "deleted backup {id} from {url}: {} unreferenced chunk(s), {} bytes freed; {} chunk(s) still in use",
+                    s.sweep.deleted_chunks, s.sweep.freed_bytes, s.sweep.kept_chunks
+                ),
+                None => format!("deleted backup {id} from {url}"),
             };
             release(d, Some(EventNote { warning: false, reason: "DataDeleted", message }))
         }
@@ -433,7 +426,7 @@ status: {phase: Complete, backupId: 20261122T020001Z-00abcd}
             "{metadata: {name: cleanup-nightly-1}, status: {succeeded: 1, conditions: [{type: Complete, status: 'True'}]}}",
         ));
         w.cleanup_message = Some(
-            r#"{"operation":"delete","backupId":"20261122T020001Z-00abcd","alreadyDeleted":false,"deletedChunks":12,"freedBytes":4096,"sharedChunks":3,"durationSeconds":0.5}"#,
+            r#"{"operation":"delete","backupId":"20261122T020001Z-00abcd","alreadyDeleted":false,"deletedChunks":12,"freedBytes":4096,"keptChunks":3,"durationSeconds":0.5}"#,
         );
         let d = w.decide();
         assert!(d.remove_finalizer);
@@ -442,7 +435,7 @@ status: {phase: Complete, backupId: 20261122T020001Z-00abcd}
             [EventNote {
                 warning: false,
                 reason: "DataDeleted",
-                message: "deleted backup 20261122T020001Z-00abcd from s3://backups/prod: 12 chunk(s), 4096 bytes freed; 3 chunk(s) kept for other backups".into()
+                message: "deleted backup 20261122T020001Z-00abcd from s3://backups/prod: 12 unreferenced chunk(s), 4096 bytes freed; 3 chunk(s) still in use".into()
             }]
         );
     }

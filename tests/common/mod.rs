@@ -246,6 +246,8 @@ pub struct S3Server {
     pub endpoint: String,
     /// Directory holding the buckets.
     pub root: tempfile::TempDir,
+    /// While true, uploads of chunks wait: a backup holds still at its first new chunk.
+    pub hold_chunk_uploads: std::sync::Arc<std::sync::atomic::AtomicBool>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -268,6 +270,8 @@ impl S3Server {
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
         let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs");
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let hold = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let held = hold.clone();
         std::thread::spawn(move || {
             let rt =
                 tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
@@ -280,9 +284,20 @@ impl S3Server {
                     tokio::select! {
                         accepted = listener.accept() => {
                             let Ok((socket, _)) = accepted else { continue };
-                            let service = service.clone();
+                            let (service, held) = (service.clone(), held.clone());
+                            let gated = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                                let (service, held) = (service.clone(), held.clone());
+                                async move {
+                                    if req.method() == http::Method::PUT && req.uri().path().contains("/chunks/") {
+                                        while held.load(std::sync::atomic::Ordering::SeqCst) {
+                                            tokio::time::sleep(Duration::from_millis(20)).await;
+                                        }
+                                    }
+                                    hyper::service::Service::call(&service, req).await
+                                }
+                            });
                             tokio::spawn(async move {
-                                let _ = Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(socket), service).await;
+                                let _ = Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(socket), gated).await;
                             });
                         }
                         _ = &mut rx => break,
@@ -290,7 +305,7 @@ impl S3Server {
                 }
             });
         });
-        Self { endpoint, root, shutdown: Some(tx) }
+        Self { endpoint, root, hold_chunk_uploads: hold, shutdown: Some(tx) }
     }
 
     /// Agent arguments for storage `s3://bucket/<prefix>` on this server.
