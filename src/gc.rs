@@ -127,8 +127,8 @@ pub async fn delete(storage: &Storage, id: &str, ignore_missing: bool) -> Result
 }
 
 /// What a prune did (or, dry, would do).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct PruneOutcome {
     /// Backups the policy applied to (those with the requested tags).
     pub considered: u64,
@@ -150,7 +150,7 @@ pub struct PruneOutcome {
 pub const LISTED_IDS: usize = 50;
 
 /// A range of points in time.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Window {
     /// The earliest point a restore can reach.

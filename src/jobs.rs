@@ -33,6 +33,8 @@ pub const AGENT_DIR: &str = "/opt/mysql-backup-operator";
 pub const PASSWORD_DIR: &str = "/var/run/secrets/mysql-backup-operator/mysql";
 /// Label naming the custom resource a Job belongs to.
 pub const LABEL_BACKUP: &str = "mysqlbackup.dev/backup";
+/// Label of the MySQLBackups a schedule creates, and tag of their backups in storage.
+pub const LABEL_SCHEDULE: &str = "mysqlbackup.dev/schedule";
 
 /// Why a Job cannot be built (yet). Each message names the object and field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -247,7 +249,12 @@ pub fn backup_job(backup: &MySQLBackup, pod: &Pod, operator_image: &str) -> Resu
         format!("--parallel={}", spec.storage.parallelism),
         "--summary-file=/dev/termination-log".into(),
         "--log-format=json".into(),
+        format!("--tag={LABEL_BACKUP}={namespace}/{name}"),
     ];
+    // A schedule's backups carry its tag: its retention applies to them only.
+    if let Some(schedule) = backup.metadata.labels.as_ref().and_then(|l| l.get(LABEL_SCHEDULE)) {
+        args.push(format!("--tag={LABEL_SCHEDULE}={namespace}/{schedule}"));
+    }
     let mut volumes = vec![
         Volume {
             name: "datadir".into(),
@@ -529,6 +536,82 @@ pub fn cleanup_job(
     })
 }
 
+/// Builds the Job that applies `schedule`'s retention to its backups in storage (`agent prune`), after
+/// the complete MySQLBackup `after`. Operator image only; as `security_context` when given (the source
+/// pod's, for `file://` volumes); owned by the schedule.
+pub fn prune_job(
+    schedule: &crate::crd::BackupSchedule,
+    after: &str,
+    security_context: Option<k8s_openapi::api::core::v1::PodSecurityContext>,
+    operator_image: &str,
+) -> Result<Job, BuildError> {
+    let name = schedule.metadata.name.clone().ok_or(BuildError::MissingMetadata("name"))?;
+    let namespace = schedule.metadata.namespace.clone().ok_or(BuildError::MissingMetadata("namespace"))?;
+    let retention = schedule.spec.retention.clone().unwrap_or_default();
+    let mut args = vec!["agent".to_string(), "prune".into()];
+    for (flag, value) in [
+        ("keep-last", retention.keep_last),
+        ("keep-hourly", retention.keep_hourly),
+        ("keep-daily", retention.keep_daily),
+        ("keep-weekly", retention.keep_weekly),
+        ("keep-monthly", retention.keep_monthly),
+    ] {
+        if let Some(v) = value.filter(|v| *v > 0) {
+            args.push(format!("--{flag}={v}"));
+        }
+    }
+    if let Some(age) = &retention.max_age {
+        args.push(format!("--max-age={age}"));
+    }
+    if let Some(zone) = &schedule.spec.time_zone {
+        args.push(format!("--time-zone={zone}"));
+    }
+    args.push(format!("--tag={LABEL_SCHEDULE}={namespace}/{name}"));
+    args.push("--summary-file=/dev/termination-log".into());
+    args.push("--log-format=json".into());
+    let storage = &schedule.spec.backup_template.storage;
+    let (mut volumes, mut mounts) = (Vec::new(), Vec::new());
+    storage_args(storage, &mut args, &mut volumes, &mut mounts);
+    let agent = Container {
+        name: "agent".into(),
+        image: Some(operator_image.to_string()),
+        command: Some(vec![OPERATOR_BINARY.into()]),
+        args: Some(args),
+        env_from: credentials_env(storage),
+        volume_mounts: Some(mounts).filter(|m| !m.is_empty()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    };
+    let mut job_labels = labels("prune", &name);
+    job_labels.insert(LABEL_SCHEDULE.into(), name.clone());
+    let options = crate::crd::JobOptions {
+        backoff_limit: Some(2),
+        active_deadline_seconds: Some(3600),
+        ttl_seconds_after_finished: Some(86400),
+        resources: None,
+    };
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(child_name("prune", after)),
+            namespace: Some(namespace),
+            labels: Some(job_labels.clone()),
+            owner_references: Some(vec![owner_reference(schedule)?]),
+            ..Default::default()
+        },
+        spec: Some(agent_job_spec(
+            &options,
+            job_labels,
+            PodSpec {
+                security_context,
+                containers: vec![agent],
+                volumes: Some(volumes).filter(|v| !v.is_empty()),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,6 +719,7 @@ status: {podIP: 10.1.2.3}
                 "--parallel=2",
                 "--summary-file=/dev/termination-log",
                 "--log-format=json",
+                "--tag=mysqlbackup.dev/backup=db/nightly-1",
                 "--storage=s3://backups/prod",
                 "--storage-option=region=eu-west-1",
                 "--mysql-url=mysql://backup@10.1.2.3:3306",

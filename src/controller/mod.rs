@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod reconcile;
 pub mod restore;
 pub mod run;
+pub mod schedule;

@@ -310,6 +310,8 @@ pub struct RetentionSpec {
     printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
     printcolumn(name = "Suspend", type_ = "boolean", json_path = ".spec.suspend"),
     printcolumn(name = "Last", type_ = "date", json_path = ".status.lastScheduleTime"),
+    printcolumn(name = "Last success", type_ = "date", json_path = ".status.lastSuccessfulBackup.time"),
+    printcolumn(name = "Next", type_ = "string", json_path = ".status.nextScheduleTime"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -330,9 +332,30 @@ pub struct BackupScheduleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub starting_deadline_seconds: Option<i64>,
-    /// The MySQLBackup each slot creates.
+    /// Start each slot's backup up to this many seconds late, by an amount fixed per schedule and slot,
+    /// so that many schedules on one cron do not all start at once. Default: 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub jitter_seconds: Option<i64>,
+    /// Change this value (a date, a ticket id) to take one backup now, outside the schedule; the same
+    /// value never takes a second one. Declarative: works from Git.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    /// Failed MySQLBackups kept as objects; older ones are deleted. Default: 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub failed_backups_history_limit: Option<i32>,
+    /// Complete MySQLBackups kept as objects; older ones are deleted (their data stays, under
+    /// `retention`, unless the template's `deletionPolicy` is `Delete`). Default: no limit — with
+    /// `retention`, the objects are exactly the backups kept in storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub successful_backups_history_limit: Option<i32>,
+    /// The MySQLBackup each slot creates. Its backups are tagged with this schedule in storage, and
+    /// `retention` applies to them only.
     pub backup_template: MySQLBackupSpec,
-    /// How many backups to keep.
+    /// How many backups to keep, applied after each successful backup by a prune Job. Without it every
+    /// backup is kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionSpec>,
 }
@@ -347,12 +370,83 @@ pub struct BackupScheduleStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// The last slot a backup was created for.
+    /// The newest slot that came due (a backup was created for it, or it was missed): the cursor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<Time>,
-    /// The next slot.
+    /// When the next slot's backup starts (jitter included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_schedule_time: Option<Time>,
+    /// The newest complete backup of this schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_backup: Option<ScheduledBackupStatus>,
+    /// MySQLBackups of this schedule still running.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active: Vec<String>,
+    /// Slots that came due and took no backup (past the starting deadline, controller away, a running
+    /// backup under `Forbid`, a name taken by another object), since the schedule was created.
+    #[serde(default)]
+    pub missed_slots: i64,
+    /// The first and last points in time a restore can reach with the backups of this schedule that
+    /// exist (complete MySQLBackups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recoverability_window: Option<WindowStatus>,
+    /// The `spec.trigger` value last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_trigger: Option<String>,
+    /// The last retention run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_prune: Option<PruneStatus>,
+}
+
+/// A backup of a schedule, as its status reports it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduledBackupStatus {
+    /// The MySQLBackup.
+    pub name: String,
+    /// When it completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+    /// Its id in storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    /// Its replication positions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positions: Option<PositionsStatus>,
+}
+
+/// A range of points in time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowStatus {
+    /// The earliest point a restore can reach.
+    pub from: Time,
+    /// The latest point a restore can reach.
+    pub to: Time,
+}
+
+/// The outcome of a retention run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneStatus {
+    /// The prune Job.
+    pub job: String,
+    /// The complete MySQLBackup it ran after.
+    pub after: String,
+    /// `Running`, `Complete` or `Failed`.
+    pub phase: Phase,
+    /// Backups it kept.
+    #[serde(default)]
+    pub kept: i64,
+    /// Backups it deleted.
+    #[serde(default)]
+    pub deleted: i64,
+    /// Chunks its sweep deleted.
+    #[serde(default)]
+    pub deleted_chunks: i64,
+    /// Why it failed, or why its sweep was deferred.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The CRDs of every resource, in a stable order, as one multi-document YAML stream.

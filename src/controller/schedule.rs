@@ -1,0 +1,663 @@
+//! Deciding what a BackupSchedule needs: a pure function from the schedule, its MySQLBackups and its
+//! prune Job to the MySQLBackups to create or delete, the prune Job to apply, the new status and Events.
+//!
+//! - **Slots** come from [`crate::schedule`]: only the newest due slot starts, within
+//!   `startingDeadlineSeconds`; older ones are counted as missed. The cursor is `status.lastScheduleTime`,
+//!   never inferred from what exists, and it only ever moves to a slot time, so a reconcile that finds
+//!   nothing new writes nothing.
+//! - **Children** are named `<schedule>-<UTC slot>` (or `<schedule>-manual-<hash>` for `spec.trigger`),
+//!   created with a POST so a retried reconcile meets "already exists" instead of a duplicate, labelled
+//!   with the schedule and owned by it. An object of that name the schedule does not own is never
+//!   adopted (see the reconcile).
+//! - **Suspended**: slots pass without a backup and without counting as missed.
+//! - **Retention** runs after each newly complete backup, as a prune Job; when it has run, the
+//!   MySQLBackups whose backups it deleted are deleted too, so the objects list what can be restored.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::{
+    api::{batch::v1::Job, core::v1::PodSecurityContext},
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time},
+};
+use kube::{Resource, ResourceExt};
+
+use super::{
+    backup::EventNote,
+    conditions,
+    job_outcome::{JobOutcome, job_outcome},
+};
+use crate::{
+    crd::{
+        BackupSchedule, BackupScheduleStatus, ConcurrencyPolicy, MySQLBackup, Phase, PruneStatus,
+        ScheduledBackupStatus, WindowStatus,
+    },
+    gc::PruneOutcome,
+    jobs::{LABEL_SCHEDULE, prune_job},
+    retention::Policy,
+    schedule::{MAX_SCHEDULE_NAME, Schedule, child_name, on_demand_name},
+};
+
+/// Condition: the schedule is valid and running (False with the reason when invalid or suspended).
+pub const READY: &str = "Ready";
+/// Annotation on a child: the slot it was created for, or `trigger`.
+pub const SLOT_ANNOTATION: &str = "mysqlbackup.dev/slot";
+/// The longest wait between two reconciles of a valid schedule (a safety net; slots requeue exactly).
+pub const MAX_REQUEUE: Duration = Duration::from_secs(3600);
+
+/// What was observed around one BackupSchedule.
+#[derive(Debug, Clone)]
+pub struct Observed<'a> {
+    /// The schedule.
+    pub schedule: &'a BackupSchedule,
+    /// Its MySQLBackups (labelled with it and owned by it).
+    pub children: &'a [MySQLBackup],
+    /// The prune Job named in `status.lastPrune`, if it exists.
+    pub prune_job: Option<&'a Job>,
+    /// Its agent's termination message, once finished.
+    pub prune_message: Option<&'a str>,
+    /// The source pod's security context, when the pod exists (for `file://` volumes).
+    pub pod_security_context: Option<&'a PodSecurityContext>,
+    /// The operator's own image.
+    pub operator_image: &'a str,
+    /// The time of this reconcile.
+    pub now: Timestamp,
+}
+
+/// What to do.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// MySQLBackups to create (POST, never adopt).
+    pub create: Vec<MySQLBackup>,
+    /// MySQLBackups to delete, by name.
+    pub delete: Vec<String>,
+    /// The prune Job to apply.
+    pub prune_job: Option<Job>,
+    /// The status to apply.
+    pub status: BackupScheduleStatus,
+    /// Events to publish.
+    pub events: Vec<EventNote>,
+    /// When to reconcile again.
+    pub requeue: Option<Duration>,
+}
+
+fn time(t: Timestamp) -> Time {
+    Time(t)
+}
+
+fn phase(b: &MySQLBackup) -> Option<Phase> {
+    b.status.as_ref().and_then(|s| s.phase)
+}
+
+fn finished(b: &MySQLBackup) -> bool {
+    matches!(phase(b), Some(Phase::Complete | Phase::Failed))
+}
+
+/// When a child completed (or, lacking that, was created): what orders children.
+fn completed_at(b: &MySQLBackup) -> Option<Timestamp> {
+    b.status.as_ref().and_then(|s| s.completion_time.as_ref()).or(b.metadata.creation_timestamp.as_ref()).map(|t| t.0)
+}
+
+/// The MySQLBackup a schedule creates, from its template.
+fn child(schedule: &BackupSchedule, name: &str, slot: &str) -> MySQLBackup {
+    let owner = OwnerReference {
+        api_version: BackupSchedule::api_version(&()).into_owned(),
+        kind: BackupSchedule::kind(&()).into_owned(),
+        name: schedule.name_any(),
+        uid: schedule.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    let mut labels = crate::jobs::labels("backup", name);
+    labels.insert(LABEL_SCHEDULE.into(), schedule.name_any());
+    MySQLBackup {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: schedule.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations: Some([(SLOT_ANNOTATION.to_string(), slot.to_string())].into()),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: schedule.spec.backup_template.clone(),
+        status: None,
+    }
+}
+
+/// Checks the spec; the error names the field.
+fn validate(s: &BackupSchedule) -> Result<(Schedule, Option<Policy>), String> {
+    let name = s.name_any();
+    if name.len() > MAX_SCHEDULE_NAME {
+        return Err(format!(
+            "metadata.name {name:?} is {} characters; a schedule's name can have at most {MAX_SCHEDULE_NAME}, so \
+             that its MySQLBackups' names stay within 63",
+            name.len()
+        ));
+    }
+    let schedule = Schedule::parse(
+        &s.spec.schedule,
+        s.spec.time_zone.as_deref(),
+        s.spec.jitter_seconds.unwrap_or(0).max(0) as u64,
+        s.metadata.uid.as_deref().unwrap_or(&name),
+    )
+    .map_err(|e| e.to_string())?;
+    let policy = s.spec.retention.as_ref().map(Policy::from_spec).transpose().map_err(|e| e.to_string())?;
+    Ok((schedule, policy))
+}
+
+/// Decides what `o.schedule` needs now.
+pub fn decide(o: &Observed) -> Decision {
+    let s = o.schedule;
+    let generation = s.metadata.generation;
+    let now_time = time(o.now);
+    let mut status = s.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    let mut d = Decision {
+        create: Vec::new(),
+        delete: Vec::new(),
+        prune_job: None,
+        status: BackupScheduleStatus::default(),
+        events: Vec::new(),
+        requeue: None,
+    };
+
+    // What the children say, whatever else happens.
+    let mut complete: Vec<&MySQLBackup> = o.children.iter().filter(|b| phase(b) == Some(Phase::Complete)).collect();
+    complete.sort_by_key(|b| (completed_at(b), b.name_any()));
+    let mut failed: Vec<&MySQLBackup> = o.children.iter().filter(|b| phase(b) == Some(Phase::Failed)).collect();
+    failed.sort_by_key(|b| (completed_at(b), b.name_any()));
+    let active: Vec<String> = o.children.iter().filter(|b| !finished(b)).map(|b| b.name_any()).collect();
+    status.active = active.clone();
+    status.last_successful_backup = complete.last().map(|b| {
+        let st = b.status.clone().unwrap_or_default();
+        ScheduledBackupStatus {
+            name: b.name_any(),
+            time: st.completion_time,
+            backup_id: st.backup_id,
+            positions: st.positions,
+        }
+    });
+    status.recoverability_window =
+        match (complete.first().and_then(|b| completed_at(b)), complete.last().and_then(|b| completed_at(b))) {
+            (Some(from), Some(to)) => Some(WindowStatus { from: time(from), to: time(to) }),
+            _ => None,
+        };
+
+    let (schedule, policy) = match validate(s) {
+        Ok(v) => v,
+        Err(message) => {
+            let fresh = !status.conditions.iter().any(|c| c.type_ == READY && c.message == message);
+            conditions::set(&mut status.conditions, READY, false, "InvalidSpec", &message, generation, &now_time);
+            status.next_schedule_time = None;
+            if fresh {
+                d.events.push(EventNote { warning: true, reason: "InvalidSpec", message });
+            }
+            d.status = status;
+            return d;
+        }
+    };
+    let existing = |name: &str| o.children.iter().any(|b| b.name_any() == name);
+
+    // On demand: a new trigger value takes one backup.
+    if let Some(trigger) = s.spec.trigger.as_deref().filter(|t| status.last_trigger.as_deref() != Some(*t)) {
+        let name = on_demand_name(&s.name_any(), trigger);
+        if !existing(&name) {
+            d.create.push(child(s, &name, "trigger"));
+            d.events.push(EventNote {
+                warning: false,
+                reason: "BackupCreated",
+                message: format!("created MySQLBackup {name} for trigger {trigger:?}"),
+            });
+        }
+        status.last_trigger = Some(trigger.to_string());
+    }
+
+    // Slots.
+    let cursor =
+        status.last_schedule_time.as_ref().or(s.metadata.creation_timestamp.as_ref()).map(|t| t.0).unwrap_or(o.now);
+    let due = schedule.due(cursor, o.now, s.spec.starting_deadline_seconds);
+    if due.cursor != cursor || status.last_schedule_time.is_none() {
+        status.last_schedule_time = Some(time(due.cursor));
+    }
+    if s.spec.suspend {
+        conditions::set(
+            &mut status.conditions,
+            READY,
+            false,
+            "Suspended",
+            "spec.suspend is true",
+            generation,
+            &now_time,
+        );
+        status.next_schedule_time = None;
+    } else {
+        status.missed_slots += due.missed as i64;
+        if due.missed > 0 {
+            d.events.push(EventNote {
+                warning: true,
+                reason: "MissedSlots",
+                message: format!(
+                    "{} slot(s) up to {} took no backup (past startingDeadlineSeconds, or the controller was away)",
+                    due.missed, due.cursor
+                ),
+            });
+        }
+        if let Some(slot) = due.start {
+            let name = child_name(&s.name_any(), slot);
+            let others: Vec<&String> = active.iter().filter(|a| **a != name).collect();
+            if existing(&name) {
+                // Created by an earlier attempt of this reconcile.
+            } else if !others.is_empty() && s.spec.concurrency_policy == ConcurrencyPolicy::Forbid {
+                status.missed_slots += 1;
+                d.events.push(EventNote {
+                    warning: true,
+                    reason: "SlotSkipped",
+                    message: format!(
+                        "slot {slot} skipped: {} still running (concurrencyPolicy Forbid)",
+                        others.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            } else {
+                if s.spec.concurrency_policy == ConcurrencyPolicy::Replace {
+                    d.delete.extend(others.iter().map(|a| a.to_string()));
+                }
+                d.create.push(child(s, &name, &slot.to_string()));
+                d.events.push(EventNote {
+                    warning: false,
+                    reason: "BackupCreated",
+                    message: format!("created MySQLBackup {name} for slot {slot}"),
+                });
+            }
+        }
+        status.next_schedule_time = due.next.map(|(_, fire)| time(fire));
+        let message = match due.next {
+            Some((slot, _)) => format!("next slot {slot}"),
+            None => "the cron expression matches no future time".into(),
+        };
+        conditions::set(&mut status.conditions, READY, true, "Scheduled", &message, generation, &now_time);
+        d.requeue = Some(match due.next {
+            Some((_, fire)) => {
+                let wait = fire.duration_since(o.now).as_secs().max(1) as u64;
+                Duration::from_secs(wait).min(MAX_REQUEUE)
+            }
+            None => MAX_REQUEUE,
+        });
+    }
+
+    // History limits.
+    let failed_limit = s.spec.failed_backups_history_limit.unwrap_or(3).max(0) as usize;
+    d.delete.extend(failed.iter().rev().skip(failed_limit).map(|b| b.name_any()));
+    if let Some(limit) = s.spec.successful_backups_history_limit {
+        d.delete.extend(complete.iter().rev().skip(limit.max(1) as usize).map(|b| b.name_any()));
+    }
+
+    // Retention, after each newly complete backup.
+    if let (Some(_), Some(newest)) = (&policy, complete.last()) {
+        let newest = newest.name_any();
+        let last = status.last_prune.clone();
+        match last {
+            Some(p) if p.after == newest => {
+                let outcome = o.prune_job.map(|j| job_outcome(j, o.prune_message));
+                let mut p = p;
+                match outcome {
+                    Some(JobOutcome::Succeeded(message)) => {
+                        let summary = message.as_deref().and_then(|m| serde_json::from_str::<PruneOutcome>(m).ok());
+                        if let Some(summary) = summary {
+                            if p.phase != Phase::Complete {
+                                d.events.push(EventNote {
+                                    warning: false,
+                                    reason: "Pruned",
+                                    message: format!(
+                                        "retention kept {} backup(s) and deleted {}{}",
+                                        summary.kept,
+                                        summary.deleted_count,
+                                        match summary.sweep.as_ref().map(|w| &w.deferred_by) {
+                                            Some(by) if !by.is_empty() =>
+                                                format!("; chunk sweep deferred ({} running)", by.join(", ")),
+                                            _ => String::new(),
+                                        }
+                                    ),
+                                });
+                            }
+                            p.phase = Phase::Complete;
+                            p.kept = summary.kept as i64;
+                            p.deleted = summary.deleted_count as i64;
+                            p.deleted_chunks = summary.sweep.as_ref().map(|w| w.deleted_chunks as i64).unwrap_or(0);
+                            p.message = summary
+                                .sweep
+                                .as_ref()
+                                .filter(|w| !w.deferred_by.is_empty())
+                                .map(|w| format!("chunk sweep deferred: {} running", w.deferred_by.join(", ")));
+                            // The objects of the deleted backups go too.
+                            for b in &complete {
+                                let id = b.status.as_ref().and_then(|st| st.backup_id.clone());
+                                if id.is_some_and(|id| summary.deleted.contains(&id)) {
+                                    d.delete.push(b.name_any());
+                                }
+                            }
+                        } else {
+                            p.phase = Phase::Complete;
+                        }
+                    }
+                    Some(JobOutcome::Failed(reason)) => {
+                        if p.phase != Phase::Failed {
+                            d.events.push(EventNote {
+                                warning: true,
+                                reason: "PruneFailed",
+                                message: format!("retention after {newest} failed: {reason}"),
+                            });
+                        }
+                        p.phase = Phase::Failed;
+                        p.message = Some(reason);
+                    }
+                    Some(JobOutcome::Running) => p.phase = Phase::Running,
+                    // Gone (finished and cleaned up): keep what was recorded.
+                    None => {}
+                }
+                status.last_prune = Some(p);
+            }
+            _ => match prune_job(s, &newest, o.pod_security_context.cloned(), o.operator_image) {
+                Ok(job) => {
+                    status.last_prune = Some(PruneStatus {
+                        job: job.name_any(),
+                        after: newest,
+                        phase: Phase::Running,
+                        kept: 0,
+                        deleted: 0,
+                        deleted_chunks: 0,
+                        message: None,
+                    });
+                    d.prune_job = Some(job);
+                }
+                Err(e) => {
+                    d.events.push(EventNote { warning: true, reason: "PruneFailed", message: e.to_string() });
+                }
+            },
+        }
+    }
+    d.delete.sort();
+    d.delete.dedup();
+    d.status = status;
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::conditions::is_true;
+
+    const SCHEDULE: &str = r#"
+apiVersion: mysqlbackup.dev/v1alpha1
+kind: BackupSchedule
+metadata: {name: db-nightly, namespace: db, uid: s-1, generation: 1, creationTimestamp: "2026-11-20T12:00:00Z"}
+spec:
+  schedule: "0 2 * * *"
+  backupTemplate:
+    source: {pod: db-0}
+    storage: {url: "s3://backups/prod", credentialsSecret: s3-creds}
+"#;
+
+    fn parse<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn backup(name: &str, phase: &str, completed: &str, id: &str) -> MySQLBackup {
+        parse(&format!(
+            "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLBackup, metadata: {{name: {name}, namespace: db, creationTimestamp: '{completed}'}}, \
+             spec: {{source: {{pod: db-0}}, storage: {{url: 's3://backups/prod'}}}}, \
+             status: {{phase: {phase}, completionTime: '{completed}', backupId: '{id}', positions: {{gtidExecuted: 0-1-9}}}}}}"
+        ))
+    }
+
+    fn run_at(schedule: &BackupSchedule, children: &[MySQLBackup], now: &str) -> Decision {
+        decide(&Observed {
+            schedule,
+            children,
+            prune_job: None,
+            prune_message: None,
+            pod_security_context: None,
+            operator_image: "op:1",
+            now: t(now),
+        })
+    }
+
+    fn ready(d: &Decision) -> (bool, String, String) {
+        let c = d.status.conditions.iter().find(|c| c.type_ == READY).expect("a Ready condition");
+        (c.status == "True", c.reason.clone(), c.message.clone())
+    }
+
+    #[test]
+    fn invalid_specs_name_the_field_and_create_nothing() {
+        for (change, message) in [
+            (
+                ("\"0 2 * * *\"", "\"0 25 * * *\""),
+                "spec.schedule \"0 25 * * *\" is not a 5-field cron expression or @shorthand",
+            ),
+            (
+                ("\"0 2 * * *\"", "\"0 2 * * *\"\n  timeZone: Europe/Atlantis"),
+                "spec.timeZone \"Europe/Atlantis\" is not an IANA time zone",
+            ),
+            (("\"0 2 * * *\"", "\"0 2 * * *\"\n  retention: {keepLast: 0}"), "spec.retention keeps nothing"),
+            (
+                ("name: db-nightly", "name: a-schedule-name-that-is-far-too-long-for-children"),
+                "metadata.name \"a-schedule-name-that-is-far-too-long-for-children\" is 49 characters",
+            ),
+        ] {
+            let s: BackupSchedule = parse(&SCHEDULE.replace(change.0, change.1));
+            let d = run_at(&s, &[], "2026-11-22T02:00:30Z");
+            let (ok, reason, msg) = ready(&d);
+            assert!(!ok && reason == "InvalidSpec" && msg.starts_with(message), "{msg}");
+            assert!(d.create.is_empty() && d.requeue.is_none());
+            assert_eq!(d.events.len(), 1);
+            // The same problem again: no second Event.
+            let mut again = s.clone();
+            again.status = Some(d.status.clone());
+            assert!(run_at(&again, &[], "2026-11-22T02:01:30Z").events.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_due_slot_creates_one_owned_labelled_child_and_a_retry_creates_none() {
+        let s: BackupSchedule = parse(SCHEDULE);
+        let d = run_at(&s, &[], "2026-11-22T02:00:30Z");
+        // The 2026-11-21 slot came due too, with no deadline: only the newest starts.
+        assert_eq!(d.status.missed_slots, 1);
+        assert_eq!(d.create.len(), 1);
+        let c = &d.create[0];
+        assert_eq!(c.metadata.name.as_deref(), Some("db-nightly-20261122-0200"));
+        assert_eq!(c.labels().get(LABEL_SCHEDULE).map(String::as_str), Some("db-nightly"));
+        assert_eq!(c.annotations().get(SLOT_ANNOTATION).map(String::as_str), Some("2026-11-22T02:00:00Z"));
+        let owner = &c.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("BackupSchedule", "s-1", Some(true)));
+        assert_eq!(c.spec, s.spec.backup_template);
+        assert_eq!(d.status.last_schedule_time, Some(time(t("2026-11-22T02:00:00Z"))));
+        assert_eq!(d.status.next_schedule_time, Some(time(t("2026-11-23T02:00:00Z"))));
+        assert_eq!(d.requeue, Some(MAX_REQUEUE));
+        assert!(is_true(&d.status.conditions, READY));
+
+        // The status write failed and the reconcile runs again: the cursor did not move, the child exists.
+        let retry = run_at(
+            &s,
+            &[backup("db-nightly-20261122-0200", "Running", "2026-11-22T02:00:31Z", "")],
+            "2026-11-22T02:01:00Z",
+        );
+        assert!(retry.create.is_empty());
+        // With the cursor written: nothing new, an identical status, no Event.
+        let mut written = s.clone();
+        written.status = Some(d.status.clone());
+        let children = [backup("db-nightly-20261122-0200", "Running", "2026-11-22T02:00:31Z", "")];
+        let again = run_at(&written, &children, "2026-11-22T02:01:00Z");
+        assert!(again.create.is_empty() && again.events.is_empty());
+        let mut expected = d.status.clone();
+        expected.active = vec!["db-nightly-20261122-0200".into()];
+        assert_eq!(again.status, expected);
+        // Requeued for the next slot, at most an hour away.
+        assert_eq!(run_at(&written, &children, "2026-11-23T01:59:00Z").requeue, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn forbid_skips_a_slot_while_a_backup_runs_replace_stops_it_allow_runs_both() {
+        let mut s: BackupSchedule = parse(&SCHEDULE.replace("\"0 2 * * *\"", "\"0 * * * *\""));
+        s.status = Some(BackupScheduleStatus {
+            last_schedule_time: Some(time(t("2026-11-22T01:00:00Z"))),
+            ..Default::default()
+        });
+        let running = [backup("db-nightly-20261122-0100", "Running", "2026-11-22T01:00:00Z", "")];
+        let d = run_at(&s, &running, "2026-11-22T02:00:10Z");
+        assert!(d.create.is_empty());
+        assert_eq!(d.status.missed_slots, 1);
+        assert_eq!(
+            d.events[0].message,
+            "slot 2026-11-22T02:00:00Z skipped: db-nightly-20261122-0100 still running (concurrencyPolicy Forbid)"
+        );
+        s.spec.concurrency_policy = ConcurrencyPolicy::Replace;
+        let d = run_at(&s, &running, "2026-11-22T02:00:10Z");
+        assert_eq!(d.delete, ["db-nightly-20261122-0100"]);
+        assert_eq!(d.create[0].metadata.name.as_deref(), Some("db-nightly-20261122-0200"));
+        s.spec.concurrency_policy = ConcurrencyPolicy::Allow;
+        let d = run_at(&s, &running, "2026-11-22T02:00:10Z");
+        assert!(d.delete.is_empty() && d.create.len() == 1);
+    }
+
+    #[test]
+    fn a_deadline_turns_a_late_slot_into_a_missed_one() {
+        let mut s: BackupSchedule =
+            parse(&SCHEDULE.replace("  schedule:", "  startingDeadlineSeconds: 600\n  schedule:"));
+        s.status = Some(BackupScheduleStatus {
+            last_schedule_time: Some(time(t("2026-11-21T02:00:00Z"))),
+            ..Default::default()
+        });
+        let d = run_at(&s, &[], "2026-11-22T02:30:00Z");
+        assert!(d.create.is_empty());
+        assert_eq!(d.status.missed_slots, 1);
+        assert_eq!(d.status.last_schedule_time, Some(time(t("2026-11-22T02:00:00Z"))));
+        assert_eq!(d.events[0].reason, "MissedSlots");
+    }
+
+    #[test]
+    fn suspended_slots_pass_without_backups_or_misses() {
+        let mut s: BackupSchedule = parse(&SCHEDULE.replace("  schedule:", "  suspend: true\n  schedule:"));
+        s.status = Some(BackupScheduleStatus {
+            last_schedule_time: Some(time(t("2026-11-20T02:00:00Z"))),
+            ..Default::default()
+        });
+        let d = run_at(&s, &[], "2026-11-22T02:30:00Z");
+        assert!(d.create.is_empty() && d.events.is_empty());
+        assert_eq!(d.status.missed_slots, 0);
+        assert_eq!(d.status.last_schedule_time, Some(time(t("2026-11-22T02:00:00Z"))));
+        assert_eq!(d.status.next_schedule_time, None);
+        assert_eq!(ready(&d), (false, "Suspended".into(), "spec.suspend is true".into()));
+        // Resumed: nothing is due until the next slot.
+        let mut resumed: BackupSchedule = parse(SCHEDULE);
+        resumed.status = Some(d.status.clone());
+        let d = run_at(&resumed, &[], "2026-11-22T03:00:00Z");
+        assert!(d.create.is_empty());
+        assert_eq!(d.status.next_schedule_time, Some(time(t("2026-11-23T02:00:00Z"))));
+    }
+
+    #[test]
+    fn a_new_trigger_value_takes_one_backup() {
+        let mut s: BackupSchedule = parse(&SCHEDULE.replace("  schedule:", "  trigger: before-upgrade\n  schedule:"));
+        s.status = Some(BackupScheduleStatus {
+            last_schedule_time: Some(time(t("2026-11-22T02:00:00Z"))),
+            ..Default::default()
+        });
+        let d = run_at(&s, &[], "2026-11-22T10:00:00Z");
+        assert_eq!(d.create.len(), 1);
+        let name = on_demand_name("db-nightly", "before-upgrade");
+        assert_eq!(d.create[0].metadata.name.as_deref(), Some(name.as_str()));
+        assert_eq!(d.create[0].annotations().get(SLOT_ANNOTATION).map(String::as_str), Some("trigger"));
+        assert_eq!(d.status.last_trigger.as_deref(), Some("before-upgrade"));
+        s.status = Some(d.status.clone());
+        assert!(
+            run_at(&s, &[], "2026-11-22T10:01:00Z").create.is_empty(),
+            "the same value never takes a second backup"
+        );
+    }
+
+    #[test]
+    fn status_reports_the_last_success_the_window_and_trims_failed_history() {
+        let s: BackupSchedule = parse(SCHEDULE);
+        let mut children = vec![
+            backup("db-nightly-20261118-0200", "Complete", "2026-11-18T02:10:00Z", "id-18"),
+            backup("db-nightly-20261121-0200", "Complete", "2026-11-21T02:10:00Z", "id-21"),
+        ];
+        for day in 10..15 {
+            children.push(backup(
+                &format!("db-nightly-202611{day}-0200"),
+                "Failed",
+                &format!("2026-11-{day}T02:10:00Z"),
+                "",
+            ));
+        }
+        let d = run_at(&s, &children, "2026-11-21T12:00:00Z");
+        let last = d.status.last_successful_backup.clone().unwrap();
+        assert_eq!((last.name.as_str(), last.backup_id.as_deref()), ("db-nightly-20261121-0200", Some("id-21")));
+        assert_eq!(last.positions.and_then(|p| p.gtid_executed).as_deref(), Some("0-1-9"));
+        let w = d.status.recoverability_window.clone().unwrap();
+        assert_eq!((w.from, w.to), (time(t("2026-11-18T02:10:00Z")), time(t("2026-11-21T02:10:00Z"))));
+        assert_eq!(d.delete, ["db-nightly-20261110-0200", "db-nightly-20261111-0200"], "three failed ones are kept");
+    }
+
+    #[test]
+    fn retention_runs_after_each_new_success_and_deletes_the_pruned_objects() {
+        let mut s: BackupSchedule =
+            parse(&SCHEDULE.replace(
+                "  schedule:",
+                "  retention: {keepLast: 1, maxAge: 72h}\n  timeZone: Europe/Berlin\n  schedule:",
+            ));
+        s.status = Some(BackupScheduleStatus {
+            last_schedule_time: Some(time(t("2026-11-22T01:00:00Z"))),
+            ..Default::default()
+        });
+        let children = [
+            backup("db-nightly-20261118-0100", "Complete", "2026-11-18T01:10:00Z", "20261118T010000Z-000001"),
+            backup("db-nightly-20261122-0100", "Complete", "2026-11-22T01:10:00Z", "20261122T010000Z-000002"),
+        ];
+        let d = run_at(&s, &children, "2026-11-22T01:20:00Z");
+        let job = d.prune_job.clone().expect("a prune Job");
+        assert_eq!(job.metadata.name.as_deref(), Some("prune-db-nightly-20261122-0100"));
+        let args = job.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+        assert_eq!(
+            args,
+            [
+                "agent",
+                "prune",
+                "--keep-last=1",
+                "--max-age=72h",
+                "--time-zone=Europe/Berlin",
+                "--tag=mysqlbackup.dev/schedule=db/db-nightly",
+                "--summary-file=/dev/termination-log",
+                "--log-format=json",
+                "--storage=s3://backups/prod"
+            ]
+        );
+        let p = d.status.last_prune.clone().unwrap();
+        assert_eq!((p.after.as_str(), p.phase), ("db-nightly-20261122-0100", Phase::Running));
+
+        // The Job finished: its summary names what it deleted, and those objects go.
+        s.status = Some(d.status.clone());
+        let finished: Job = parse(
+            "{metadata: {name: prune-db-nightly-20261122-0100}, status: {succeeded: 1, conditions: [{type: Complete, status: 'True'}]}}",
+        );
+        let summary = r#"{"operation":"prune","storage":"s3://backups/prod","dryRun":false,"considered":2,"kept":1,"deleted":["20261118T010000Z-000001"],"deletedCount":1,"sweep":{"deletedChunks":40,"freedBytes":1000,"keptChunks":60},"durationSeconds":1.0}"#;
+        let d = decide(&Observed {
+            schedule: &s,
+            children: &children,
+            prune_job: Some(&finished),
+            prune_message: Some(summary),
+            pod_security_context: None,
+            operator_image: "op:1",
+            now: t("2026-11-22T01:30:00Z"),
+        });
+        assert!(d.prune_job.is_none());
+        assert_eq!(d.delete, ["db-nightly-20261118-0100"]);
+        let p = d.status.last_prune.clone().unwrap();
+        assert_eq!((p.phase, p.kept, p.deleted, p.deleted_chunks), (Phase::Complete, 1, 1, 40));
+        assert_eq!(d.events[0].message, "retention kept 1 backup(s) and deleted 1");
+    }
+}
