@@ -86,3 +86,51 @@ fn chart_version_follows_the_crate_and_uses_the_same_image() {
         .to_string();
     assert_eq!(format!("{}:{}", values["image"]["repository"].as_str().unwrap(), env!("CARGO_PKG_VERSION")), image);
 }
+
+#[test]
+fn alert_rules_use_metrics_the_controller_exports() {
+    use mysql_backup_operator::{
+        controller::metrics::{Metrics, ScheduleLabels},
+        crd::BackupScheduleStatus,
+    };
+    let metrics = Metrics::default();
+    let status: BackupScheduleStatus = serde_json::from_value(serde_json::json!({
+        "lastSuccessfulBackup": {"name": "db-nightly-20261122-0200", "time": "2026-11-22T02:10:00Z"},
+        "recoverabilityWindow": {"from": "2026-11-01T02:10:00Z", "to": "2026-11-22T02:10:00Z"},
+        "missedSlots": 2
+    }))
+    .unwrap();
+    metrics.record_schedule(ScheduleLabels { namespace: "db".into(), schedule: "db-nightly".into() }, &status);
+    let exported = metrics.encode();
+    for line in [
+        "mysql_backup_operator_schedule_last_success_timestamp_seconds{namespace=\"db\",schedule=\"db-nightly\"} 1795313400.0",
+        "mysql_backup_operator_recoverability_window_start_timestamp_seconds{namespace=\"db\",schedule=\"db-nightly\"} 1793499000.0",
+        "mysql_backup_operator_schedule_missed_slots{namespace=\"db\",schedule=\"db-nightly\"} 2",
+    ] {
+        assert!(exported.contains(line), "{line} not in:\n{exported}");
+    }
+    let since = exported
+        .lines()
+        .find(|l| l.starts_with("mysql_backup_operator_schedule_seconds_since_last_success{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("seconds since the last success");
+    let expected = k8s_openapi::jiff::Timestamp::now().as_second() as f64 - 1_795_313_400.0;
+    assert!((since - expected).abs() < 60.0, "{since} vs {expected}");
+
+    let rules = blanked("charts/mysql-backup-operator/templates/prometheusrule.yaml");
+    let groups = &by_kind(&rules, "PrometheusRule")["spec"]["groups"];
+    let exprs: Vec<&str> =
+        groups[0]["rules"].as_sequence().unwrap().iter().map(|r| r["expr"].as_str().unwrap()).collect();
+    assert_eq!(exprs.len(), 2);
+    for expr in exprs {
+        let metric = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .find(|w| w.starts_with("mysql_backup_operator_"))
+            .unwrap();
+        assert!(
+            exported.contains(&format!("{metric}{{")),
+            "the alert uses {metric}, which the controller does not export"
+        );
+    }
+}

@@ -388,3 +388,97 @@ async fn deletion_completes_when_the_cleanup_job_succeeded() {
     .await;
     assert_eq!(action, Action::await_change());
 }
+
+const SCHEDULES_STATUS: &str = "/apis/mysqlbackup.dev/v1alpha1/namespaces/db/backupschedules/db-nightly/status?&force=true&fieldManager=mysql-backup-operator";
+
+/// A schedule created two days ago whose cursor is at yesterday's 02:00, so today's 02:00 slot is due.
+fn due_schedule() -> mysql_backup_operator::crd::BackupSchedule {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let yesterday = now - k8s_openapi::jiff::SignedDuration::from_hours(24);
+    serde_json::from_value(json!({
+        "apiVersion": "mysqlbackup.dev/v1alpha1", "kind": "BackupSchedule",
+        "metadata": {"name": "db-nightly", "namespace": "db", "uid": "s-1", "generation": 1,
+            "creationTimestamp": (now - k8s_openapi::jiff::SignedDuration::from_hours(48)).to_string()},
+        // Every minute: the slot just past is due whatever the time of the test run.
+        "spec": {"schedule": "* * * * *", "backupTemplate": {"source": {"pod": "db-0"}, "storage": {"url": "s3://backups/prod"}}},
+        "status": {"lastScheduleTime": yesterday.to_string()}
+    }))
+    .unwrap()
+}
+
+async fn run_schedule(
+    schedule: mysql_backup_operator::crd::BackupSchedule,
+    script: impl AsyncFnOnce(Handle),
+) -> Action {
+    let (ctx, handle) = context();
+    let script = async move {
+        script(handle).await;
+    };
+    let (action, ()) =
+        tokio::join!(mysql_backup_operator::controller::reconcile::reconcile_schedule(Arc::new(schedule), ctx), script);
+    action.expect("reconcile succeeds")
+}
+
+fn empty_list(kind: &str) -> Value {
+    json!({"apiVersion": "mysqlbackup.dev/v1alpha1", "kind": kind, "metadata": {}, "items": []})
+}
+
+#[tokio::test]
+async fn a_due_slot_posts_one_owned_child_and_records_the_cursor() {
+    let schedule = due_schedule();
+    let echo = serde_json::to_value(&schedule).unwrap();
+    let action = run_schedule(schedule, async |mut h: Handle| {
+        expect(
+            &mut h,
+            "GET",
+            &format!("{BACKUPS}?&labelSelector=mysqlbackup.dev%2Fschedule%3Ddb-nightly"),
+            (200, empty_list("MySQLBackupList")),
+        )
+        .await;
+        let child = expect(&mut h, "POST", &format!("{BACKUPS}?"), (201, backup_json())).await;
+        let name = child["metadata"]["name"].as_str().unwrap().to_string();
+        assert!(name.starts_with("db-nightly-") && name.len() == "db-nightly-20261122-0200".len(), "{name}");
+        assert_eq!(child["metadata"]["ownerReferences"][0]["uid"], "s-1");
+        assert_eq!(child["metadata"]["labels"]["mysqlbackup.dev/schedule"], "db-nightly");
+        let status = expect(&mut h, "PATCH", SCHEDULES_STATUS, (200, echo)).await;
+        let s = &status["status"];
+        assert!(s["missedSlots"].as_i64().unwrap() > 1000, "a day of minutes went by: {s}");
+        assert!(s["nextScheduleTime"].is_string() && s["lastScheduleTime"].is_string());
+        let events: Vec<Value> = vec![
+            expect(&mut h, "POST", EVENTS, (201, json!({}))).await,
+            expect(&mut h, "POST", EVENTS, (201, json!({}))).await,
+        ];
+        let reasons: Vec<&str> = events.iter().map(|e| e["reason"].as_str().unwrap()).collect();
+        assert_eq!(reasons, ["MissedSlots", "BackupCreated"]);
+    })
+    .await;
+    assert_ne!(action, Action::await_change(), "a valid schedule requeues for its next slot");
+}
+
+#[tokio::test]
+async fn a_name_held_by_another_object_is_not_adopted() {
+    let schedule = due_schedule();
+    let echo = serde_json::to_value(&schedule).unwrap();
+    run_schedule(schedule, async |mut h: Handle| {
+        expect(&mut h, "GET", &format!("{BACKUPS}?&labelSelector=mysqlbackup.dev%2Fschedule%3Ddb-nightly"), (200, empty_list("MySQLBackupList"))).await;
+        let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": "exists"});
+        let child = expect(&mut h, "POST", &format!("{BACKUPS}?"), (409, conflict)).await;
+        let name = child["metadata"]["name"].as_str().unwrap().to_string();
+        // Someone else's MySQLBackup of that name: no owner reference to this schedule.
+        let mut foreign = backup_json();
+        foreign["metadata"]["name"] = json!(name);
+        expect(&mut h, "GET", &format!("{BACKUPS}/{name}"), (200, foreign)).await;
+        let status = expect(&mut h, "PATCH", SCHEDULES_STATUS, (200, echo)).await;
+        let missed = status["status"]["missedSlots"].as_i64().unwrap();
+        let first = expect(&mut h, "POST", EVENTS, (201, json!({}))).await;
+        assert_eq!(first["reason"], "MissedSlots");
+        let second = expect(&mut h, "POST", EVENTS, (201, json!({}))).await;
+        assert_eq!(second["reason"], "NameTaken");
+        assert_eq!(
+            second["note"],
+            format!("MySQLBackup {name} exists and is not owned by this schedule; it is left alone and this slot takes no backup")
+        );
+        assert!(missed > 1000);
+    })
+    .await;
+}

@@ -68,7 +68,9 @@ fn cluster_role_grants_what_the_reconcile_uses_and_no_wildcards() {
     let role: ClusterRole = one("rbac.yaml", "ClusterRole");
     let rules = role.rules.unwrap();
     let needed = [
-        ("mysqlbackup.dev", "mysqlbackups", ["get", "list", "watch", "patch"].as_slice()),
+        ("mysqlbackup.dev", "mysqlbackups", ["get", "list", "watch", "patch", "create", "delete"].as_slice()),
+        ("mysqlbackup.dev", "backupschedules", &["get", "list", "watch"]),
+        ("mysqlbackup.dev", "backupschedules/status", &["patch"]),
         ("mysqlbackup.dev", "mysqlbackups/status", &["patch"]),
         ("mysqlbackup.dev", "mysqlbackups/finalizers", &["update"]),
         ("mysqlbackup.dev", "mysqlrestores", &["get", "list", "watch"]),

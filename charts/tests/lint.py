@@ -28,9 +28,12 @@ VARIANTS = {
         {"serviceAccount": {"create": False, "name": "ops"}, "metrics": {"service": {"enabled": False}}},
         None,
     ),
-    "ServiceMonitor, scheduling and pull secrets": (
+    "ServiceMonitor, PrometheusRule, scheduling and pull secrets": (
         {
-            "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+            "metrics": {
+                "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+                "prometheusRule": {"enabled": True, "maxBackupAgeSeconds": 7200, "labels": {"release": "prom"}},
+            },
             "nodeSelector": {"kubernetes.io/os": "linux"},
             "tolerations": [{"key": "ops", "operator": "Exists"}],
             "imagePullSecrets": [{"name": "regcred"}],

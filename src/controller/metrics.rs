@@ -1,6 +1,7 @@
 //! Prometheus metrics of the controller, served on `/metrics`: reconciles and their errors by
-//! category, backups finished by phase, and per source (namespace and pod) the time, size and
-//! duration of the last successful backup, so that "no backup for a day" is one line of PromQL.
+//! category, backups finished by phase, per source (namespace and pod) the time, size and duration of
+//! the last successful backup, and per schedule the last success, the seconds since, the
+//! recoverability window and missed slots — so that "no backup for a day" is one line of PromQL.
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -41,8 +42,28 @@ pub struct SourceLabels {
     pub pod: String,
 }
 
+/// Labels naming a BackupSchedule.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ScheduleLabels {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub schedule: String,
+}
+
 /// Every metric the controller exports.
 pub struct Metrics {
+    /// Unix time of the last successful backup of a schedule.
+    pub schedule_last_success: Family<ScheduleLabels, Gauge<f64, AtomicU64>>,
+    /// Seconds since then, computed when scraped.
+    pub schedule_since_success: Family<ScheduleLabels, Gauge<f64, AtomicU64>>,
+    /// Earliest point in time a restore can reach, per schedule.
+    pub window_start: Family<ScheduleLabels, Gauge<f64, AtomicU64>>,
+    /// Latest point in time a restore can reach, per schedule.
+    pub window_end: Family<ScheduleLabels, Gauge<f64, AtomicU64>>,
+    /// Slots that took no backup, per schedule.
+    pub missed_slots: Family<ScheduleLabels, Gauge>,
+    successes: std::sync::Mutex<std::collections::BTreeMap<ScheduleLabels, f64>>,
     registry: Registry,
     /// Reconciles run.
     pub reconciles: Family<KindLabels, Counter>,
@@ -68,8 +89,35 @@ impl Default for Metrics {
             last_success: Family::default(),
             last_bytes: Family::default(),
             last_duration: Family::default(),
+            schedule_last_success: Family::default(),
+            schedule_since_success: Family::default(),
+            window_start: Family::default(),
+            window_end: Family::default(),
+            missed_slots: Family::default(),
+            successes: Default::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "schedule_last_success_timestamp_seconds",
+            "Unix time of the last successful backup of a schedule",
+            m.schedule_last_success.clone(),
+        );
+        registry.register(
+            "schedule_seconds_since_last_success",
+            "Seconds since the last successful backup of a schedule",
+            m.schedule_since_success.clone(),
+        );
+        registry.register(
+            "recoverability_window_start_timestamp_seconds",
+            "Earliest point in time a restore can reach with a schedule's backups",
+            m.window_start.clone(),
+        );
+        registry.register(
+            "recoverability_window_end_timestamp_seconds",
+            "Latest point in time a restore can reach with a schedule's backups",
+            m.window_end.clone(),
+        );
+        registry.register("schedule_missed_slots", "Slots of a schedule that took no backup", m.missed_slots.clone());
         registry.register("reconciles", "Reconciles run", m.reconciles.clone());
         registry.register("reconcile_errors", "Reconciles that failed, by error category", m.errors.clone());
         registry.register("backups_finished", "Backups that finished, by phase", m.backups_finished.clone());
@@ -89,8 +137,36 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Records the state of a schedule.
+    pub fn record_schedule(&self, labels: ScheduleLabels, status: &crate::crd::BackupScheduleStatus) {
+        let secs = |t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time| t.0.as_millisecond() as f64 / 1000.0;
+        if let Some(t) = status.last_successful_backup.as_ref().and_then(|b| b.time.as_ref()) {
+            self.schedule_last_success.get_or_create(&labels).set(secs(t));
+            self.successes.lock().unwrap_or_else(|p| p.into_inner()).insert(labels.clone(), secs(t));
+        }
+        if let Some(w) = &status.recoverability_window {
+            self.window_start.get_or_create(&labels).set(secs(&w.from));
+            self.window_end.get_or_create(&labels).set(secs(&w.to));
+        }
+        self.missed_slots.get_or_create(&labels).set(status.missed_slots);
+    }
+
+    /// Forgets a deleted schedule.
+    pub fn forget_schedule(&self, labels: &ScheduleLabels) {
+        for family in [&self.schedule_last_success, &self.schedule_since_success, &self.window_start, &self.window_end]
+        {
+            family.remove(labels);
+        }
+        self.missed_slots.remove(labels);
+        self.successes.lock().unwrap_or_else(|p| p.into_inner()).remove(labels);
+    }
+
     /// The metrics in Prometheus text format.
     pub fn encode(&self) -> String {
+        let now = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
+        for (labels, at) in self.successes.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            self.schedule_since_success.get_or_create(labels).set((now - at).max(0.0));
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);

@@ -18,7 +18,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
     runtime::{
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
@@ -27,10 +27,10 @@ use kube::{
 
 use super::{
     backup::{self, Decision, Observed},
-    deletion, restore as restore_decision,
+    deletion, restore as restore_decision, schedule as schedule_decision,
 };
 use crate::{
-    crd::{MySQLBackup, MySQLRestore},
+    crd::{BackupSchedule, MySQLBackup, MySQLRestore},
     jobs,
 };
 
@@ -52,6 +52,12 @@ pub enum ReconcileError {
     /// Deleting a Job failed.
     #[error("deleting Job {job}: {source}")]
     DeleteJob { job: String, source: kube::Error },
+    /// Creating a schedule's MySQLBackup failed.
+    #[error("creating MySQLBackup {name}: {source}")]
+    CreateBackup { name: String, source: kube::Error },
+    /// Deleting a schedule's MySQLBackup failed.
+    #[error("deleting MySQLBackup {name}: {source}")]
+    DeleteBackup { name: String, source: kube::Error },
     /// Creating the target claim of a restore failed.
     #[error("applying PersistentVolumeClaim {claim}: {source}")]
     ApplyClaim { claim: String, source: kube::Error },
@@ -68,7 +74,11 @@ impl ReconcileError {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Observe { .. } => "observe",
-            Self::ApplyJob { .. } | Self::ApplyClaim { .. } | Self::DeleteJob { .. } => "apply",
+            Self::ApplyJob { .. }
+            | Self::ApplyClaim { .. }
+            | Self::DeleteJob { .. }
+            | Self::CreateBackup { .. }
+            | Self::DeleteBackup { .. } => "apply",
             Self::Finalizer { .. } => "finalizer",
             Self::WriteStatus { .. } => "status",
             Self::NoNamespace(_) => "invalid",
@@ -406,6 +416,95 @@ pub async fn reconcile_restore(restore: Arc<MySQLRestore>, ctx: Arc<Context>) ->
     apply_status(&api, &*restore, restore.status.as_ref(), &status).await?;
     publish(&ctx, &*restore, events).await;
     Ok(next_action(requeue, status.phase))
+}
+
+/// Reconciles one BackupSchedule: see [`schedule_decision`].
+pub async fn reconcile_schedule(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let name = schedule.name_any();
+    let ns = schedule.namespace().ok_or_else(|| ReconcileError::NoNamespace(name.clone()))?;
+    let client = &ctx.client;
+    let labels = super::metrics::ScheduleLabels { namespace: ns.clone(), schedule: name.clone() };
+    if schedule.metadata.deletion_timestamp.is_some() {
+        ctx.metrics.forget_schedule(&labels);
+        return Ok(Action::await_change());
+    }
+    let backups: Api<MySQLBackup> = Api::namespaced(client.clone(), &ns);
+    let jobs_api: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+
+    // Observe: the schedule's children (labelled and owned by it), its last prune Job, the pod.
+    let uid = schedule.metadata.uid.clone();
+    let children: Vec<MySQLBackup> = backups
+        .list(&ListParams::default().labels(&format!("{}={name}", jobs::LABEL_SCHEDULE)))
+        .await
+        .map_err(observe_err(format!("MySQLBackups of schedule {name}")))?
+        .items
+        .into_iter()
+        .filter(|b| b.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()))
+        .collect();
+    let prune_job = match schedule.status.as_ref().and_then(|s| s.last_prune.as_ref()) {
+        Some(p) => jobs_api.get_opt(&p.job).await.map_err(observe_err(format!("Job {}", p.job)))?,
+        None => None,
+    };
+    let prune_message = finished_job_message(&pods, prune_job.as_ref()).await?;
+    let source = &schedule.spec.backup_template.source.pod;
+    let pod = if schedule.spec.retention.is_some() {
+        pods.get_opt(source).await.map_err(observe_err(format!("pod {source}")))?
+    } else {
+        None
+    };
+
+    // Decide.
+    let mut d = schedule_decision::decide(&schedule_decision::Observed {
+        schedule: &schedule,
+        children: &children,
+        prune_job: prune_job.as_ref(),
+        prune_message: prune_message.as_deref(),
+        pod_security_context: pod.as_ref().and_then(|p| p.spec.as_ref()).and_then(|s| s.security_context.as_ref()),
+        operator_image: &ctx.operator_image,
+        now: k8s_openapi::jiff::Timestamp::now(),
+    });
+
+    // Apply. Children are created, never applied: an object of the same name is not adopted.
+    for child in &d.create {
+        let child_name = child.name_any();
+        match backups.create(&PostParams::default(), child).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                let existing =
+                    backups.get_opt(&child_name).await.map_err(observe_err(format!("MySQLBackup {child_name}")))?;
+                let ours = existing.is_some_and(|b| b.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()));
+                if !ours {
+                    d.status.missed_slots += 1;
+                    d.events.retain(|e| !e.message.contains(&format!("MySQLBackup {child_name} ")));
+                    d.events.push(super::backup::EventNote {
+                        warning: true,
+                        reason: "NameTaken",
+                        message: format!(
+                            "MySQLBackup {child_name} exists and is not owned by this schedule; it is left alone and \
+                             this slot takes no backup"
+                        ),
+                    });
+                }
+            }
+            Err(source) => return Err(ReconcileError::CreateBackup { name: child_name, source }),
+        }
+    }
+    for victim in &d.delete {
+        match backups.delete(victim, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(source) => return Err(ReconcileError::DeleteBackup { name: victim.clone(), source }),
+        }
+    }
+    if let Some(job) = &d.prune_job {
+        apply_job(&jobs_api, job).await?;
+    }
+    let api: Api<BackupSchedule> = Api::namespaced(client.clone(), &ns);
+    apply_status(&api, &*schedule, schedule.status.as_ref(), &d.status).await?;
+    publish(&ctx, &*schedule, d.events).await;
+    ctx.metrics.record_schedule(labels, &d.status);
+    Ok(d.requeue.map(Action::requeue).unwrap_or_else(Action::await_change))
 }
 
 /// Counts a backup that has just finished, and for a success updates its source's gauges.

@@ -1,4 +1,5 @@
-//! Running the controller: the watches of MySQLBackups and MySQLRestores (and the Jobs they own), error backoff, and the
+//! Running the controller: the watches of MySQLBackups, MySQLRestores and BackupSchedules (and the
+//! Jobs and MySQLBackups they own), error backoff, and the
 //! HTTP endpoints `/healthz`, `/readyz` and `/metrics`; stops cleanly on SIGTERM or Ctrl-C.
 //!
 //! Objects that do not deserialize (e.g. written against an older schema) are reported and skipped
@@ -26,9 +27,9 @@ use tokio::sync::watch;
 
 use super::{
     metrics::{ErrorLabels, KindLabels},
-    reconcile::{Context, FIELD_MANAGER, ReconcileError, reconcile_backup, reconcile_restore},
+    reconcile::{Context, FIELD_MANAGER, ReconcileError, reconcile_backup, reconcile_restore, reconcile_schedule},
 };
-use crate::crd::{MySQLBackup, MySQLRestore};
+use crate::crd::{BackupSchedule, MySQLBackup, MySQLRestore};
 
 /// Errors that stop the controller.
 #[derive(Debug, thiserror::Error)]
@@ -86,11 +87,28 @@ trait Reconciled:
     Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
 {
     fn reconcile(obj: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = Result<Action, ReconcileError>> + Send;
+
+    /// What else the controller of this kind watches, besides the operator's Jobs it owns.
+    fn watches(controller: Controller<DeserializeGuard<Self>>, _client: &Client) -> Controller<DeserializeGuard<Self>> {
+        controller
+    }
 }
 
 impl Reconciled for MySQLBackup {
     fn reconcile(obj: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = Result<Action, ReconcileError>> + Send {
         reconcile_backup(obj, ctx)
+    }
+}
+
+impl Reconciled for BackupSchedule {
+    fn reconcile(obj: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = Result<Action, ReconcileError>> + Send {
+        reconcile_schedule(obj, ctx)
+    }
+
+    /// A schedule reacts to its MySQLBackups finishing (for status and retention).
+    fn watches(controller: Controller<DeserializeGuard<Self>>, client: &Client) -> Controller<DeserializeGuard<Self>> {
+        let backups: Api<DeserializeGuard<MySQLBackup>> = Api::all(client.clone());
+        controller.owns(backups, watcher::Config::default().labels(crate::jobs::LABEL_SCHEDULE))
     }
 }
 
@@ -133,9 +151,10 @@ fn error_policy<K: Reconciled>(guard: Arc<DeserializeGuard<K>>, error: &Reconcil
 /// The controller of `K`, owning the operator's Jobs, until shutdown.
 async fn control<K: Reconciled>(client: Client, ctx: Arc<Context>) {
     let objects: Api<DeserializeGuard<K>> = Api::all(client.clone());
-    let jobs: Api<Job> = Api::all(client);
-    Controller::new(objects, watcher::Config::default().any_semantic())
-        .owns(jobs, watcher::Config::default().labels("app.kubernetes.io/managed-by=mysql-backup-operator"))
+    let jobs: Api<Job> = Api::all(client.clone());
+    let controller = Controller::new(objects, watcher::Config::default().any_semantic())
+        .owns(jobs, watcher::Config::default().labels("app.kubernetes.io/managed-by=mysql-backup-operator"));
+    K::watches(controller, &client)
         .shutdown_on_signal()
         .run(reconcile::<K>, error_policy::<K>, ctx)
         .for_each(|result| async move {
@@ -251,9 +270,10 @@ pub async fn run(opts: ControllerOptions) -> Result<(), RunError> {
         },
         None => None,
     };
-    let controllers = futures::future::join(
+    let controllers = futures::future::join3(
         control::<MySQLBackup>(client.clone(), ctx.clone()),
-        control::<MySQLRestore>(client, ctx),
+        control::<MySQLRestore>(client.clone(), ctx.clone()),
+        control::<BackupSchedule>(client, ctx),
     );
     tracing::info!(listen = %opts.listen, "controller running");
     let result = match lease {
