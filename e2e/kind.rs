@@ -1,7 +1,7 @@
 //! End-to-end test on a real cluster (kind): the operator installed by its Helm chart backs up a MariaDB
 //! StatefulSet, restores the backup into a new PersistentVolumeClaim, a second server starts on it, and
 //! every table's checksum equals the source's; then a `deletionPolicy: Delete` backup is deleted and its
-//! data goes with it.
+//! data goes with it, and a BackupSchedule every minute with `keepLast: 1` prunes its older backups.
 //!
 //! Ignored by default: it needs a cluster. `e2e/run` creates a kind cluster, loads the image, installs
 //! the chart and runs it with `E2E_KUBECONFIG` set (see e2e/README.md). Run by hand against any cluster
@@ -26,7 +26,7 @@ use kube::{
     api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
-use mysql_backup_operator::crd::{MySQLBackup, MySQLRestore, Phase};
+use mysql_backup_operator::crd::{BackupSchedule, MySQLBackup, MySQLRestore, Phase};
 use serde::{Serialize, de::DeserializeOwned};
 
 const SKIP: &str =
@@ -300,4 +300,34 @@ async fn backup_a_statefulset_restore_into_a_new_claim_and_compare_checksums() {
     })
     .await;
     assert_eq!(again.status.and_then(|s| s.phase), Some(Phase::Complete));
+
+    // A schedule every minute keeping one backup: after two successes the prune Job deletes the older
+    // backup and its MySQLBackup; the schedule's status reports the window and its last success.
+    ns.apply::<BackupSchedule>(yaml(&format!(
+        "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: BackupSchedule, metadata: {{name: every-minute}}, spec: {{schedule: '* * * * *', retention: {{keepLast: 1}}, backupTemplate: {{source: {{pod: db-0, connection: {{user: root, passwordSecret: {{name: db-root, key: password}}}}}}, method: mariabackup, storage: {storage}}}}}}}"
+    )))
+    .await;
+    let schedules = ns.api::<BackupSchedule>();
+    let pruned = wait_for(&schedules, "every-minute", Duration::from_secs(900), "pruned once", |s: &BackupSchedule| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.last_prune.as_ref())
+            .is_some_and(|p| p.phase == Phase::Complete && p.deleted >= 1)
+    })
+    .await;
+    let st = pruned.status.expect("a status");
+    assert!(st.last_successful_backup.and_then(|b| b.positions).and_then(|p| p.gtid_executed).is_some());
+    assert!(st.recoverability_window.is_some());
+    ns.apply::<BackupSchedule>(yaml(&format!(
+        "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: BackupSchedule, metadata: {{name: every-minute}}, spec: {{suspend: true, schedule: '* * * * *', retention: {{keepLast: 1}}, backupTemplate: {{source: {{pod: db-0, connection: {{user: root, passwordSecret: {{name: db-root, key: password}}}}}}, method: mariabackup, storage: {storage}}}}}}}"
+    )))
+    .await;
+    let children = ns
+        .api::<MySQLBackup>()
+        .list(&ListParams::default().labels("mysqlbackup.dev/schedule=every-minute"))
+        .await
+        .expect("children");
+    let complete =
+        children.items.iter().filter(|b| b.status.as_ref().and_then(|s| s.phase) == Some(Phase::Complete)).count();
+    assert!(complete <= 2, "retention keeps one complete backup (plus one that may just have finished): {complete}");
 }

@@ -474,6 +474,65 @@ pub fn restore_job(restore: &MySQLRestore, plan: &RestorePlan, operator_image: &
     })
 }
 
+/// A Job that runs the agent in the operator image alone, against storage only (no datadir, no database
+/// tools): cleanup and prune.
+struct OperatorJob {
+    name: String,
+    namespace: String,
+    labels: BTreeMap<String, String>,
+    owner: Option<OwnerReference>,
+    ttl_seconds: i32,
+}
+
+impl OperatorJob {
+    fn build(
+        self,
+        mut args: Vec<String>,
+        storage: &StorageSpec,
+        security_context: Option<k8s_openapi::api::core::v1::PodSecurityContext>,
+        operator_image: &str,
+    ) -> Job {
+        let (mut volumes, mut mounts) = (Vec::new(), Vec::new());
+        storage_args(storage, &mut args, &mut volumes, &mut mounts);
+        let agent = Container {
+            name: "agent".into(),
+            image: Some(operator_image.to_string()),
+            command: Some(vec![OPERATOR_BINARY.into()]),
+            args: Some(args),
+            env_from: credentials_env(storage),
+            volume_mounts: Some(mounts).filter(|m| !m.is_empty()),
+            termination_message_policy: Some("FallbackToLogsOnError".into()),
+            ..Default::default()
+        };
+        let options = crate::crd::JobOptions {
+            backoff_limit: Some(2),
+            active_deadline_seconds: Some(3600),
+            ttl_seconds_after_finished: Some(self.ttl_seconds),
+            resources: None,
+        };
+        Job {
+            metadata: ObjectMeta {
+                name: Some(self.name),
+                namespace: Some(self.namespace),
+                labels: Some(self.labels.clone()),
+                owner_references: self.owner.map(|o| vec![o]),
+                ..Default::default()
+            },
+            spec: Some(agent_job_spec(
+                &options,
+                self.labels,
+                PodSpec {
+                    security_context,
+                    containers: vec![agent],
+                    volumes: Some(volumes).filter(|v| !v.is_empty()),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }
+    }
+}
+
 /// Builds the Job that deletes the stored backup `backup_id` of `backup` (`deletionPolicy: Delete`). It
 /// runs the operator image alone (no database tools, no datadir), as `security_context` when given (the
 /// source pod's, so it can delete what the backup Job wrote to a `file://` volume). It has no owner:
@@ -487,7 +546,7 @@ pub fn cleanup_job(
 ) -> Result<Job, BuildError> {
     let name = backup.metadata.name.clone().ok_or(BuildError::MissingMetadata("name"))?;
     let namespace = backup.metadata.namespace.clone().ok_or(BuildError::MissingMetadata("namespace"))?;
-    let mut args = vec![
+    let args = vec![
         "agent".to_string(),
         "delete".into(),
         format!("--backup={backup_id}"),
@@ -495,45 +554,15 @@ pub fn cleanup_job(
         "--summary-file=/dev/termination-log".into(),
         "--log-format=json".into(),
     ];
-    let (mut volumes, mut mounts) = (Vec::new(), Vec::new());
-    storage_args(&backup.spec.storage, &mut args, &mut volumes, &mut mounts);
-    let agent = Container {
-        name: "agent".into(),
-        image: Some(operator_image.to_string()),
-        command: Some(vec![OPERATOR_BINARY.into()]),
-        args: Some(args),
-        env_from: credentials_env(&backup.spec.storage),
-        volume_mounts: Some(mounts).filter(|m| !m.is_empty()),
-        termination_message_policy: Some("FallbackToLogsOnError".into()),
-        ..Default::default()
+    let job = OperatorJob {
+        name: child_name("cleanup", &name),
+        namespace,
+        labels: labels("cleanup", &name),
+        // No owner: see above.
+        owner: None,
+        ttl_seconds: 3600,
     };
-    let job_labels = labels("cleanup", &name);
-    // Retried by the controller after a failure; a few quick retries here cover a blip.
-    let options = crate::crd::JobOptions {
-        backoff_limit: Some(2),
-        active_deadline_seconds: Some(3600),
-        ttl_seconds_after_finished: Some(3600),
-        resources: None,
-    };
-    Ok(Job {
-        metadata: ObjectMeta {
-            name: Some(child_name("cleanup", &name)),
-            namespace: Some(namespace),
-            labels: Some(job_labels.clone()),
-            ..Default::default()
-        },
-        spec: Some(agent_job_spec(
-            &options,
-            job_labels,
-            PodSpec {
-                security_context,
-                containers: vec![agent],
-                volumes: Some(volumes).filter(|v| !v.is_empty()),
-                ..Default::default()
-            },
-        )),
-        ..Default::default()
-    })
+    Ok(job.build(args, &backup.spec.storage, security_context, operator_image))
 }
 
 /// Builds the Job that applies `schedule`'s retention to its backups in storage (`agent prune`), after
@@ -569,47 +598,16 @@ pub fn prune_job(
     args.push(format!("--tag={LABEL_SCHEDULE}={namespace}/{name}"));
     args.push("--summary-file=/dev/termination-log".into());
     args.push("--log-format=json".into());
-    let storage = &schedule.spec.backup_template.storage;
-    let (mut volumes, mut mounts) = (Vec::new(), Vec::new());
-    storage_args(storage, &mut args, &mut volumes, &mut mounts);
-    let agent = Container {
-        name: "agent".into(),
-        image: Some(operator_image.to_string()),
-        command: Some(vec![OPERATOR_BINARY.into()]),
-        args: Some(args),
-        env_from: credentials_env(storage),
-        volume_mounts: Some(mounts).filter(|m| !m.is_empty()),
-        termination_message_policy: Some("FallbackToLogsOnError".into()),
-        ..Default::default()
-    };
     let mut job_labels = labels("prune", &name);
     job_labels.insert(LABEL_SCHEDULE.into(), name.clone());
-    let options = crate::crd::JobOptions {
-        backoff_limit: Some(2),
-        active_deadline_seconds: Some(3600),
-        ttl_seconds_after_finished: Some(86400),
-        resources: None,
+    let job = OperatorJob {
+        name: child_name("prune", after),
+        namespace,
+        labels: job_labels,
+        owner: Some(owner_reference(schedule)?),
+        ttl_seconds: 86400,
     };
-    Ok(Job {
-        metadata: ObjectMeta {
-            name: Some(child_name("prune", after)),
-            namespace: Some(namespace),
-            labels: Some(job_labels.clone()),
-            owner_references: Some(vec![owner_reference(schedule)?]),
-            ..Default::default()
-        },
-        spec: Some(agent_job_spec(
-            &options,
-            job_labels,
-            PodSpec {
-                security_context,
-                containers: vec![agent],
-                volumes: Some(volumes).filter(|v| !v.is_empty()),
-                ..Default::default()
-            },
-        )),
-        ..Default::default()
-    })
+    Ok(job.build(args, &schedule.spec.backup_template.storage, security_context, operator_image))
 }
 
 #[cfg(test)]
