@@ -482,3 +482,50 @@ async fn a_name_held_by_another_object_is_not_adopted() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_new_success_starts_retention_as_a_prune_job() {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let schedule: mysql_backup_operator::crd::BackupSchedule = serde_json::from_value(json!({
+        "apiVersion": "mysqlbackup.dev/v1alpha1", "kind": "BackupSchedule",
+        "metadata": {"name": "db-nightly", "namespace": "db", "uid": "s-1", "generation": 1,
+            "creationTimestamp": (now - k8s_openapi::jiff::SignedDuration::from_hours(48)).to_string()},
+        // New Year only: nothing is due during the test.
+        "spec": {"schedule": "0 0 1 1 *", "retention": {"keepDaily": 7},
+            "backupTemplate": {"source": {"pod": "db-0"}, "storage": {"url": "s3://backups/prod", "credentialsSecret": "s3-creds"}}},
+        "status": {"lastScheduleTime": (now - k8s_openapi::jiff::SignedDuration::from_secs(60)).to_string()}
+    }))
+    .unwrap();
+    let echo = serde_json::to_value(&schedule).unwrap();
+    let child = json!({"apiVersion": "mysqlbackup.dev/v1alpha1", "kind": "MySQLBackup",
+        "metadata": {"name": "db-nightly-manual-0000abcd", "namespace": "db", "ownerReferences": [{"apiVersion": "mysqlbackup.dev/v1alpha1",
+            "kind": "BackupSchedule", "name": "db-nightly", "uid": "s-1", "controller": true}]},
+        "spec": {"source": {"pod": "db-0"}, "storage": {"url": "s3://backups/prod"}},
+        "status": {"phase": "Complete", "completionTime": "2026-11-22T02:10:00Z", "backupId": "20261122T020001Z-00abcd"}});
+    let list =
+        json!({"apiVersion": "mysqlbackup.dev/v1alpha1", "kind": "MySQLBackupList", "metadata": {}, "items": [child]});
+    let action = run_schedule(schedule, async |mut h: Handle| {
+        expect(&mut h, "GET", &format!("{BACKUPS}?&labelSelector=mysqlbackup.dev%2Fschedule%3Ddb-nightly"), (200, list)).await;
+        let mut db_pod = pod();
+        db_pod["spec"]["securityContext"] = json!({"runAsUser": 999, "fsGroup": 999});
+        expect(&mut h, "GET", &format!("{PODS}/db-0"), (200, db_pod)).await;
+        let job = expect(
+            &mut h,
+            "PATCH",
+            &format!("{JOBS}/prune-db-nightly-manual-0000abcd?&force=true&fieldManager=mysql-backup-operator"),
+            (200, json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "prune-db-nightly-manual-0000abcd"}})),
+        )
+        .await;
+        let spec = &job["spec"]["template"]["spec"];
+        assert_eq!(spec["securityContext"]["runAsUser"], 999, "runs as the database pod's user");
+        assert_eq!(spec["containers"][0]["args"][2], "--keep-daily=7");
+        assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "BackupSchedule");
+        let status = expect(&mut h, "PATCH", SCHEDULES_STATUS, (200, echo)).await;
+        let s = &status["status"];
+        assert_eq!(s["lastPrune"]["phase"], "Running");
+        assert_eq!(s["lastSuccessfulBackup"]["backupId"], "20261122T020001Z-00abcd");
+        assert_eq!(s["recoverabilityWindow"]["from"], "2026-11-22T02:10:00Z");
+    })
+    .await;
+    assert!(matches!(action, a if a != Action::await_change()));
+}

@@ -72,7 +72,11 @@ fn cluster_role_grants_what_the_reconcile_uses_and_no_wildcards() {
         ("mysqlbackup.dev", "backupschedules", &["get", "list", "watch"]),
         ("mysqlbackup.dev", "backupschedules/status", &["patch"]),
         ("mysqlbackup.dev", "mysqlbackups/status", &["patch"]),
+        // Owner references with blockOwnerDeletion: Jobs owned by backups and restores, MySQLBackups and
+        // prune Jobs owned by schedules.
         ("mysqlbackup.dev", "mysqlbackups/finalizers", &["update"]),
+        ("mysqlbackup.dev", "mysqlrestores/finalizers", &["update"]),
+        ("mysqlbackup.dev", "backupschedules/finalizers", &["update"]),
         ("mysqlbackup.dev", "mysqlrestores", &["get", "list", "watch"]),
         ("mysqlbackup.dev", "mysqlrestores/status", &["patch"]),
         ("batch", "jobs", &["get", "list", "watch", "create", "patch", "delete"]),

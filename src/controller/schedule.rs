@@ -216,7 +216,7 @@ pub fn decide(o: &Observed) -> Decision {
     let cursor =
         status.last_schedule_time.as_ref().or(s.metadata.creation_timestamp.as_ref()).map(|t| t.0).unwrap_or(o.now);
     let due = schedule.due(cursor, o.now, s.spec.starting_deadline_seconds);
-    if due.cursor != cursor || status.last_schedule_time.is_none() {
+    if due.cursor != cursor {
         status.last_schedule_time = Some(time(due.cursor));
     }
     if s.spec.suspend {
