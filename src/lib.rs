@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod binlog_file;
+pub mod binlog_range;
 pub mod chunk_reader;
 pub mod chunk_writer;
 pub mod codec;
