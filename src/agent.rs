@@ -38,6 +38,15 @@ pub enum AgentError {
     /// Verification found damage.
     #[error("backup {backup} is damaged: {}", describe_damage(.damaged))]
     Damaged { backup: String, damaged: Vec<Damage> },
+    /// The start of an incremental cannot be determined.
+    #[error("--from: {0}")]
+    From(String),
+    /// A backup cannot be restored on its own.
+    #[error(
+        "backup {0} is an incremental (binary logs); restore the full backup it builds on (point-in-time replay of \
+         binary logs is not built yet)"
+    )]
+    Incremental(String),
     /// Deleting or pruning failed.
     #[error(transparent)]
     Gc(#[from] crate::gc::GcError),
@@ -79,6 +88,8 @@ fn describe_damage(damaged: &[Damage]) -> String {
 pub struct BackupSettings {
     /// Tags recorded in the manifest.
     pub tags: std::collections::BTreeMap<String, String>,
+    /// For an incremental: what it builds on.
+    pub incremental: Option<crate::manifest::Incremental>,
     /// Chunking parameters.
     pub chunks: ChunkParams,
     /// Interval of progress log lines when not on a terminal.
@@ -242,6 +253,7 @@ async fn backup_locked<M: BackupMethod>(
         totals: totals.clone(),
         files,
         tags: settings.tags.clone(),
+        incremental: settings.incremental.clone(),
     };
     lock.check()?;
     storage.write_manifest(&manifest).await?;
@@ -266,6 +278,33 @@ async fn backup_locked<M: BackupMethod>(
         duration_seconds,
         peak_rss_bytes: peak_rss_bytes(),
     })
+}
+
+/// What an incremental starting at `from` builds on: `auto` is the end of the newest backup in
+/// `storage`; anything else is a GTID position (MariaDB) or set (MySQL).
+pub async fn incremental_from(storage: &Storage, from: &str) -> Result<crate::manifest::Incremental, AgentError> {
+    use crate::position::GtidState;
+    if from != "auto" {
+        let state = if from.contains(':') {
+            GtidState::Mysql { executed: from.parse().map_err(|e| AgentError::From(format!("{e}")))?, purged: None }
+        } else {
+            crate::binlog_range::mariadb(from).map_err(|e| AgentError::From(format!("{e}")))?
+        };
+        return Ok(crate::manifest::Incremental { base: None, from: state });
+    }
+    let Some(newest) = storage.list_backup_ids().await?.pop() else {
+        return Err(AgentError::From(format!(
+            "there is no backup in {} to continue from: take a full backup first, or give --from <GTID position>",
+            storage.url()
+        )));
+    };
+    let manifest = storage.read_manifest(&newest).await?;
+    let Some(state) = manifest.positions.gtid else {
+        return Err(AgentError::From(format!(
+            "the newest backup, {newest}, records no GTID position (binary logging or GTIDs off?); give --from"
+        )));
+    };
+    Ok(crate::manifest::Incremental { base: Some(newest), from: state })
 }
 
 /// One line of `list`.
@@ -336,8 +375,31 @@ pub async fn restore(
     progress_interval: Duration,
 ) -> Result<Summary, AgentError> {
     let started = std::time::Instant::now();
-    let id = storage.resolve_backup(wanted).await?;
-    let manifest = storage.read_manifest(&id).await?;
+    // `latest` is the newest backup that restores on its own: incrementals are skipped.
+    let (id, manifest) = if wanted == "latest" {
+        let mut found = None;
+        for id in storage.list_backup_ids().await?.into_iter().rev() {
+            let m = storage.read_manifest(&id).await?;
+            if m.method != MethodKind::Binlog {
+                found = Some((id, m));
+                break;
+            }
+        }
+        match found {
+            Some(f) => f,
+            None => {
+                let what = "no complete backup found".to_string();
+                return Err(StorageError::BackupNotFound { url: storage.url().to_string(), what }.into());
+            }
+        }
+    } else {
+        let id = storage.resolve_backup(wanted).await?;
+        let m = storage.read_manifest(&id).await?;
+        (id, m)
+    };
+    if manifest.method == MethodKind::Binlog {
+        return Err(AgentError::Incremental(id));
+    }
     tracing::info!(backup_id = id, datadir = %opts.datadir.display(), "restore starting");
     let progress = Progress::new(manifest.totals.data_bytes);
     let reporter = progress.report("restore", progress_interval);

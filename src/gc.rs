@@ -178,7 +178,7 @@ pub async fn prune(
         let nanos = m.completed_at.timestamp_nanos_opt().map(i128::from).unwrap_or_default();
         let time = jiff::Timestamp::from_nanosecond(nanos).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         times.insert(id.clone(), m.completed_at);
-        items.push(Item { id, time, base: None });
+        items.push(Item { id, time, base: m.incremental.and_then(|i| i.base) });
     }
     let plan = retention::plan(&items, policy, tz, jiff::Timestamp::now());
     let kept_times: Vec<_> = plan.keep.keys().filter_map(|id| times.get(id)).copied().collect();

@@ -74,6 +74,7 @@ pub fn resolve_method(method: BackupMethod) -> crate::manifest::MethodKind {
     match method {
         BackupMethod::Cold => crate::manifest::MethodKind::Cold,
         BackupMethod::Auto | BackupMethod::Mariabackup => crate::manifest::MethodKind::Mariabackup,
+        BackupMethod::Binlog => crate::manifest::MethodKind::Binlog,
     }
 }
 
@@ -238,7 +239,9 @@ pub fn backup_job(backup: &MySQLBackup, pod: &Pod, operator_image: &str) -> Resu
     let datadir = spec.source.datadir.trim_end_matches('/').to_string();
     let (mount, claim) = datadir_mount(&pod_name, pod, container, &datadir)?;
     let method = resolve_method(spec.method);
+    // mariadb-backup comes with the database image; binlog and cold read files with the operator's own.
     let needs_server = method == crate::manifest::MethodKind::Mariabackup;
+    let needs_connection = method != crate::manifest::MethodKind::Cold;
 
     let mut args: Vec<String> = vec![
         "agent".into(),
@@ -273,7 +276,7 @@ pub fn backup_job(backup: &MySQLBackup, pod: &Pod, operator_image: &str) -> Resu
         VolumeMount { name: "agent".into(), mount_path: AGENT_DIR.into(), ..Default::default() },
     ];
     storage_args(&spec.storage, &mut args, &mut volumes, &mut mounts);
-    if needs_server {
+    if needs_connection {
         let conn = &spec.source.connection;
         let host = match &conn.host {
             Some(h) => h.clone(),
@@ -741,6 +744,21 @@ status: {podIP: 10.1.2.3}
         assert_eq!(agent.image.as_deref(), Some("ghcr.io/example/mysql-backup-operator:0.1.0"));
         assert_eq!(agent.command.as_ref().unwrap(), &["/mysql-backup-operator"]);
         assert!(agent.args.as_ref().unwrap().iter().all(|a| !a.starts_with("--mysql")));
+    }
+
+    #[test]
+    fn binlog_runs_in_the_operator_image_with_a_connection() {
+        let backup = BACKUP.replace("  storage:", "  method: binlog\n  storage:");
+        let job = build(&backup, POD).unwrap();
+        let agent = &pod_spec(&job).containers[0];
+        assert_eq!(agent.image.as_deref(), Some("ghcr.io/example/mysql-backup-operator:0.1.0"));
+        let args = agent.args.as_ref().unwrap();
+        assert!(args.contains(&"--method=binlog".to_string()));
+        assert!(args.contains(&"--mysql-url=mysql://backup@10.1.2.3:3306".to_string()), "{args:?}");
+        assert!(
+            pod_spec(&job).volumes.as_ref().unwrap().iter().any(|v| v.name == "datadir"),
+            "reads the binlogs from the volume"
+        );
     }
 
     #[test]

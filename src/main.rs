@@ -7,7 +7,7 @@ use mysql_backup_operator::{
     agent::{self, AgentError, BackupSettings, Summary},
     chunk_writer::ChunkParams,
     manifest::MethodKind,
-    method::{cold::Cold, mariabackup::Mariabackup},
+    method::{binlog::Binlog, cold::Cold, mariabackup::Mariabackup},
     restore::RestoreOptions,
     server::ServerConfig,
     storage::{RetryPolicy, Storage, parse_option},
@@ -189,7 +189,7 @@ struct BackupArgs {
     /// The server's datadir.
     #[arg(long, default_value = "/var/lib/mysql")]
     datadir: PathBuf,
-    /// Binary log directory, when outside the datadir (cold method).
+    /// Binary log directory, when outside the datadir (cold and binlog methods).
     #[arg(long)]
     binlog_dir: Option<PathBuf>,
     /// Server to back up: mysql://user@host:port or mysql://user@localhost?socket=/path. The password
@@ -217,6 +217,10 @@ struct BackupArgs {
     /// Copy a datadir even if a running server seems to use it (cold method).
     #[arg(long)]
     force: bool,
+    /// For --method binlog: back up the transactions after this GTID position (MariaDB `0-1-42,1-2-7`
+    /// or a MySQL GTID set), or `auto`: after the end of the newest backup in the storage.
+    #[arg(long, default_value = "auto")]
+    from: String,
     /// Label recorded in the manifest, as key=value (e.g. the schedule that took it). Repeatable.
     #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
     tags: Vec<(String, String)>,
@@ -318,6 +322,7 @@ async fn run_backup(args: BackupArgs) -> Result<(), AgentError> {
         },
         progress_interval: Duration::from_secs(args.common.progress_interval),
         tags: args.tags.into_iter().collect(),
+        incremental: None,
     };
     let summary = match args.method {
         MethodKind::Cold => {
@@ -344,6 +349,21 @@ async fn run_backup(args: BackupArgs) -> Result<(), AgentError> {
                 tool: args.mariabackup_path,
             };
             agent::backup(&method, &storage, settings).await?
+        }
+        MethodKind::Binlog => {
+            let url = args.mysql_url.ok_or(AgentError::MissingOption {
+                option: "--mysql-url (or MYSQL_URL)",
+                needed_by: "--method binlog",
+            })?;
+            let server = ServerConfig::from_url(&url, args.mysql_password_file.as_ref())?;
+            let incremental = agent::incremental_from(&storage, &args.from).await?;
+            let method = Binlog {
+                server,
+                binlog_dir: args.binlog_dir.unwrap_or(args.datadir),
+                from: incremental.from.clone(),
+                read_size: chunk_size,
+            };
+            agent::backup(&method, &storage, BackupSettings { incremental: Some(incremental), ..settings }).await?
         }
     };
     finish(summary, args.common.summary_file.as_ref())

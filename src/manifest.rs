@@ -48,6 +48,8 @@ pub enum MethodKind {
     Cold,
     /// `mariadb-backup --backup --stream=mbstream`, prepared on restore.
     Mariabackup,
+    /// Closed binary logs since a position: an incremental on top of another backup.
+    Binlog,
 }
 
 impl MethodKind {
@@ -56,6 +58,7 @@ impl MethodKind {
         match self {
             Self::Cold => "cold",
             Self::Mariabackup => "mariabackup",
+            Self::Binlog => "binlog",
         }
     }
 }
@@ -170,6 +173,20 @@ pub struct Manifest {
     /// applies to the backups carrying a schedule's tags. Optional: absent in older manifests.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// For an incremental backup: what it builds on. Optional: absent for full backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<Incremental>,
+}
+
+/// What an incremental backup builds on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Incremental {
+    /// The backup whose end position `from` is (`--from auto`), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The GTID state the incremental starts after.
+    pub from: crate::position::GtidState,
 }
 
 /// Makes a new backup id from the start time and a random suffix; ids sort by start time.
@@ -284,6 +301,7 @@ mod tests {
     fn manifest(files: Vec<FileEntry>) -> Manifest {
         Manifest {
             tags: BTreeMap::new(),
+            incremental: None,
             format_version: FORMAT_VERSION,
             backup_id: "20261122T041231Z-00abcd".into(),
             method: MethodKind::Cold,

@@ -32,6 +32,8 @@ pub enum BackupMethod {
     Cold,
     /// `mariadb-backup --backup --stream=mbstream`, run in the database's own image.
     Mariabackup,
+    /// An incremental: the closed binary logs after the newest backup in the same storage.
+    Binlog,
 }
 
 /// What happens to the stored backup when the MySQLBackup object is deleted.
@@ -81,7 +83,8 @@ pub struct MySQLBackupSpec {
     /// The database server to back up.
     pub source: SourceSpec,
     /// How to read the server's files: `auto` (default; `mariabackup` for MariaDB), `cold` (file copy of a
-    /// datadir nothing writes to: a stopped server or a volume restored from a snapshot), `mariabackup`.
+    /// datadir nothing writes to: a stopped server or a volume restored from a snapshot), `mariabackup`,
+    /// `binlog` (an incremental: the closed binary logs after the newest backup in the same storage).
     #[serde(default)]
     pub method: BackupMethod,
     /// Where the backup is stored.

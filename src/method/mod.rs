@@ -2,7 +2,7 @@
 //! into the shared chunk pipeline and reports the replication positions of its consistent point; the
 //! rest of the data path (storage, manifest, restore) does not know which method ran.
 //!
-//! Methods to come (clone, snapshot, myrocks, xtrabackup, binlog) implement [`BackupMethod`] too.
+//! Methods to come (clone, snapshot, myrocks, xtrabackup) implement [`BackupMethod`] too.
 
 use std::path::PathBuf;
 
@@ -15,6 +15,7 @@ use crate::{
     server::ServerError,
 };
 
+pub mod binlog;
 pub mod cold;
 pub mod mariabackup;
 
@@ -56,6 +57,9 @@ pub enum MethodError {
     /// The chunk pipeline failed.
     #[error(transparent)]
     Chunks(#[from] ChunkWriteError),
+    /// No binary-log range can be backed up.
+    #[error(transparent)]
+    Range(#[from] crate::binlog_range::RangeError),
 }
 
 /// A way of taking a backup.
