@@ -107,6 +107,13 @@ fn missing_secrets(backup: &MySQLBackup, secrets: &BTreeMap<String, BTreeSet<Str
 
 /// Problems of the spec that no retry fixes.
 fn invalid_spec(backup: &MySQLBackup, pod: Option<&Pod>) -> Option<String> {
+    let name = backup.metadata.name.as_deref().unwrap_or_default();
+    if name.len() > 63 {
+        return Some(format!(
+            "metadata.name {name:?} is {} characters; a MySQLBackup's name can have at most 63 (it labels its Job)",
+            name.len()
+        ));
+    }
     let storage = &backup.spec.storage;
     match url::Url::parse(&storage.url) {
         Err(e) => return Some(format!("spec.storage.url {:?} is not a URL: {e}", storage.url)),
@@ -415,6 +422,10 @@ status: {startTime: "2026-11-22T02:00:00Z", active: 1}
             (
                 BACKUP.replace("s3://backups/prod", "file:///backups"),
                 "spec.storage.url is file:// but spec.storage.persistentVolumeClaim names no volume",
+            ),
+            (
+                BACKUP.replace("name: nightly-1,", &format!("name: {},", "n".repeat(64))),
+                "metadata.name \"nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn\" is 64 characters; a MySQLBackup's name can have at most 63 (it labels its Job)",
             ),
         ];
         for (yaml, message) in cases {

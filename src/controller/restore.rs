@@ -126,6 +126,14 @@ pub fn decide(o: &Observed) -> Decision {
         };
     }
 
+    if name.len() > 63 {
+        let message = format!(
+            "metadata.name {name:?} is {} characters; a MySQLRestore's name can have at most 63 (it labels its Job)",
+            name.len()
+        );
+        return fail(status, "InvalidSpec", message);
+    }
+
     // Which backup, from where, prepared with which image.
     let source = &r.spec.source;
     let (storage, backup_id, database_image) = match (&source.backup, &source.storage) {
@@ -303,6 +311,18 @@ status: {phase: Complete, method: mariabackup, backupId: 20261122T020001Z-00abcd
         let failed = BACKUP.replace("phase: Complete", "phase: Failed");
         let d = run(&parse(RESTORE), Some(&parse(&failed)), None, None, None);
         assert_eq!(message(&d, FAILED), "MySQLBackup nightly-1 failed; restore another backup");
+        assert!(d.job.is_none() && d.claim.is_none());
+    }
+
+    #[test]
+    fn a_name_too_long_for_a_label_fails() {
+        let long = RESTORE.replace("name: r1,", &format!("name: {},", "r".repeat(64)));
+        let d = run(&parse(&long), Some(&parse(BACKUP)), None, None, None);
+        assert_eq!(d.status.phase, Some(Phase::Failed));
+        assert!(
+            message(&d, FAILED)
+                .ends_with("is 64 characters; a MySQLRestore's name can have at most 63 (it labels its Job)")
+        );
         assert!(d.job.is_none() && d.claim.is_none());
     }
 
