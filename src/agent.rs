@@ -38,13 +38,19 @@ pub enum AgentError {
     /// Verification found damage.
     #[error("backup {backup} is damaged: {}", describe_damage(.damaged))]
     Damaged { backup: String, damaged: Vec<Damage> },
+    /// Point-in-time restore failed.
+    #[error(transparent)]
+    Pitr(#[from] crate::pitr::PitrError),
+    /// A work directory could not be made.
+    #[error("creating a work directory in {dir}: {source}")]
+    WorkDir { dir: PathBuf, source: std::io::Error },
     /// The start of an incremental cannot be determined.
     #[error("--from: {0}")]
     From(String),
     /// A backup cannot be restored on its own.
     #[error(
-        "backup {0} is an incremental (binary logs); restore the full backup it builds on (point-in-time replay of \
-         binary logs is not built yet)"
+        "backup {0} is an incremental (binary logs); restore the full backup it builds on, or a point in time \
+         with --until"
     )]
     Incremental(String),
     /// Deleting or pruning failed.
@@ -133,6 +139,9 @@ pub enum Summary {
         duration_seconds: f64,
         /// Peak resident memory of the agent process (not counting tools it ran).
         peak_rss_bytes: u64,
+        /// For a point-in-time restore: what was replayed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        until: Option<PitrSummary>,
     },
     /// A backup was deleted.
     #[serde(rename = "delete", rename_all = "camelCase")]
@@ -182,6 +191,99 @@ pub async fn prune(
         outcome,
         duration_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Restores to a point in time: the newest full backup before `target`, then a replay of the
+/// incrementals' binary logs up to and including it (see [`crate::pitr`]).
+pub async fn restore_until(
+    storage: &Storage,
+    target: &crate::pitr::Target,
+    opts: &RestoreOptions,
+    tools: &crate::pitr::Tools,
+    progress_interval: Duration,
+) -> Result<Summary, AgentError> {
+    let started = std::time::Instant::now();
+    let mut manifests = Vec::new();
+    for id in storage.list_backup_ids().await? {
+        manifests.push(storage.read_manifest(&id).await?);
+    }
+    let (full, chain) = crate::pitr::plan(&manifests, target)?;
+    let Some(crate::position::GtidState::Mariadb { binlog_pos: from, .. }) = full.positions.gtid.clone() else {
+        return Err(AgentError::Pitr(crate::pitr::PitrError::NoFullBefore(target.to_string())));
+    };
+    tracing::info!(full = %full.backup_id, incrementals = chain.len(), %target, "point-in-time restore starting");
+    let progress = Progress::new(full.totals.data_bytes);
+    let reporter = progress.report("restore", progress_interval);
+    let outcome = crate::restore::restore(storage, full, opts, Arc::clone(&progress)).await;
+    reporter.stop();
+    let outcome = outcome?;
+
+    // The incrementals' binary logs, in a work directory beside the datadir (the same volume).
+    let parent = opts.datadir.parent().unwrap_or(std::path::Path::new("."));
+    let work = tempfile::Builder::new()
+        .prefix(".mysql-backup-operator-replay-")
+        .tempdir_in(parent)
+        .map_err(|source| AgentError::WorkDir { dir: parent.to_path_buf(), source })?;
+    let mut binlogs: Vec<PathBuf> = Vec::new();
+    for (n, inc) in chain.iter().enumerate() {
+        let dir = work.path().join(format!("binlogs-{n}"));
+        let inc_opts = RestoreOptions {
+            datadir: dir.clone(),
+            binlog_dir: Some(dir.clone()),
+            overwrite: false,
+            parallel: opts.parallel,
+            mariabackup_tool: opts.mariabackup_tool.clone(),
+        };
+        crate::restore::restore(storage, inc, &inc_opts, Progress::new(inc.totals.data_bytes)).await?;
+        for f in &inc.files {
+            if !binlogs.iter().any(|b| b.file_name() == std::path::Path::new(&f.path).file_name()) {
+                binlogs.push(dir.join(&f.path));
+            }
+        }
+    }
+    binlogs.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    let replayed = crate::pitr::replay(&opts.datadir, work.path(), &binlogs, &from, target, tools).await?;
+    tracing::info!(reached = %replayed.reached, transactions = replayed.transactions, "point-in-time restore complete");
+    let mut positions = full.positions.clone();
+    positions.gtid = Some(crate::position::GtidState::Mariadb {
+        binlog_pos: replayed.reached.clone(),
+        current_pos: None,
+        purged: None,
+    });
+    positions.binlog = None;
+    Ok(Summary::Restore {
+        backup_id: full.backup_id.clone(),
+        storage: storage.url().to_string(),
+        datadir: opts.datadir.clone(),
+        method: full.method,
+        positions,
+        files: outcome.files,
+        bytes: outcome.bytes,
+        transfer_seconds: outcome.transfer_seconds,
+        prepare_seconds: outcome.prepare_seconds,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        peak_rss_bytes: peak_rss_bytes(),
+        until: Some(PitrSummary {
+            target: target.to_string(),
+            incrementals: chain.iter().map(|m| m.backup_id.clone()).collect(),
+            binlog_files: binlogs.len() as u64,
+            transactions: replayed.transactions,
+        }),
+    })
+}
+
+/// What a point-in-time restore replayed.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PitrSummary {
+    /// The target asked for.
+    pub target: String,
+    /// Incrementals whose binary logs were replayed.
+    pub incrementals: Vec<String>,
+    /// Binary log files read.
+    pub binlog_files: u64,
+    /// Transactions replayed.
+    pub transactions: u64,
 }
 
 /// Peak resident memory of this process so far, in bytes (0 if unknown).
@@ -419,5 +521,6 @@ pub async fn restore(
         prepare_seconds: outcome.prepare_seconds,
         duration_seconds: started.elapsed().as_secs_f64(),
         peak_rss_bytes: peak_rss_bytes(),
+        until: None,
     })
 }

@@ -23,6 +23,7 @@ pub mod lock;
 pub mod manifest;
 pub mod mbstream;
 pub mod method;
+pub mod pitr;
 pub mod position;
 pub mod progress;
 pub mod restore;

@@ -267,6 +267,20 @@ struct RestoreArgs {
     /// mariadb-backup binary (for the prepare step).
     #[arg(long, default_value = "mariadb-backup")]
     mariabackup_path: String,
+    /// Restore to a point in time (MariaDB): a GTID (`0-1-42`, included) or an RFC 3339 time (the last
+    /// transaction at or before it). Restores the newest full backup before it, then replays the binary
+    /// logs of the incrementals after it on a private server. Replaces --backup.
+    #[arg(long, conflicts_with = "backup")]
+    until: Option<String>,
+    /// Server binary for the replay of --until.
+    #[arg(long, default_value = "mariadbd")]
+    mariadbd_path: String,
+    /// Binary-log reader for the replay of --until.
+    #[arg(long, default_value = "mariadb-binlog")]
+    mariadb_binlog_path: String,
+    /// Client for the replay of --until.
+    #[arg(long, default_value = "mariadb")]
+    mariadb_client_path: String,
     #[command(flatten)]
     storage: StorageArgs,
     #[command(flatten)]
@@ -458,7 +472,18 @@ async fn run_agent(command: AgentCommand) -> Result<(), AgentError> {
                 mariabackup_tool: args.mariabackup_path,
             };
             let interval = Duration::from_secs(args.common.progress_interval);
-            let summary = agent::restore(&storage, &args.backup, &opts, interval).await?;
+            let summary = match &args.until {
+                Some(until) => {
+                    let target: mysql_backup_operator::pitr::Target = until.parse().map_err(AgentError::Pitr)?;
+                    let tools = mysql_backup_operator::pitr::Tools {
+                        server: args.mariadbd_path.clone(),
+                        binlog: args.mariadb_binlog_path.clone(),
+                        client: args.mariadb_client_path.clone(),
+                    };
+                    agent::restore_until(&storage, &target, &opts, &tools, interval).await?
+                }
+                None => agent::restore(&storage, &args.backup, &opts, interval).await?,
+            };
             finish(summary, args.common.summary_file.as_ref())
         }
         AgentCommand::Delete(args) => {

@@ -110,7 +110,7 @@ async fn incrementals_store_the_closed_binlogs_after_the_newest_backup() {
     assert_eq!(
         refused.error(),
         format!(
-            "error: backup {inc_id} is an incremental (binary logs); restore the full backup it builds on (point-in-time replay of binary logs is not built yet)"
+            "error: backup {inc_id} is an incremental (binary logs); restore the full backup it builds on, or a point in time with --until"
         )
     );
     let restored = agent(
@@ -133,5 +133,86 @@ async fn incrementals_store_the_closed_binlogs_after_the_newest_backup() {
         )),
         "{purged}"
     );
+    db.stop().await;
+}
+
+/// Inserts marker row `id` and returns its GTID.
+async fn marker(pool: &mysql_async::Pool, id: u32) -> String {
+    use mysql_async::prelude::Queryable;
+    let mut conn = pool.get_conn().await.unwrap();
+    conn.query_drop(format!("INSERT INTO app.m VALUES ({id}, 'marker {id}')")).await.unwrap();
+    conn.query_first::<String, _>("SELECT @@last_gtid").await.unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn point_in_time_restore_replays_exactly_up_to_the_target() {
+    let dir = tempdir();
+    let db = MariaDb::start(dir.path(), 1).await;
+    let st = storage(dir.path());
+    let datadir = db.datadir.display().to_string();
+    db.exec("CREATE DATABASE app").await;
+    db.exec("CREATE TABLE app.m (id INT PRIMARY KEY, note VARCHAR(40)) ENGINE=InnoDB").await;
+    let full_args = [
+        args(&["backup", "--method", "mariabackup", "--mysql-url", &db.url(), "--datadir", &datadir]),
+        args(&["--mariabackup-defaults-file", "/dev/null"]),
+        st.clone(),
+    ]
+    .concat();
+    let full = agent(&full_args, &[]).await.summary();
+    let pool = db.pool();
+    let mut gtids = vec![String::new()];
+    for id in 1..=7 {
+        gtids.push(marker(&pool, id).await);
+    }
+    // A time between marker 7 and marker 8, a second apart from both.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let between = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    for id in 8..=10 {
+        gtids.push(marker(&pool, id).await);
+    }
+    let inc_args =
+        [args(&["backup", "--method", "binlog", "--mysql-url", &db.url(), "--datadir", &datadir]), st.clone()].concat();
+    agent(&inc_args, &[]).await.summary();
+
+    let restore_until = |target: &std::path::Path, until: &str| {
+        [
+            args(&[
+                "restore",
+                "--until",
+                until,
+                "--datadir",
+                target.to_str().unwrap(),
+                "--mariabackup-path",
+                "mariadb-backup",
+            ]),
+            st.clone(),
+        ]
+        .concat()
+    };
+    // To a GTID: markers 1..5 exactly, and the position recorded for replication.
+    let to_gtid = dir.path().join("to-gtid");
+    let summary = agent(&restore_until(&to_gtid, &gtids[5]), &[]).await.summary();
+    assert_eq!(summary["backupId"], full["backupId"]);
+    assert_eq!(summary["until"]["transactions"], 5);
+    assert_eq!(summary["positions"]["gtid"]["binlogPos"], gtids[5].as_str());
+    let restored = MariaDb::start_on(&to_gtid, 2).await;
+    let rows = restored.rows("SELECT id FROM app.m ORDER BY id").await;
+    assert_eq!(rows.iter().map(|r| r[0].parse::<u32>().unwrap()).collect::<Vec<_>>(), (1..=5).collect::<Vec<_>>());
+    assert_eq!(restored.value("SELECT @@gtid_slave_pos").await, gtids[5]);
+    restored.stop().await;
+
+    // To a time: everything committed at or before it, nothing after.
+    let to_time = dir.path().join("to-time");
+    let summary = agent(&restore_until(&to_time, &between.to_rfc3339()), &[]).await.summary();
+    assert_eq!(summary["until"]["transactions"], 7);
+    let restored = MariaDb::start_on(&to_time, 3).await;
+    let rows = restored.rows("SELECT id FROM app.m ORDER BY id").await;
+    assert_eq!(rows.iter().map(|r| r[0].parse::<u32>().unwrap()).collect::<Vec<_>>(), (1..=7).collect::<Vec<_>>());
+    restored.stop().await;
+
+    // Past what the backups reach: refused, naming where they end.
+    let past = agent(&restore_until(&dir.path().join("past"), "0-1-9999"), &[]).await.error();
+    assert!(past.starts_with("error: GTID 0-1-9999 is past what the backups reach: after full backup "), "{past}");
     db.stop().await;
 }
