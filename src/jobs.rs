@@ -410,10 +410,14 @@ pub fn restore_job(restore: &MySQLRestore, plan: &RestorePlan, operator_image: &
         Some(sub) => format!("{RESTORE_MOUNT}/{}", sub.trim_matches('/')),
         None => RESTORE_MOUNT.to_string(),
     };
+    let what = match &restore.spec.point_in_time {
+        Some(pit) => format!("--until={}", pit.gtid.clone().or(pit.time.clone()).unwrap_or_default()),
+        None => format!("--backup={}", plan.backup_id),
+    };
     let mut args = vec![
         "agent".to_string(),
         "restore".into(),
-        format!("--backup={}", plan.backup_id),
+        what,
         format!("--datadir={datadir}"),
         "--summary-file=/dev/termination-log".into(),
         "--log-format=json".into(),

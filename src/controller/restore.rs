@@ -166,6 +166,7 @@ pub fn decide(o: &Observed) -> Decision {
             }
             let image = match bs.method.as_deref() {
                 Some("mariabackup") => r.spec.image.clone().or(bs.database_image.clone()),
+                _ if r.spec.point_in_time.is_some() => r.spec.image.clone().or(bs.database_image.clone()),
                 _ => r.spec.image.clone(),
             };
             (backup.spec.storage.clone(), bs.backup_id.clone().unwrap_or_else(|| "latest".into()), image)
@@ -210,6 +211,14 @@ pub fn decide(o: &Observed) -> Decision {
         }
         (None, Err(e)) => return blocked(status, "MissingMetadata", e.to_string()),
     };
+    if r.spec.point_in_time.is_some() && database_image.is_none() {
+        return fail(
+            status,
+            "InvalidSpec",
+            "spec.pointInTime replays binary logs with the server's own tools: set spec.image to the database image"
+                .into(),
+        );
+    }
     let plan = RestorePlan { storage: &storage, backup_id, database_image, claim: claim_name.clone() };
     match restore_job(r, &plan, o.operator_image) {
         Ok(job) => {
@@ -324,6 +333,27 @@ status: {phase: Complete, method: mariabackup, backupId: 20261122T020001Z-00abcd
                 .ends_with("is 64 characters; a MySQLRestore's name can have at most 63 (it labels its Job)")
         );
         assert!(d.job.is_none() && d.claim.is_none());
+    }
+
+    #[test]
+    fn a_point_in_time_replays_in_the_database_image() {
+        let pit = RESTORE.replace("  securityContext:", "  pointInTime: {gtid: 0-1-4242}\n  securityContext:");
+        let d = run(&parse(&pit), Some(&parse(BACKUP)), None, None, None);
+        let agent = d.job.unwrap().spec.unwrap().template.spec.unwrap().containers[0].clone();
+        assert_eq!(agent.image.as_deref(), Some("mariadb:10.11"));
+        let args = agent.args.unwrap();
+        assert!(
+            args.contains(&"--until=0-1-4242".to_string()) && !args.iter().any(|a| a.starts_with("--backup=")),
+            "{args:?}"
+        );
+        // From storage alone, the image must be given.
+        let from_storage =
+            pit.replace("source: {backup: nightly-1}", "source: {storage: {url: \"s3://backups/prod\"}}");
+        let d = run(&parse(&from_storage), None, None, None, None);
+        assert_eq!(
+            message(&d, FAILED),
+            "spec.pointInTime replays binary logs with the server's own tools: set spec.image to the database image"
+        );
     }
 
     #[test]

@@ -205,8 +205,14 @@ pub struct MySQLRestoreSpec {
     pub source: RestoreSource,
     /// Where the datadir is written.
     pub target: RestoreTarget,
-    /// Database image providing `mariadb-backup` for the prepare step. Default: the image recorded in
-    /// the referenced MySQLBackup's status.
+    /// Restore to a point in time instead of the backup's own: the newest full backup before it in the
+    /// same storage, then the binary logs of the incrementals after it replayed up to the target
+    /// (MariaDB). Refused when the backups do not reach the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<PointInTime>,
+    /// Database image providing `mariadb-backup` for the prepare step (and `mariadbd`, `mariadb-binlog`
+    /// and `mariadb` for `pointInTime`). Default: the image recorded in the referenced MySQLBackup's
+    /// status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// User and group the restore runs as, and so the owner of the restored files: those of the server
@@ -216,6 +222,19 @@ pub struct MySQLRestoreSpec {
     /// How the agent's Job runs.
     #[serde(default)]
     pub job: JobOptions,
+}
+
+/// A point in time to restore to: exactly one of `gtid` and `time`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.gtid) != has(self.time)").message("set exactly one of gtid or time"))]
+#[serde(rename_all = "camelCase")]
+pub struct PointInTime {
+    /// Up to and including this transaction, e.g. `0-1-4242`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid: Option<String>,
+    /// Up to and including the last transaction at or before this RFC 3339 time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
 }
 
 /// Observed state of a MySQLRestore.
