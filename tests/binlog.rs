@@ -214,5 +214,23 @@ async fn point_in_time_restore_replays_exactly_up_to_the_target() {
     // Past what the backups reach: refused, naming where they end.
     let past = agent(&restore_until(&dir.path().join("past"), "0-1-9999"), &[]).await.error();
     assert!(past.starts_with("error: GTID 0-1-9999 is past what the backups reach: after full backup "), "{past}");
+    // A missing incremental is a gap: a target beyond it is refused rather than restored short.
+    let listed = agent(&[args(&["list", "--json"]), st.clone()].concat(), &[]).await;
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    let inc = listed.as_array().unwrap().iter().find(|b| b["method"] == "binlog").unwrap()["backupId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::remove_file(dir.path().join(format!("backups/backups/{inc}/manifest.json"))).unwrap();
+    let gap = agent(&restore_until(&dir.path().join("gap"), &gtids[5]), &[]).await.error();
+    let full_pos = full["positions"]["gtid"]["binlogPos"].as_str().unwrap();
+    assert!(
+        gap.starts_with(&format!(
+            "error: GTID {} is past what the backups reach: after full backup {}, the incrementals end at {full_pos} (",
+            gtids[5],
+            full["backupId"].as_str().unwrap()
+        )),
+        "{gap}"
+    );
     db.stop().await;
 }
