@@ -384,7 +384,14 @@ async fn backup_locked<M: BackupMethod>(
 
 /// What an incremental starting at `from` builds on: `auto` is the end of the newest backup in
 /// `storage`; anything else is a GTID position (MariaDB) or set (MySQL).
-pub async fn incremental_from(storage: &Storage, from: &str) -> Result<crate::manifest::Incremental, AgentError> {
+///
+/// With a schedule among `tags`, `auto` continues only that schedule's backups, so schedules sharing
+/// a storage prefix never build on each other's.
+pub async fn incremental_from(
+    storage: &Storage,
+    from: &str,
+    tags: &std::collections::BTreeMap<String, String>,
+) -> Result<crate::manifest::Incremental, AgentError> {
     use crate::position::GtidState;
     if from != "auto" {
         let state = if from.contains(':') {
@@ -394,13 +401,21 @@ pub async fn incremental_from(storage: &Storage, from: &str) -> Result<crate::ma
         };
         return Ok(crate::manifest::Incremental { base: None, from: state });
     }
-    let Some(newest) = storage.list_backup_ids().await?.pop() else {
+    let schedule = tags.get(crate::jobs::LABEL_SCHEDULE);
+    let mut newest = None;
+    for id in storage.list_backup_ids().await?.into_iter().rev() {
+        let m = storage.read_manifest(&id).await?;
+        if schedule.is_none_or(|s| m.tags.get(crate::jobs::LABEL_SCHEDULE) == Some(s)) {
+            newest = Some((id, m));
+            break;
+        }
+    }
+    let Some((newest, manifest)) = newest else {
         return Err(AgentError::From(format!(
             "there is no backup in {} to continue from: take a full backup first, or give --from <GTID position>",
             storage.url()
         )));
     };
-    let manifest = storage.read_manifest(&newest).await?;
     let Some(state) = manifest.positions.gtid else {
         return Err(AgentError::From(format!(
             "the newest backup, {newest}, records no GTID position (binary logging or GTIDs off?); give --from"

@@ -370,7 +370,7 @@ async fn run_backup(args: BackupArgs) -> Result<(), AgentError> {
                 needed_by: "--method binlog",
             })?;
             let server = ServerConfig::from_url(&url, args.mysql_password_file.as_ref())?;
-            let incremental = agent::incremental_from(&storage, &args.from).await?;
+            let incremental = agent::incremental_from(&storage, &args.from, &settings.tags).await?;
             let method = Binlog {
                 server,
                 binlog_dir: args.binlog_dir.unwrap_or(args.datadir),

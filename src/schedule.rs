@@ -156,6 +156,12 @@ pub fn child_name(schedule: &str, slot: Timestamp) -> String {
     format!("{schedule}-{}", slot.strftime("%Y%m%d-%H%M"))
 }
 
+/// Name of the `binlog` incremental a schedule's `binlogSchedule` creates for `slot`:
+/// `<schedule>-i-<UTC slot as YYYYMMDD-HHMM>`.
+pub fn incremental_name(schedule: &str, slot: Timestamp) -> String {
+    format!("{schedule}-i-{}", slot.strftime("%Y%m%d-%H%M"))
+}
+
 /// Name of the MySQLBackup an on-demand trigger creates: `<schedule>-manual-<hash of the trigger>`, so
 /// the same trigger value never creates a second backup.
 pub fn on_demand_name(schedule: &str, trigger: &str) -> String {
@@ -335,5 +341,6 @@ mod tests {
         let long = "x".repeat(MAX_SCHEDULE_NAME);
         assert_eq!(on_demand_name(&long, "x").len(), 63);
         assert!(child_name(&long, t("2026-11-22T01:30:00Z")).len() < 63);
+        assert_eq!(incremental_name(&long, t("2026-11-22T01:30:00Z")).len(), 63);
     }
 }

@@ -95,6 +95,15 @@ async fn incrementals_store_the_closed_binlogs_after_the_newest_backup() {
     assert_eq!(inc["positions"]["binlog"]["file"], current.as_str());
     agent(&[args(&["verify", "--backup", &inc_id]), st.clone()].concat(), &[]).await.summary();
 
+    // A schedule's incremental continues only that schedule's backups.
+    assert_eq!(
+        agent(&binlog(&["--tag", "mysqlbackup.dev/schedule=db/other"]), &[]).await.error(),
+        format!(
+            "error: --from: there is no backup in file://{}/backups to continue from: take a full backup first, or give --from <GTID position>",
+            dir.path().display()
+        )
+    );
+
     // Nothing new since: an incremental that stores nothing and reaches the same point.
     let empty = agent(&binlog(&[]), &[]).await.summary();
     assert_eq!(empty["totals"]["files"], 0);

@@ -35,7 +35,7 @@ use crate::{
     gc::PruneOutcome,
     jobs::{LABEL_SCHEDULE, prune_job},
     retention::Policy,
-    schedule::{MAX_SCHEDULE_NAME, Schedule, child_name, on_demand_name},
+    schedule::{MAX_SCHEDULE_NAME, Schedule, child_name, incremental_name, on_demand_name},
 };
 
 /// Condition: the schedule is valid and running (False with the reason when invalid or suspended).
@@ -145,6 +145,18 @@ fn validate(s: &BackupSchedule) -> Result<(Schedule, Option<Policy>), String> {
     Ok((schedule, policy))
 }
 
+/// The `binlogSchedule`, checked; its errors name that field.
+fn binlog_schedule(s: &BackupSchedule) -> Result<Option<Schedule>, String> {
+    s.spec
+        .binlog_schedule
+        .as_deref()
+        .map(|expr| {
+            Schedule::parse(expr, s.spec.time_zone.as_deref(), 0, "")
+                .map_err(|e| e.to_string().replacen("spec.schedule ", "spec.binlogSchedule ", 1))
+        })
+        .transpose()
+}
+
 /// Decides what `o.schedule` needs now.
 pub fn decide(o: &Observed) -> Decision {
     let s = o.schedule;
@@ -183,7 +195,7 @@ pub fn decide(o: &Observed) -> Decision {
             _ => None,
         };
 
-    let (schedule, policy) = match validate(s) {
+    let (schedule, policy, incrementals) = match validate(s).and_then(|(a, b)| Ok((a, b, binlog_schedule(s)?))) {
         Ok(v) => v,
         Err(message) => {
             let fresh = !status.conditions.iter().any(|c| c.type_ == READY && c.message == message);
@@ -282,6 +294,38 @@ pub fn decide(o: &Observed) -> Decision {
             }
             None => MAX_REQUEUE,
         });
+    }
+
+    // Incrementals between full backups: only on top of a complete backup, never beside a running one.
+    if let (Some(inc), false) = (&incrementals, s.spec.suspend) {
+        let cursor = status
+            .last_binlog_schedule_time
+            .as_ref()
+            .or(s.metadata.creation_timestamp.as_ref())
+            .map(|t| t.0)
+            .unwrap_or(o.now);
+        let due = inc.due(cursor, o.now, s.spec.starting_deadline_seconds);
+        if due.cursor != cursor {
+            status.last_binlog_schedule_time = Some(time(due.cursor));
+        }
+        if let Some(slot) = due.start {
+            let name = incremental_name(&s.name_any(), slot);
+            let busy = !active.is_empty() || !d.create.is_empty();
+            if !existing(&name) && !busy && !complete.is_empty() {
+                let mut c = child(s, &name, &slot.to_string());
+                c.spec.method = crate::crd::BackupMethod::Binlog;
+                d.create.push(c);
+                d.events.push(EventNote {
+                    warning: false,
+                    reason: "BackupCreated",
+                    message: format!("created incremental MySQLBackup {name} for slot {slot}"),
+                });
+            }
+        }
+        if let (Some((_, fire)), Some(current)) = (due.next, d.requeue) {
+            let wait = Duration::from_secs(fire.duration_since(o.now).as_secs().max(1) as u64);
+            d.requeue = Some(current.min(wait));
+        }
     }
 
     // History limits.
@@ -557,6 +601,34 @@ spec:
         let d = run_at(&resumed, &[], "2026-11-22T03:00:00Z");
         assert!(d.create.is_empty());
         assert_eq!(d.status.next_schedule_time, Some(time(t("2026-11-23T02:00:00Z"))));
+    }
+
+    #[test]
+    fn binlog_incrementals_run_between_fulls_on_top_of_a_complete_backup() {
+        let mut s: BackupSchedule =
+            parse(&SCHEDULE.replace("  schedule:", "  binlogSchedule: \"*/15 * * * *\"\n  schedule:"));
+        s.status = Some(BackupScheduleStatus {
+            last_schedule_time: Some(time(t("2026-11-22T02:00:00Z"))),
+            last_binlog_schedule_time: Some(time(t("2026-11-22T02:30:00Z"))),
+            ..Default::default()
+        });
+        let done = [backup("db-nightly-20261122-0200", "Complete", "2026-11-22T02:10:00Z", "id-1")];
+        let d = run_at(&s, &done, "2026-11-22T02:45:05Z");
+        assert_eq!(d.create.len(), 1);
+        let c = &d.create[0];
+        assert_eq!(c.metadata.name.as_deref(), Some("db-nightly-i-20261122-0245"));
+        assert_eq!(c.spec.method, crate::crd::BackupMethod::Binlog);
+        assert_eq!(d.status.last_binlog_schedule_time, Some(time(t("2026-11-22T02:45:00Z"))));
+        assert_eq!(d.requeue, Some(Duration::from_secs(895)), "the next incremental comes before the next full");
+        // No complete backup to build on yet, or a backup running: no incremental.
+        assert!(run_at(&s, &[], "2026-11-22T02:45:05Z").create.is_empty());
+        let running = [done[0].clone(), backup("db-nightly-i-20261122-0230", "Running", "2026-11-22T02:30:01Z", "")];
+        assert!(run_at(&s, &running, "2026-11-22T02:45:05Z").create.is_empty());
+        // A bad expression names its own field.
+        let bad: BackupSchedule =
+            parse(&SCHEDULE.replace("  schedule:", "  binlogSchedule: \"every 5 minutes\"\n  schedule:"));
+        let (ok, _, message) = ready(&run_at(&bad, &[], "2026-11-22T02:45:05Z"));
+        assert!(!ok && message.starts_with("spec.binlogSchedule \"every 5 minutes\" has 3 fields"), "{message}");
     }
 
     #[test]

@@ -354,6 +354,11 @@ pub struct BackupScheduleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub starting_deadline_seconds: Option<i64>,
+    /// A second cron (same `timeZone`) for `binlog` incrementals between full backups: each slot backs up
+    /// the binary logs closed since the newest backup, so a point-in-time restore can reach that close.
+    /// Slots are skipped while a backup runs and until a first full backup is complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog_schedule: Option<String>,
     /// Start each slot's backup up to this many seconds late, by an amount fixed per schedule and slot,
     /// so that many schedules on one cron do not all start at once. Default: 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -395,6 +400,9 @@ pub struct BackupScheduleStatus {
     /// The newest slot that came due (a backup was created for it, or it was missed): the cursor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<Time>,
+    /// The cursor of `binlogSchedule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_binlog_schedule_time: Option<Time>,
     /// When the next slot's backup starts (jitter included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_schedule_time: Option<Time>,
