@@ -120,6 +120,9 @@ pub enum Summary {
         duration_seconds: f64,
         /// Peak resident memory of the agent process (not counting tools it ran), for sizing Jobs.
         peak_rss_bytes: u64,
+        /// For an incremental: what it builds on.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        incremental: Option<crate::manifest::Incremental>,
     },
     /// A backup was verified.
     #[serde(rename = "verify", rename_all = "camelCase")]
@@ -379,6 +382,7 @@ async fn backup_locked<M: BackupMethod>(
         completed_at,
         duration_seconds,
         peak_rss_bytes: peak_rss_bytes(),
+        incremental: manifest.incremental,
     })
 }
 

@@ -81,6 +81,8 @@ struct AgentSummary {
     positions: Positions,
     totals: Totals,
     duration_seconds: f64,
+    #[serde(default)]
+    incremental: Option<crate::manifest::Incremental>,
 }
 
 /// Secrets the spec names that are missing, or lack the named key.
@@ -194,6 +196,14 @@ pub fn decide(o: &Observed) -> Decision {
                     status.method = Some(summary.method.as_str().to_string());
                     status.positions = Some(PositionsStatus::from(&summary.positions));
                     status.sizes = Some(SizesStatus::from(&summary.totals));
+                    status.incremental = summary.incremental.as_ref().map(|i| crate::crd::IncrementalStatus {
+                        base_backup_id: i.base.clone(),
+                        from_gtid: PositionsStatus::from(&Positions {
+                            gtid: Some(i.from.clone()),
+                            ..Default::default()
+                        })
+                        .gtid_executed,
+                    });
                     status.duration_seconds = Some(summary.duration_seconds);
                     status.completion_time =
                         job.status.as_ref().and_then(|s| s.completion_time.clone()).or(Some(o.now.clone()));
@@ -483,6 +493,19 @@ status: {startTime: "2026-11-22T02:00:00Z", active: 1}
             condition(s, COMPLETE).message,
             "backup 20261122T020001Z-00abcd stored: 17624540 bytes of data, 746342 uploaded"
         );
+        assert_eq!(s.incremental, None, "a full backup");
+        // An incremental reports where it starts, and from which backup.
+        let inc = SUMMARY.replace(
+            r#""method":"mariabackup","#,
+            r#""method":"binlog","incremental":{"base":"20261121T020001Z-00aaaa","from":{"flavor":"mariadb","binlogPos":"0-1-30"}},"#,
+        );
+        let d2 = run(&parse(BACKUP), Some(&parse(POD)), Some(&job), Some(&inc), &secrets());
+        let i = d2.status.incremental.clone().expect("incremental status");
+        assert_eq!(
+            (i.base_backup_id.as_deref(), i.from_gtid.as_deref()),
+            (Some("20261121T020001Z-00aaaa"), Some("0-1-30"))
+        );
+        assert_eq!(d2.status.method.as_deref(), Some("binlog"));
         // Finished is final: later reconciles change nothing and create nothing.
         let mut done: MySQLBackup = parse(BACKUP);
         done.status = Some(d.status.clone());

@@ -441,6 +441,23 @@ status: {phase: Complete, backupId: 20261122T020001Z-00abcd}
     }
 
     #[test]
+    fn a_cleanup_whose_sweep_was_deferred_still_releases_and_says_so() {
+        let mut w = World::new(BACKUP);
+        w.cleanup_job = Some(parse(
+            "{metadata: {name: cleanup-nightly-1}, status: {succeeded: 1, conditions: [{type: Complete, status: 'True'}]}}",
+        ));
+        w.cleanup_message = Some(
+            r#"{"operation":"delete","backupId":"20261122T020001Z-00abcd","alreadyDeleted":false,"deletedChunks":0,"freedBytes":0,"keptChunks":0,"deferredBy":["backup-20261122T050000Z-00ffff"],"durationSeconds":0.1}"#,
+        );
+        let d = w.decide();
+        assert!(d.remove_finalizer, "the backup is gone from storage; its chunks follow at the next sweep");
+        assert_eq!(
+            d.events[0].message,
+            "deleted backup 20261122T020001Z-00abcd from s3://backups/prod; its chunks go at the next sweep (backups were running: backup-20261122T050000Z-00ffff)"
+        );
+    }
+
+    #[test]
     fn a_failed_cleanup_says_why_waits_and_is_retried() {
         let mut w = World::new(BACKUP);
         w.cleanup_message = Some(

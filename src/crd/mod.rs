@@ -132,6 +132,9 @@ pub struct MySQLBackupStatus {
     /// Replication positions at the backup's consistent point.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub positions: Option<PositionsStatus>,
+    /// For a `binlog` incremental: what it builds on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<IncrementalStatus>,
     /// Sizes of the backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sizes: Option<SizesStatus>,
@@ -144,6 +147,18 @@ pub struct MySQLBackupStatus {
     /// Seconds the agent took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<f64>,
+}
+
+/// Where an incremental starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IncrementalStatus {
+    /// Id of the backup it continues, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_backup_id: Option<String>,
+    /// The GTID position it starts after; `positions` holds where it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_gtid: Option<String>,
 }
 
 /// Which backup a restore reads.
