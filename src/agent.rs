@@ -254,25 +254,13 @@ pub async fn restore_until(
         purged: None,
     });
     positions.binlog = None;
-    Ok(Summary::Restore {
-        backup_id: full.backup_id.clone(),
-        storage: storage.url().to_string(),
-        datadir: opts.datadir.clone(),
-        method: full.method,
-        positions,
-        files: outcome.files,
-        bytes: outcome.bytes,
-        transfer_seconds: outcome.transfer_seconds,
-        prepare_seconds: outcome.prepare_seconds,
-        duration_seconds: started.elapsed().as_secs_f64(),
-        peak_rss_bytes: peak_rss_bytes(),
-        until: Some(PitrSummary {
-            target: target.to_string(),
-            incrementals: chain.iter().map(|m| m.backup_id.clone()).collect(),
-            binlog_files: binlogs.len() as u64,
-            transactions: replayed.transactions,
-        }),
-    })
+    let until = PitrSummary {
+        target: target.to_string(),
+        incrementals: chain.iter().map(|m| m.backup_id.clone()).collect(),
+        binlog_files: binlogs.len() as u64,
+        transactions: replayed.transactions,
+    };
+    Ok(restore_summary(storage, opts, full.backup_id.clone(), full.method, positions, outcome, started, Some(until)))
 }
 
 /// What a point-in-time restore replayed.
@@ -406,14 +394,9 @@ pub async fn incremental_from(
         return Ok(crate::manifest::Incremental { base: None, from: state });
     }
     let schedule = tags.get(crate::jobs::LABEL_SCHEDULE);
-    let mut newest = None;
-    for id in storage.list_backup_ids().await?.into_iter().rev() {
-        let m = storage.read_manifest(&id).await?;
-        if schedule.is_none_or(|s| m.tags.get(crate::jobs::LABEL_SCHEDULE) == Some(s)) {
-            newest = Some((id, m));
-            break;
-        }
-    }
+    let newest = storage
+        .newest_manifest(|m| schedule.is_none_or(|s| m.tags.get(crate::jobs::LABEL_SCHEDULE) == Some(s)))
+        .await?;
     let Some((newest, manifest)) = newest else {
         return Err(AgentError::From(format!(
             "there is no backup in {} to continue from: take a full backup first, or give --from <GTID position>",
@@ -498,14 +481,7 @@ pub async fn restore(
     let started = std::time::Instant::now();
     // `latest` is the newest backup that restores on its own: incrementals are skipped.
     let (id, manifest) = if wanted == "latest" {
-        let mut found = None;
-        for id in storage.list_backup_ids().await?.into_iter().rev() {
-            let m = storage.read_manifest(&id).await?;
-            if m.method != MethodKind::Binlog {
-                found = Some((id, m));
-                break;
-            }
-        }
+        let found = storage.newest_manifest(|m| m.method != MethodKind::Binlog).await?;
         match found {
             Some(f) => f,
             None => {
@@ -528,18 +504,33 @@ pub async fn restore(
     reporter.stop();
     let outcome = outcome?;
     tracing::info!(backup_id = id, bytes = outcome.bytes, "restore complete");
-    Ok(Summary::Restore {
-        backup_id: id,
+    Ok(restore_summary(storage, opts, id, manifest.method, manifest.positions, outcome, started, None))
+}
+
+/// The summary of a restore, plain or to a point in time.
+#[allow(clippy::too_many_arguments)]
+fn restore_summary(
+    storage: &Storage,
+    opts: &RestoreOptions,
+    backup_id: String,
+    method: MethodKind,
+    positions: Positions,
+    outcome: crate::restore::RestoreOutcome,
+    started: std::time::Instant,
+    until: Option<PitrSummary>,
+) -> Summary {
+    Summary::Restore {
+        backup_id,
         storage: storage.url().to_string(),
         datadir: opts.datadir.clone(),
-        method: manifest.method,
-        positions: manifest.positions,
+        method,
+        positions,
         files: outcome.files,
         bytes: outcome.bytes,
         transfer_seconds: outcome.transfer_seconds,
         prepare_seconds: outcome.prepare_seconds,
         duration_seconds: started.elapsed().as_secs_f64(),
         peak_rss_bytes: peak_rss_bytes(),
-        until: None,
-    })
+        until,
+    }
 }

@@ -307,6 +307,20 @@ impl Storage {
         Ok(ids)
     }
 
+    /// The newest complete backup whose manifest satisfies `keep`, with its manifest.
+    pub async fn newest_manifest(
+        &self,
+        keep: impl Fn(&Manifest) -> bool,
+    ) -> Result<Option<(String, Manifest)>, StorageError> {
+        for id in self.list_backup_ids().await?.into_iter().rev() {
+            let m = self.read_manifest(&id).await?;
+            if keep(&m) {
+                return Ok(Some((id, m)));
+            }
+        }
+        Ok(None)
+    }
+
     /// Resolves `latest` or a backup id to the id of a complete backup.
     pub async fn resolve_backup(&self, wanted: &str) -> Result<String, StorageError> {
         let ids = self.list_backup_ids().await?;

@@ -10,6 +10,18 @@ fn storage(dir: &std::path::Path) -> Vec<String> {
     vec!["--storage".into(), format!("file://{}", dir.join("backups").display())]
 }
 
+/// A full `mariabackup` backup of `db` into `st`; its summary.
+async fn full_backup(db: &MariaDb, st: &[String]) -> serde_json::Value {
+    let datadir = db.datadir.display().to_string();
+    let full_args = [
+        args(&["backup", "--method", "mariabackup", "--mysql-url", &db.url(), "--datadir", &datadir]),
+        args(&["--mariabackup-defaults-file", "/dev/null"]),
+        st.to_vec(),
+    ]
+    .concat();
+    agent(&full_args, &[]).await.summary()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incrementals_store_the_closed_binlogs_after_the_newest_backup() {
     let dir = tempdir();
@@ -36,13 +48,7 @@ async fn incrementals_store_the_closed_binlogs_after_the_newest_backup() {
         )
     );
 
-    let full_args = [
-        args(&["backup", "--method", "mariabackup", "--mysql-url", &db.url(), "--datadir", &datadir]),
-        args(&["--mariabackup-defaults-file", "/dev/null"]),
-        st.clone(),
-    ]
-    .concat();
-    let full = agent(&full_args, &[]).await.summary();
+    let full = full_backup(&db, &st).await;
     let full_id = full["backupId"].as_str().unwrap().to_string();
     let full_pos = full["positions"]["gtid"]["binlogPos"].as_str().unwrap().to_string();
     assert_eq!(full_pos, db.value("SELECT @@gtid_binlog_pos").await);
@@ -162,13 +168,7 @@ async fn point_in_time_restore_replays_exactly_up_to_the_target() {
     let datadir = db.datadir.display().to_string();
     db.exec("CREATE DATABASE app").await;
     db.exec("CREATE TABLE app.m (id INT PRIMARY KEY, note VARCHAR(40)) ENGINE=InnoDB").await;
-    let full_args = [
-        args(&["backup", "--method", "mariabackup", "--mysql-url", &db.url(), "--datadir", &datadir]),
-        args(&["--mariabackup-defaults-file", "/dev/null"]),
-        st.clone(),
-    ]
-    .concat();
-    let full = agent(&full_args, &[]).await.summary();
+    let full = full_backup(&db, &st).await;
     let pool = db.pool();
     let mut gtids = vec![String::new()];
     for id in 1..=7 {

@@ -10,9 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bytes::BytesMut;
 use mysql_async::prelude::Queryable;
-use tokio::io::AsyncReadExt;
 
 use super::{BackupMethod, MethodError};
 use crate::{
@@ -89,27 +87,7 @@ impl BackupMethod for Binlog {
         tracing::info!(files = needed.len(), first = needed.first().map(String::as_str), "binary logs to back up");
 
         for name in &needed {
-            let path = self.binlog_dir.join(name);
-            let read_err = |source| MethodError::ReadFile { path: path.clone(), source };
-            let mut file = tokio::fs::File::open(&path).await.map_err(read_err)?;
-            let mut out = writer.open(Base::BinlogDir, name, 0o640)?;
-            loop {
-                let mut buf = BytesMut::with_capacity(self.read_size);
-                while buf.len() < self.read_size {
-                    if file.read_buf(&mut buf).await.map_err(read_err)? == 0 {
-                        break;
-                    }
-                }
-                if buf.is_empty() {
-                    break;
-                }
-                let full = buf.len() == self.read_size;
-                out.write(buf.freeze()).await?;
-                if !full {
-                    break;
-                }
-            }
-            out.close().await?;
+            super::copy_file(writer, Base::BinlogDir, name, 0o640, &self.binlog_dir.join(name), self.read_size).await?;
         }
         // The backup reaches the start of the current file: its GTID state, at its beginning.
         positions.gtid = Some(to);

@@ -8,9 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use bytes::BytesMut;
 use futures::TryStreamExt;
-use tokio::io::AsyncReadExt;
 
 use super::{BackupMethod, MethodError};
 use crate::{
@@ -164,27 +162,7 @@ impl BackupMethod for Cold {
         let read_size = self.read_size;
         futures::stream::iter(entries.into_iter().map(Ok))
             .try_for_each_concurrent(self.parallel.max(1), |entry| async move {
-                let read_err = |source| MethodError::ReadFile { path: entry.abs.clone(), source };
-                let mut file = tokio::fs::File::open(&entry.abs).await.map_err(read_err)?;
-                let mut out = writer.open(entry.base, &entry.rel, entry.mode)?;
-                loop {
-                    let mut buf = BytesMut::with_capacity(read_size);
-                    while buf.len() < read_size {
-                        if file.read_buf(&mut buf).await.map_err(read_err)? == 0 {
-                            break;
-                        }
-                    }
-                    if buf.is_empty() {
-                        break;
-                    }
-                    let full = buf.len() == read_size;
-                    out.write(buf.freeze()).await?;
-                    if !full {
-                        break;
-                    }
-                }
-                out.close().await?;
-                Ok::<_, MethodError>(())
+                super::copy_file(writer, entry.base, &entry.rel, entry.mode, &entry.abs, read_size).await
             })
             .await?;
         Ok(positions)

@@ -77,6 +77,39 @@ pub trait BackupMethod {
     fn run(&self, writer: &ChunkWriter) -> impl std::future::Future<Output = Result<Positions, MethodError>> + Send;
 }
 
+/// Streams the file at `path` into `writer` as `rel` under `base`, in reads of `read_size` bytes.
+pub async fn copy_file(
+    writer: &ChunkWriter,
+    base: crate::manifest::Base,
+    rel: &str,
+    mode: u32,
+    path: &std::path::Path,
+    read_size: usize,
+) -> Result<(), MethodError> {
+    use tokio::io::AsyncReadExt;
+    let read_err = |source| MethodError::ReadFile { path: path.to_path_buf(), source };
+    let mut file = tokio::fs::File::open(path).await.map_err(read_err)?;
+    let mut out = writer.open(base, rel, mode)?;
+    loop {
+        let mut buf = bytes::BytesMut::with_capacity(read_size);
+        while buf.len() < read_size {
+            if file.read_buf(&mut buf).await.map_err(read_err)? == 0 {
+                break;
+            }
+        }
+        if buf.is_empty() {
+            break;
+        }
+        let full = buf.len() == read_size;
+        out.write(buf.freeze()).await?;
+        if !full {
+            break;
+        }
+    }
+    out.close().await?;
+    Ok(())
+}
+
 /// Whether a file name looks like a binary or relay log (`name.000042`) or its index.
 pub fn is_binlog_name(name: &str) -> bool {
     let file = name.rsplit('/').next().unwrap_or(name);
