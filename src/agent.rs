@@ -53,6 +53,18 @@ pub enum AgentError {
          with --until"
     )]
     Incremental(String),
+    /// The binary-log archive failed.
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
+    /// The archiver failed.
+    #[error(transparent)]
+    Archiver(#[from] crate::archiver::ArchiverError),
+    /// The archive has gaps (reported by `agent binlog status`).
+    #[error("the archive has {0} gap(s)")]
+    ArchiveHasGaps(usize),
+    /// The storage holds several archives and none was named.
+    #[error("storage {storage} holds several binary-log archives ({}); name one with --archive", .names.join(", "))]
+    WhichArchive { storage: String, names: Vec<String> },
     /// Deleting or pruning failed.
     #[error(transparent)]
     Gc(#[from] crate::gc::GcError),
@@ -155,6 +167,21 @@ pub enum Summary {
         outcome: crate::gc::DeleteOutcome,
         duration_seconds: f64,
     },
+    /// The archiver stopped.
+    #[serde(rename = "binlogArchive", rename_all = "camelCase")]
+    BinlogArchive {
+        archive: String,
+        storage: String,
+        /// Every transaction up to this position is in the archive.
+        archived_position: String,
+        last_segment: Option<u64>,
+        segments: u64,
+        transactions: u64,
+        duplicates: u64,
+        reconnects: u64,
+        gaps: u64,
+        duration_seconds: f64,
+    },
     /// A retention policy was applied.
     #[serde(rename = "prune", rename_all = "camelCase")]
     Prune {
@@ -196,39 +223,79 @@ pub async fn prune(
     })
 }
 
+/// Which binary-log archive a point-in-time restore may replay.
+#[derive(Debug, Clone)]
+pub enum ArchiveChoice {
+    /// This one.
+    Named(String),
+    /// The storage's only archive, if it has exactly one; none if it has none.
+    Auto,
+    /// None: incrementals only.
+    None,
+}
+
 /// Restores to a point in time: the newest full backup before `target`, then a replay of the
-/// incrementals' binary logs up to and including it (see [`crate::pitr`]).
+/// incrementals' binary logs and of the archive's segments up to and including it (see
+/// [`crate::pitr`]). Gaps in the archive are crossed only with `force`.
 pub async fn restore_until(
     storage: &Storage,
     target: &crate::pitr::Target,
     opts: &RestoreOptions,
     tools: &crate::pitr::Tools,
     progress_interval: Duration,
+    archive: ArchiveChoice,
+    force: bool,
 ) -> Result<Summary, AgentError> {
     let started = std::time::Instant::now();
     let mut manifests = Vec::new();
     for id in storage.list_backup_ids().await? {
         manifests.push(storage.read_manifest(&id).await?);
     }
-    let (full, chain) = crate::pitr::plan(&manifests, target)?;
+    let archive = match archive {
+        ArchiveChoice::Named(name) => Some(name),
+        ArchiveChoice::None => None,
+        ArchiveChoice::Auto => {
+            let mut names = crate::archive::list_archives(storage).await?;
+            match names.len() {
+                0 => None,
+                1 => names.pop(),
+                _ => return Err(AgentError::WhichArchive { storage: storage.url().to_string(), names }),
+            }
+        }
+    };
+    let timeline = match &archive {
+        Some(name) => Some(crate::archive::read_timeline(storage, name).await?),
+        None => None,
+    };
+    let plan = crate::pitr::plan_with_archive(&manifests, target, archive.as_deref().zip(timeline.as_ref()), force)?;
+    let full = plan.full;
     let Some(crate::position::GtidState::Mariadb { binlog_pos: from, .. }) = full.positions.gtid.clone() else {
         return Err(AgentError::Pitr(crate::pitr::PitrError::NoFullBefore(target.to_string())));
     };
-    tracing::info!(full = %full.backup_id, incrementals = chain.len(), %target, "point-in-time restore starting");
+    for gap in &plan.gaps_crossed {
+        tracing::warn!(%gap, "forced across a gap: its transactions are not restored");
+    }
+    tracing::info!(
+        full = %full.backup_id,
+        incrementals = plan.incrementals.len(),
+        segments = plan.segments.len(),
+        %target,
+        "point-in-time restore starting"
+    );
     let progress = Progress::new(full.totals.data_bytes);
     let reporter = progress.report("restore", progress_interval);
     let outcome = crate::restore::restore(storage, full, opts, Arc::clone(&progress)).await;
     reporter.stop();
     let outcome = outcome?;
 
-    // The incrementals' binary logs, in a work directory beside the datadir (the same volume).
+    // The binary logs, in a work directory beside the datadir (the same volume).
     let parent = opts.datadir.parent().unwrap_or(std::path::Path::new("."));
     let work = tempfile::Builder::new()
         .prefix(".mysql-backup-operator-replay-")
         .tempdir_in(parent)
         .map_err(|source| AgentError::WorkDir { dir: parent.to_path_buf(), source })?;
     let mut binlogs: Vec<PathBuf> = Vec::new();
-    for (n, inc) in chain.iter().enumerate() {
+    for (n, inc) in plan.incrementals.iter().enumerate() {
         let dir = work.path().join(format!("binlogs-{n}"));
         let inc_opts = RestoreOptions {
             datadir: dir.clone(),
@@ -245,7 +312,18 @@ pub async fn restore_until(
         }
     }
     binlogs.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    let replayed = crate::pitr::replay(&opts.datadir, work.path(), &binlogs, &from, target, tools).await?;
+    let mut steps = vec![crate::pitr::ReplayStep { files: binlogs.clone(), from: from.clone() }];
+    if let (Some(name), Some(seg_from)) = (&archive, &plan.segments_from) {
+        let mut files = Vec::new();
+        for seg in &plan.segments {
+            let bytes = crate::archive::read_segment(storage, name, seg).await?;
+            let path = work.path().join(format!("segment-{:012}.bin", seg.seq));
+            std::fs::write(&path, bytes).map_err(|source| AgentError::WorkDir { dir: path.clone(), source })?;
+            files.push(path);
+        }
+        steps.push(crate::pitr::ReplayStep { files, from: seg_from.clone() });
+    }
+    let replayed = crate::pitr::replay(&opts.datadir, work.path(), &steps, target, tools).await?;
     tracing::info!(reached = %replayed.reached, transactions = replayed.transactions, "point-in-time restore complete");
     let mut positions = full.positions.clone();
     positions.gtid = Some(crate::position::GtidState::Mariadb {
@@ -256,11 +334,86 @@ pub async fn restore_until(
     positions.binlog = None;
     let until = PitrSummary {
         target: target.to_string(),
-        incrementals: chain.iter().map(|m| m.backup_id.clone()).collect(),
+        incrementals: plan.incrementals.iter().map(|m| m.backup_id.clone()).collect(),
         binlog_files: binlogs.len() as u64,
+        archive: archive.filter(|_| !plan.segments.is_empty()),
+        segments: plan.segments.len() as u64,
+        gaps_crossed: plan.gaps_crossed.iter().map(|g| g.to_string()).collect(),
         transactions: replayed.transactions,
     };
-    Ok(restore_summary(storage, opts, full.backup_id.clone(), full.method, positions, outcome, started, Some(until)))
+    let (id, method) = (full.backup_id.clone(), full.method);
+    Ok(restore_summary(storage, opts, id, method, positions, outcome, started, Some(until)))
+}
+
+/// An archive's extent and gaps, as `agent binlog status` reports them.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveReport {
+    /// The archive.
+    pub archive: String,
+    /// The storage.
+    pub storage: String,
+    /// Segments with data.
+    pub segments: u64,
+    /// Transactions in them.
+    pub transactions: u64,
+    /// Bytes stored.
+    pub stored_bytes: u64,
+    /// Where the first segment starts.
+    pub start: Option<crate::position::GtidState>,
+    /// Where the last segment ends.
+    pub end: Option<crate::position::GtidState>,
+    /// Time of the first event.
+    pub first_event_time: Option<DateTime<Utc>>,
+    /// Time of the last event.
+    pub last_event_time: Option<DateTime<Utc>>,
+    /// Every gap.
+    pub gaps: Vec<crate::archive::Gap>,
+}
+
+impl ArchiveReport {
+    /// The report for people.
+    pub fn text(&self) -> String {
+        let pos = |p: &Option<crate::position::GtidState>| match p {
+            Some(crate::position::GtidState::Mariadb { binlog_pos, .. }) => binlog_pos.to_string(),
+            Some(crate::position::GtidState::Mysql { executed, .. }) => executed.to_string(),
+            None => "-".into(),
+        };
+        let time = |t: &Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into());
+        let mut out = format!(
+            "archive {} in {}: {} segments, {} transactions, {} bytes stored\nfrom {} ({})\nto   {} ({})\n",
+            self.archive,
+            self.storage,
+            self.segments,
+            self.transactions,
+            self.stored_bytes,
+            pos(&self.start),
+            time(&self.first_event_time),
+            pos(&self.end),
+            time(&self.last_event_time),
+        );
+        for gap in &self.gaps {
+            out.push_str(&format!("{gap}\n"));
+        }
+        out
+    }
+}
+
+/// Reads archive `name`'s extent and gaps.
+pub async fn archive_status(storage: &Storage, name: &str) -> Result<ArchiveReport, AgentError> {
+    let tl = crate::archive::read_timeline(storage, name).await?;
+    Ok(ArchiveReport {
+        archive: name.to_string(),
+        storage: storage.url().to_string(),
+        segments: tl.segments.len() as u64,
+        transactions: tl.segments.iter().map(|s| s.transactions).sum(),
+        stored_bytes: tl.segments.iter().map(|s| s.stored_bytes).sum(),
+        start: tl.segments.first().map(|s| s.start.clone()),
+        end: tl.segments.last().map(|s| s.end.clone()),
+        first_event_time: tl.segments.first().map(|s| s.first_event_time),
+        last_event_time: tl.segments.last().map(|s| s.last_event_time),
+        gaps: tl.gaps,
+    })
 }
 
 /// What a point-in-time restore replayed.
@@ -271,8 +424,16 @@ pub struct PitrSummary {
     pub target: String,
     /// Incrementals whose binary logs were replayed.
     pub incrementals: Vec<String>,
-    /// Binary log files read.
+    /// Binary log files of incrementals read.
     pub binlog_files: u64,
+    /// The binary-log archive whose segments were replayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+    /// Archive segments replayed.
+    pub segments: u64,
+    /// Gaps a forced restore crossed: their transactions are missing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gaps_crossed: Vec<String>,
     /// Transactions replayed.
     pub transactions: u64,
 }

@@ -14,8 +14,8 @@ use crate::{
     position::{BinlogCoordinate, Flavor, GtidState, Positions},
 };
 
-const MAGIC: &[u8; 4] = b"\xfebin";
-const HEADER: usize = 19;
+pub(crate) const MAGIC: &[u8; 4] = b"\xfebin";
+pub(crate) const HEADER: usize = 19;
 const FORMAT_DESCRIPTION: u8 = 15;
 const MYSQL_GTID: u8 = 33;
 const MYSQL_PREVIOUS_GTIDS: u8 = 35;
@@ -48,17 +48,17 @@ pub struct BinlogFileInfo {
     pub end_offset: u64,
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(a)
 }
 
-fn uuid_text(b: &[u8]) -> String {
+pub(crate) fn uuid_text(b: &[u8]) -> String {
     let h = hex::encode(b);
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }

@@ -8,6 +8,8 @@
 //! by [`retention`]) and sweeps the chunks no manifest references, kept apart from backups by [`lock`].
 
 pub mod agent;
+pub mod archive;
+pub mod archiver;
 pub mod binlog_file;
 pub mod binlog_range;
 pub mod chunk_reader;
@@ -29,6 +31,7 @@ pub mod progress;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
+pub mod segment;
 pub mod server;
 pub mod storage;
 pub mod verify;

@@ -82,6 +82,67 @@ enum AgentCommand {
     /// Apply a retention policy: delete the backups it does not keep, then every chunk no backup
     /// references. Only backups carrying every --tag are considered.
     Prune(PruneArgs),
+    /// Continuous binary-log archiving.
+    #[command(subcommand)]
+    Binlog(BinlogCommand),
+}
+
+#[derive(Subcommand)]
+enum BinlogCommand {
+    /// Stream the server's binary log into an archive, segment by segment, until stopped (SIGTERM).
+    /// Resumes where the archive ends.
+    Archive(ArchiveArgs),
+    /// Show an archive: its extent and every gap. Fails when it has a gap.
+    Status(ArchiveStatusArgs),
+}
+
+#[derive(Args)]
+struct ArchiveArgs {
+    /// Server to stream from: mysql://user@host:port. The user needs REPLICATION SLAVE and BINLOG
+    /// MONITOR (MariaDB). The password comes from MYSQL_PWD or --mysql-password-file.
+    #[arg(long, env = "MYSQL_URL")]
+    mysql_url: String,
+    /// File holding the server password.
+    #[arg(long, env = "MYSQL_PASSWORD_FILE")]
+    mysql_password_file: Option<PathBuf>,
+    /// Archive name: the segments go under binlogs/<archive>/ in the storage.
+    #[arg(long)]
+    archive: String,
+    /// Store a segment once its first transaction is this many seconds old: the most an archiver's
+    /// own crash can leave out of the archive (a server crash leaves out nothing it had received).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    segment_seconds: u64,
+    /// Store a segment once it holds this many MiB.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    segment_mib: u64,
+    /// Server id this replica registers with; must differ from every server and replica of the
+    /// topology. Default: derived from the archive name, in 3000000000..3999999999.
+    #[arg(long)]
+    replica_server_id: Option<u32>,
+    /// Where an empty archive starts (a MariaDB GTID position). Default: the start of the oldest
+    /// binary log the server still has. Ignored when the archive has segments.
+    #[arg(long)]
+    from: Option<String>,
+    /// Address of /status (JSON), /metrics and /healthz, e.g. 0.0.0.0:8081.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    storage: StorageArgs,
+    /// Also write the JSON summary to this file when stopped.
+    #[arg(long)]
+    summary_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ArchiveStatusArgs {
+    /// Archive name.
+    #[arg(long)]
+    archive: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    storage: StorageArgs,
 }
 
 #[derive(Args)]
@@ -272,6 +333,13 @@ struct RestoreArgs {
     /// logs of the incrementals after it on a private server. Replaces --backup.
     #[arg(long, conflicts_with = "backup")]
     until: Option<String>,
+    /// With --until: the binary-log archive whose segments continue the incrementals. Default: the
+    /// storage's only archive, if it has one.
+    #[arg(long, requires = "until")]
+    archive: Option<String>,
+    /// With --until: replay across gaps in the binary-log archive; their transactions are lost.
+    #[arg(long, requires = "until")]
+    force: bool,
     /// Server binary for the replay of --until.
     #[arg(long, default_value = "mariadbd")]
     mariadbd_path: String,
@@ -383,6 +451,51 @@ async fn run_backup(args: BackupArgs) -> Result<(), AgentError> {
     finish(summary, args.common.summary_file.as_ref())
 }
 
+async fn run_archiver(args: ArchiveArgs) -> Result<(), AgentError> {
+    use mysql_backup_operator::{archiver, segment::Bounds};
+    let storage = args.storage.open()?;
+    let server = ServerConfig::from_url(&args.mysql_url, args.mysql_password_file.as_ref())?;
+    let from = match &args.from {
+        Some(pos) => Some(
+            mysql_backup_operator::binlog_range::mariadb(pos)
+                .map_err(|e| AgentError::From(format!("{pos:?} is not a MariaDB GTID position: {e}")))?,
+        ),
+        None => None,
+    };
+    let opts = archiver::ArchiverOptions {
+        server,
+        replica_id: args.replica_server_id.unwrap_or_else(|| archiver::default_replica_id(&args.archive)),
+        archive: args.archive,
+        bounds: Bounds {
+            max_bytes: (args.segment_mib * 1024 * 1024) as usize,
+            max_age: Duration::from_secs(args.segment_seconds),
+        },
+        from,
+        heartbeat: Duration::from_secs(1),
+        listen: args.listen,
+    };
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        mysql_backup_operator::controller::run::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let started = std::time::Instant::now();
+    let status = archiver::run(&storage, &opts, stop).await?;
+    let summary = Summary::BinlogArchive {
+        archive: status.archive.clone(),
+        storage: storage.url().to_string(),
+        archived_position: status.archived_position.clone(),
+        last_segment: status.last_segment,
+        segments: status.segments,
+        transactions: status.transactions,
+        duplicates: status.duplicates,
+        reconnects: status.reconnects,
+        gaps: status.gaps.len() as u64,
+        duration_seconds: started.elapsed().as_secs_f64(),
+    };
+    finish(summary, args.summary_file.as_ref())
+}
+
 /// The host name, the default identity of a replica in leader election.
 fn host_name() -> String {
     nix::unistd::gethostname()
@@ -420,7 +533,8 @@ async fn run(cli: Cli) -> Result<(), AgentError> {
                 AgentCommand::Restore(a) => a.common.summary_file.clone(),
                 AgentCommand::Delete(a) => a.summary_file.clone(),
                 AgentCommand::Prune(a) => a.summary_file.clone(),
-                AgentCommand::List(_) => None,
+                AgentCommand::Binlog(BinlogCommand::Archive(a)) => a.summary_file.clone(),
+                AgentCommand::List(_) | AgentCommand::Binlog(_) => None,
             };
             let result = run_agent(*agent).await;
             if let (Err(e), Some(path)) = (&result, summary_file) {
@@ -480,7 +594,11 @@ async fn run_agent(command: AgentCommand) -> Result<(), AgentError> {
                         binlog: args.mariadb_binlog_path.clone(),
                         client: args.mariadb_client_path.clone(),
                     };
-                    agent::restore_until(&storage, &target, &opts, &tools, interval).await?
+                    let archive = match args.archive.clone() {
+                        Some(name) => agent::ArchiveChoice::Named(name),
+                        None => agent::ArchiveChoice::Auto,
+                    };
+                    agent::restore_until(&storage, &target, &opts, &tools, interval, archive, args.force).await?
                 }
                 None => agent::restore(&storage, &args.backup, &opts, interval).await?,
             };
@@ -490,6 +608,17 @@ async fn run_agent(command: AgentCommand) -> Result<(), AgentError> {
             let storage = args.storage.open()?;
             let summary = agent::delete(&storage, &args.backup, args.ignore_missing).await?;
             finish(summary, args.summary_file.as_ref())
+        }
+        AgentCommand::Binlog(BinlogCommand::Archive(args)) => run_archiver(args).await,
+        AgentCommand::Binlog(BinlogCommand::Status(args)) => {
+            let storage = args.storage.open()?;
+            let summary = agent::archive_status(&storage, &args.archive).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&summary).expect("summaries always serialise"));
+            } else {
+                print!("{}", summary.text());
+            }
+            if summary.gaps.is_empty() { Ok(()) } else { Err(AgentError::ArchiveHasGaps(summary.gaps.len())) }
         }
         AgentCommand::Prune(args) => {
             let spec = mysql_backup_operator::crd::RetentionSpec {

@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::{
+    archive::{Reach, SegmentIndex, Timeline},
     gtid::{MariaGtid, MariaGtidPos},
     manifest::{Manifest, MethodKind},
     position::GtidState,
@@ -53,6 +54,11 @@ pub enum PitrError {
          take an incremental backup first"
     )]
     NotReached { target: String, full: String, reached: String },
+    /// Neither the incrementals nor the archive reach the target.
+    #[error(
+        "{target} is past what the backups reach: after full backup {full}, the incrementals end at {reached}, and {archive}"
+    )]
+    NotCovered { target: String, full: String, reached: String, archive: crate::archive::CoverError },
     /// A process of the replay failed.
     #[error("{what}: {detail}")]
     Replay { what: String, detail: String },
@@ -93,6 +99,41 @@ fn reaches(m: &Manifest, target: &Target) -> bool {
 
 /// The full backup and the incrementals to replay, oldest first, for `target`, among `manifests`.
 pub fn plan<'a>(manifests: &'a [Manifest], target: &Target) -> Result<(&'a Manifest, Vec<&'a Manifest>), PitrError> {
+    let p = plan_with_archive(manifests, target, None, false)?;
+    Ok((p.full, p.incrementals))
+}
+
+/// What a point-in-time restore replays.
+#[derive(Debug)]
+pub struct Plan<'a> {
+    /// The full backup restored.
+    pub full: &'a Manifest,
+    /// Incrementals replayed after it, oldest first.
+    pub incrementals: Vec<&'a Manifest>,
+    /// Archive segments replayed after those, in order.
+    pub segments: Vec<&'a SegmentIndex>,
+    /// Where the replay of the segments starts: the end of the full backup or of the last incremental.
+    pub segments_from: Option<MariaGtidPos>,
+    /// Gaps crossed (only when forced): their transactions are missing from the result.
+    pub gaps_crossed: Vec<crate::archive::Gap>,
+}
+
+fn describe_end(m: &Manifest) -> String {
+    match end_pos(m) {
+        Some(p) => format!("{p} ({})", m.completed_at.to_rfc3339()),
+        None => m.completed_at.to_rfc3339(),
+    }
+}
+
+/// The full backup, then the incrementals that build on it as far as they reach `target`, then — if
+/// they do not reach it — the segments of `archive` (name and timeline) after them. Gaps in the
+/// archive are crossed only with `force`.
+pub fn plan_with_archive<'a>(
+    manifests: &'a [Manifest],
+    target: &Target,
+    archive: Option<(&str, &'a Timeline)>,
+    force: bool,
+) -> Result<Plan<'a>, PitrError> {
     let full = manifests
         .iter()
         .filter(|m| m.method != MethodKind::Binlog)
@@ -115,19 +156,47 @@ pub fn plan<'a>(manifests: &'a [Manifest], target: &Target) -> Result<(&'a Manif
                 chain.push(n);
                 last = n;
             }
-            None => {
-                return Err(PitrError::NotReached {
-                    target: target.to_string(),
-                    full: full.backup_id.clone(),
-                    reached: match end_pos(last) {
-                        Some(p) => format!("{p} ({})", last.completed_at.to_rfc3339()),
-                        None => last.completed_at.to_rfc3339(),
-                    },
-                });
-            }
+            None => break,
         }
     }
-    Ok((full, chain))
+    let plan = |segments, segments_from, gaps_crossed| Plan {
+        full,
+        incrementals: chain.clone(),
+        segments,
+        segments_from,
+        gaps_crossed,
+    };
+    if reaches(last, target) && !std::ptr::eq(last, full) {
+        return Ok(plan(Vec::new(), None, Vec::new()));
+    }
+    let Some((name, timeline)) = archive else {
+        return Err(PitrError::NotReached {
+            target: target.to_string(),
+            full: full.backup_id.clone(),
+            reached: describe_end(last),
+        });
+    };
+    let from = last.positions.gtid.clone().ok_or_else(|| PitrError::NoFullBefore(target.to_string()))?;
+    let reach = match target {
+        Target::Gtid(g) => Reach::Gtid(*g),
+        // Binary logs keep whole seconds: a segment ending after the target's second proves that every
+        // transaction of that second is in the segments up to it.
+        Target::Time(t) => Reach::Time(t.with_nanosecond_floor() + chrono::Duration::seconds(1)),
+    };
+    match crate::archive::segments_for(name, timeline, &from, &reach, force) {
+        Ok((segments, crossed)) => {
+            let GtidState::Mariadb { binlog_pos, .. } = from else {
+                return Err(PitrError::NoFullBefore(target.to_string()));
+            };
+            Ok(plan(segments, Some(binlog_pos), crossed))
+        }
+        Err(archive) => Err(PitrError::NotCovered {
+            target: target.to_string(),
+            full: full.backup_id.clone(),
+            reached: describe_end(last),
+            archive,
+        }),
+    }
 }
 
 /// What a replay did.
@@ -154,12 +223,20 @@ fn replay_err(what: &str) -> impl Fn(std::io::Error) -> PitrError + '_ {
     move |e| PitrError::Replay { what: what.to_string(), detail: e.to_string() }
 }
 
-/// Replays `binlogs` (in order) onto the restored `datadir`, after `from` and up to `target`.
+/// One `mariadb-binlog` run of a replay: these files, after this position.
+#[derive(Debug, Clone)]
+pub struct ReplayStep {
+    /// Binary log files, in order.
+    pub files: Vec<PathBuf>,
+    /// Replay the transactions after this position.
+    pub from: MariaGtidPos,
+}
+
+/// Replays `steps` (in order) onto the restored `datadir`, each after its position, up to `target`.
 pub async fn replay(
     datadir: &Path,
     work: &Path,
-    binlogs: &[PathBuf],
-    from: &MariaGtidPos,
+    steps: &[ReplayStep],
     target: &Target,
     tools: &Tools,
 ) -> Result<Replayed, PitrError> {
@@ -208,66 +285,9 @@ pub async fn replay(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let mut binlog = tokio::process::Command::new(&tools.binlog);
-    binlog.env("TZ", "UTC").arg(format!("--start-position={from}"));
-    match target {
-        Target::Gtid(g) => binlog.arg(format!("--stop-position={g}")),
-        // Binary logs keep whole seconds: everything in the target's second is included.
-        Target::Time(t) => binlog.arg(format!(
-            "--stop-datetime={}",
-            (t.with_nanosecond_floor() + chrono::Duration::seconds(1)).format("%Y-%m-%d %H:%M:%S")
-        )),
-    };
-    let mut reader = binlog
-        .args(binlogs)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(replay_err("starting mariadb-binlog"))?;
-    let mut client = tokio::process::Command::new(&tools.client)
-        .arg(format!("--socket={}", socket.display()))
-        .args(["--user=root", "--binary-mode", "--batch"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(replay_err("starting mariadb"))?;
-    let (Some(out), Some(mut sink)) = (reader.stdout.take(), client.stdin.take()) else {
-        return Err(PitrError::Replay { what: "connecting mariadb-binlog to mariadb".into(), detail: String::new() });
-    };
-    let mut replayed = Replayed { transactions: 0, reached: from.clone() };
-    let mut lines = BufReader::new(out).split(b'\n');
-    while let Some(line) = lines.next_segment().await.map_err(replay_err("reading mariadb-binlog"))? {
-        // Event headers look like `#261122  8:55:12 server id 1  end_log_pos 982 CRC32 0x…<TAB>GTID 0-1-5 trans`.
-        if line.starts_with(b"#")
-            && let Some(pos) = line.windows(6).position(|w| (w[0] == b' ' || w[0] == b'\t') && &w[1..] == b"GTID ")
-        {
-            let rest = String::from_utf8_lossy(&line[pos + 6..]);
-            if let Some(gtid) = rest.split_whitespace().next().and_then(|g| g.parse::<MariaGtid>().ok()) {
-                replayed.reached.apply(gtid);
-                replayed.transactions += 1;
-            }
-        }
-        sink.write_all(&line).await.map_err(replay_err("feeding mariadb"))?;
-        sink.write_all(b"\n").await.map_err(replay_err("feeding mariadb"))?;
-    }
-    drop(sink);
-    let read = reader.wait_with_output().await.map_err(replay_err("mariadb-binlog"))?;
-    let applied = client.wait_with_output().await.map_err(replay_err("mariadb"))?;
-    if !read.status.success() {
-        return Err(PitrError::Replay {
-            what: format!("mariadb-binlog failed ({})", read.status),
-            detail: String::from_utf8_lossy(&read.stderr).into_owned(),
-        });
-    }
-    if !applied.status.success() {
-        return Err(PitrError::Replay {
-            what: format!("replaying into the server failed ({})", applied.status),
-            detail: String::from_utf8_lossy(&applied.stderr).into_owned(),
-        });
+    let mut replayed = Replayed { transactions: 0, reached: steps.first().map(|s| s.from.clone()).unwrap_or_default() };
+    for step in steps.iter().filter(|s| !s.files.is_empty()) {
+        replay_step(&socket, step, target, tools, &mut replayed).await?;
     }
     if let Target::Gtid(g) = target
         && !replayed.reached.contains(g)
@@ -299,6 +319,77 @@ pub async fn replay(
         }
         _ => Err(PitrError::Replay { what: "the replay server did not stop in 300 s".into(), detail: log_tail() }),
     }
+}
+
+/// One `mariadb-binlog | mariadb` pipe into the replay server; counts the GTIDs it passes.
+async fn replay_step(
+    socket: &Path,
+    step: &ReplayStep,
+    target: &Target,
+    tools: &Tools,
+    replayed: &mut Replayed,
+) -> Result<(), PitrError> {
+    let mut binlog = tokio::process::Command::new(&tools.binlog);
+    binlog.env("TZ", "UTC").arg(format!("--start-position={}", step.from));
+    match target {
+        Target::Gtid(g) => binlog.arg(format!("--stop-position={g}")),
+        // Binary logs keep whole seconds: everything in the target's second is included.
+        Target::Time(t) => binlog.arg(format!(
+            "--stop-datetime={}",
+            (t.with_nanosecond_floor() + chrono::Duration::seconds(1)).format("%Y-%m-%d %H:%M:%S")
+        )),
+    };
+    let mut reader = binlog
+        .args(&step.files)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(replay_err("starting mariadb-binlog"))?;
+    let mut client = tokio::process::Command::new(&tools.client)
+        .arg(format!("--socket={}", socket.display()))
+        .args(["--user=root", "--binary-mode", "--batch"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(replay_err("starting mariadb"))?;
+    let (Some(out), Some(mut sink)) = (reader.stdout.take(), client.stdin.take()) else {
+        return Err(PitrError::Replay { what: "connecting mariadb-binlog to mariadb".into(), detail: String::new() });
+    };
+    let mut lines = BufReader::new(out).split(b'\n');
+    while let Some(line) = lines.next_segment().await.map_err(replay_err("reading mariadb-binlog"))? {
+        // Event headers look like `#261122  8:55:12 server id 1  end_log_pos 982 CRC32 0x…<TAB>GTID 0-1-5 trans`.
+        if line.starts_with(b"#")
+            && let Some(pos) = line.windows(6).position(|w| (w[0] == b' ' || w[0] == b'\t') && &w[1..] == b"GTID ")
+        {
+            let rest = String::from_utf8_lossy(&line[pos + 6..]);
+            if let Some(gtid) = rest.split_whitespace().next().and_then(|g| g.parse::<MariaGtid>().ok()) {
+                replayed.reached.apply(gtid);
+                replayed.transactions += 1;
+            }
+        }
+        sink.write_all(&line).await.map_err(replay_err("feeding mariadb"))?;
+        sink.write_all(b"\n").await.map_err(replay_err("feeding mariadb"))?;
+    }
+    drop(sink);
+    let read = reader.wait_with_output().await.map_err(replay_err("mariadb-binlog"))?;
+    let applied = client.wait_with_output().await.map_err(replay_err("mariadb"))?;
+    if !read.status.success() {
+        return Err(PitrError::Replay {
+            what: format!("mariadb-binlog failed ({})", read.status),
+            detail: String::from_utf8_lossy(&read.stderr).into_owned(),
+        });
+    }
+    if !applied.status.success() {
+        return Err(PitrError::Replay {
+            what: format!("replaying into the server failed ({})", applied.status),
+            detail: String::from_utf8_lossy(&applied.stderr).into_owned(),
+        });
+    }
+    Ok(())
 }
 
 trait FloorSecond {

@@ -63,7 +63,7 @@ pub struct Due {
 
 /// FNV-1a: a hash that stays the same across builds and Rust versions (jitter must not move when the
 /// operator is upgraded).
-fn fnv1a(parts: &[&[u8]]) -> u64 {
+pub fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
         for b in *part {

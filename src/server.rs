@@ -102,6 +102,15 @@ impl ServerConfig {
         b.into()
     }
 
+    /// Opens one connection (for a replication stream, which takes the connection over).
+    pub async fn connect(&self) -> Result<mysql_async::Conn, ServerError> {
+        mysql_async::Conn::new(self.opts()).await.map_err(|source| ServerError::Query {
+            endpoint: self.endpoint(),
+            operation: "connecting",
+            source,
+        })
+    }
+
     /// Opens a connection pool (connections are made lazily).
     pub fn pool(&self) -> Pool {
         Pool::new(self.opts())

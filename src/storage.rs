@@ -4,6 +4,8 @@
 //! ```text
 //! <prefix>/backups/<backup-id>/manifest.json   written last; a backup exists iff this exists
 //! <prefix>/chunks/<hh>/<blake3-hex>             zstd frame of one chunk, shared by all backups
+//! <prefix>/binlogs/<archive>/<seq>.binlog.zst    one segment of a continuous binary-log archive
+//! <prefix>/binlogs/<archive>/<seq>.json          its index entry, written after it (see `archive`)
 //! ```
 //!
 //! Credentials come only from the environment (the `AWS_*`, `AZURE_*`, `GOOGLE_*` variables
@@ -267,6 +269,49 @@ impl Storage {
             }
         }
         Ok(out)
+    }
+
+    /// Object key of a file of binary-log archive `archive` (see [`crate::archive`]).
+    pub fn archive_key(&self, archive: &str, name: &str) -> ObjPath {
+        self.key(&format!("binlogs/{archive}/{name}"))
+    }
+
+    /// Names of the objects directly in binary-log archive `archive` (or of the archives, with
+    /// `None`), with their sizes.
+    pub async fn list_archive(&self, archive: Option<&str>) -> Result<Vec<(String, u64)>, StorageError> {
+        let key = match archive {
+            Some(a) => self.key(&format!("binlogs/{a}")),
+            None => self.key("binlogs"),
+        };
+        let err = |source| StorageError::List { url: self.url.clone(), key: key.to_string(), source };
+        let listing = self.store.list_with_delimiter(Some(&key)).await.map_err(err)?;
+        let mut out: Vec<(String, u64)> = match archive {
+            Some(_) => {
+                listing.objects.iter().filter_map(|o| o.location.filename().map(|n| (n.to_string(), o.size))).collect()
+            }
+            None => listing.common_prefixes.iter().filter_map(|p| p.filename().map(|n| (n.to_string(), 0))).collect(),
+        };
+        out.sort();
+        Ok(out)
+    }
+
+    /// Writes a small object only if none exists at `key`; `false` when one did. Backends without
+    /// conditional writes fall back to a check, then a write.
+    pub async fn put_new(&self, key: &ObjPath, data: Bytes) -> Result<bool, StorageError> {
+        let err = |source| StorageError::Put { url: self.url.clone(), key: key.to_string(), source };
+        let opts = object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
+        match self.store.put_opts(key, PutPayload::from_bytes(data.clone()), opts).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(object_store::Error::NotImplemented { .. }) => {
+                if self.get_opt(key).await?.is_some() {
+                    return Ok(false);
+                }
+                self.store.put(key, PutPayload::from_bytes(data)).await.map_err(err)?;
+                Ok(true)
+            }
+            Err(e) => Err(err(e)),
+        }
     }
 
     /// Object key of a lock (see [`crate::lock`]).

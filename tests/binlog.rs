@@ -10,18 +10,6 @@ fn storage(dir: &std::path::Path) -> Vec<String> {
     vec!["--storage".into(), format!("file://{}", dir.join("backups").display())]
 }
 
-/// A full `mariabackup` backup of `db` into `st`; its summary.
-async fn full_backup(db: &MariaDb, st: &[String]) -> serde_json::Value {
-    let datadir = db.datadir.display().to_string();
-    let full_args = [
-        args(&["backup", "--method", "mariabackup", "--mysql-url", &db.url(), "--datadir", &datadir]),
-        args(&["--mariabackup-defaults-file", "/dev/null"]),
-        st.to_vec(),
-    ]
-    .concat();
-    agent(&full_args, &[]).await.summary()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incrementals_store_the_closed_binlogs_after_the_newest_backup() {
     let dir = tempdir();
@@ -48,7 +36,7 @@ async fn incrementals_store_the_closed_binlogs_after_the_newest_backup() {
         )
     );
 
-    let full = full_backup(&db, &st).await;
+    let full = full_backup(&db, &st, &[]).await;
     let full_id = full["backupId"].as_str().unwrap().to_string();
     let full_pos = full["positions"]["gtid"]["binlogPos"].as_str().unwrap().to_string();
     assert_eq!(full_pos, db.value("SELECT @@gtid_binlog_pos").await);
@@ -152,14 +140,6 @@ async fn incrementals_store_the_closed_binlogs_after_the_newest_backup() {
     db.stop().await;
 }
 
-/// Inserts marker row `id` and returns its GTID.
-async fn marker(pool: &mysql_async::Pool, id: u32) -> String {
-    use mysql_async::prelude::Queryable;
-    let mut conn = pool.get_conn().await.unwrap();
-    conn.query_drop(format!("INSERT INTO app.m VALUES ({id}, 'marker {id}')")).await.unwrap();
-    conn.query_first::<String, _>("SELECT @@last_gtid").await.unwrap().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn point_in_time_restore_replays_exactly_up_to_the_target() {
     let dir = tempdir();
@@ -168,7 +148,7 @@ async fn point_in_time_restore_replays_exactly_up_to_the_target() {
     let datadir = db.datadir.display().to_string();
     db.exec("CREATE DATABASE app").await;
     db.exec("CREATE TABLE app.m (id INT PRIMARY KEY, note VARCHAR(40)) ENGINE=InnoDB").await;
-    let full = full_backup(&db, &st).await;
+    let full = full_backup(&db, &st, &[]).await;
     let pool = db.pool();
     let mut gtids = vec![String::new()];
     for id in 1..=7 {

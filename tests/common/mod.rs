@@ -540,3 +540,22 @@ impl Writer {
         self.handle.await.expect("writer task")
     }
 }
+
+/// A full `mariabackup` backup of `db` into `st` (with `env`, e.g. storage credentials); its summary.
+pub async fn full_backup(db: &MariaDb, st: &[String], env: &[(String, String)]) -> serde_json::Value {
+    let datadir = db.datadir.display().to_string();
+    let full_args = [
+        args(&["backup", "--method", "mariabackup", "--mysql-url", &db.url(), "--datadir", &datadir]),
+        args(&["--mariabackup-defaults-file", "/dev/null"]),
+        st.to_vec(),
+    ]
+    .concat();
+    agent(&full_args, env).await.summary()
+}
+
+/// Inserts marker row `id` and returns its GTID.
+pub async fn marker(pool: &mysql_async::Pool, id: u32) -> String {
+    let mut conn = pool.get_conn().await.unwrap();
+    conn.query_drop(format!("INSERT INTO app.m VALUES ({id}, 'marker {id}')")).await.unwrap();
+    conn.query_first::<String, _>("SELECT @@last_gtid").await.unwrap().unwrap()
+}
