@@ -170,7 +170,7 @@ pub async fn list_archives(storage: &Storage) -> Result<Vec<String>, ArchiveErro
 }
 
 /// A hole in the archive.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Gap {
     /// The segment after which transactions are missing (`None`: before the first).

@@ -25,7 +25,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     archive::{self, ArchiveError, Gap},
@@ -85,9 +85,9 @@ pub fn default_replica_id(archive: &str) -> u32 {
     3_000_000_000 + (crate::schedule::fnv1a(&[archive.as_bytes()]) % 1_000_000_000) as u32
 }
 
-/// What the archiver is doing, as `/status` serves it.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// What the archiver is doing, as `/status` serves it (and the controller reads it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct ArchiverStatus {
     /// `starting`, `streaming`, `reconnecting` or `stopped`.
     pub state: String,

@@ -220,6 +220,55 @@ fn datadir_mount<'a>(
     Ok((mount, claim))
 }
 
+/// The agent's `--mysql-url` for `conn`: its host, else (with `stable`) the pod's DNS name when it has
+/// a hostname and subdomain (a StatefulSet pod), else the pod's IP address.
+fn mysql_url(conn: &crate::crd::ConnectionSpec, pod: &Pod, pod_name: &str, stable: bool) -> Result<String, BuildError> {
+    let dns = pod.spec.as_ref().and_then(|s| match (&s.hostname, &s.subdomain) {
+        (Some(h), Some(d)) if stable => Some(format!("{h}.{d}")),
+        _ => None,
+    });
+    let host = match (&conn.host, dns) {
+        (Some(h), _) => h.clone(),
+        (None, Some(dns)) => dns,
+        (None, None) => pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .ok_or_else(|| BuildError::PodNoAddress { pod: pod_name.to_string() })?,
+    };
+    let user = conn.user.clone().unwrap_or_else(|| "root".into());
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    Ok(format!("mysql://{user}@{host}:{}", conn.port.unwrap_or(3306)))
+}
+
+/// The server password of `conn`, as a file from its Secret.
+fn password_file(
+    conn: &crate::crd::ConnectionSpec,
+    args: &mut Vec<String>,
+    volumes: &mut Vec<Volume>,
+    mounts: &mut Vec<VolumeMount>,
+) {
+    if let Some(secret) = &conn.password_secret {
+        volumes.push(Volume {
+            name: "mysql-password".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.name.clone()),
+                items: Some(vec![KeyToPath { key: secret.key.clone(), path: "password".into(), mode: None }]),
+                default_mode: Some(0o400),
+                optional: None,
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "mysql-password".into(),
+            mount_path: PASSWORD_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        args.push(format!("--mysql-password-file={PASSWORD_DIR}/password"));
+    }
+}
+
 /// Builds the backup Job of `backup`, whose source pod is `pod`, with the operator image `operator_image`.
 pub fn backup_job(backup: &MySQLBackup, pod: &Pod, operator_image: &str) -> Result<Job, BuildError> {
     let spec = &backup.spec;
@@ -277,37 +326,8 @@ pub fn backup_job(backup: &MySQLBackup, pod: &Pod, operator_image: &str) -> Resu
     ];
     storage_args(&spec.storage, &mut args, &mut volumes, &mut mounts);
     if needs_connection {
-        let conn = &spec.source.connection;
-        let host = match &conn.host {
-            Some(h) => h.clone(),
-            None => pod
-                .status
-                .as_ref()
-                .and_then(|s| s.pod_ip.clone())
-                .ok_or_else(|| BuildError::PodNoAddress { pod: pod_name.clone() })?,
-        };
-        let user = conn.user.clone().unwrap_or_else(|| "root".into());
-        let host = if host.contains(':') { format!("[{host}]") } else { host };
-        args.push(format!("--mysql-url=mysql://{user}@{host}:{}", conn.port.unwrap_or(3306)));
-        if let Some(secret) = &conn.password_secret {
-            volumes.push(Volume {
-                name: "mysql-password".into(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(secret.name.clone()),
-                    items: Some(vec![KeyToPath { key: secret.key.clone(), path: "password".into(), mode: None }]),
-                    default_mode: Some(0o400),
-                    optional: None,
-                }),
-                ..Default::default()
-            });
-            mounts.push(VolumeMount {
-                name: "mysql-password".into(),
-                mount_path: PASSWORD_DIR.into(),
-                read_only: Some(true),
-                ..Default::default()
-            });
-            args.push(format!("--mysql-password-file={PASSWORD_DIR}/password"));
-        }
+        args.push(format!("--mysql-url={}", mysql_url(&spec.source.connection, pod, &pod_name, false)?));
+        password_file(&spec.source.connection, &mut args, &mut volumes, &mut mounts);
     }
     let (image, command) = agent_runtime(needs_server, container.image.as_deref().unwrap_or_default(), operator_image);
     let agent = Container {
@@ -422,6 +442,14 @@ pub fn restore_job(restore: &MySQLRestore, plan: &RestorePlan, operator_image: &
         "--summary-file=/dev/termination-log".into(),
         "--log-format=json".into(),
     ];
+    if let Some(pit) = &restore.spec.point_in_time {
+        if let Some(archive) = &pit.archive {
+            args.push(format!("--archive={archive}"));
+        }
+        if pit.force {
+            args.push("--force".into());
+        }
+    }
     if target.overwrite {
         args.push("--overwrite".into());
     }
@@ -615,6 +643,109 @@ pub fn prune_job(
         ttl_seconds: 86400,
     };
     Ok(job.build(args, &schedule.spec.backup_template.storage, security_context, operator_image))
+}
+
+/// Port of the archiver's `/status`, `/metrics` and `/healthz`.
+pub const ARCHIVER_PORT: i32 = 8081;
+
+/// The archive name of a schedule: `<namespace>.<schedule>`.
+pub fn archive_name(namespace: &str, schedule: &str) -> String {
+    format!("{namespace}.{schedule}")
+}
+
+/// Builds the binary-log archiver of `schedule` (`spec.binlogArchive`), whose server runs in `pod`: a
+/// Deployment of one replica (none while suspended) with the `Recreate` strategy, so two archivers never
+/// stream the same archive at once. It streams over the network, so it needs neither the datadir nor the
+/// database's node, and restarts wherever it can. Operator image; the pod's security context (for
+/// `file://` volumes); owned by the schedule.
+pub fn archiver_deployment(
+    schedule: &crate::crd::BackupSchedule,
+    pod: &Pod,
+    operator_image: &str,
+) -> Result<k8s_openapi::api::apps::v1::Deployment, BuildError> {
+    use k8s_openapi::{
+        api::{
+            apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy},
+            core::v1::{ContainerPort, HTTPGetAction, Probe},
+        },
+        apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+    };
+    let name = schedule.metadata.name.clone().ok_or(BuildError::MissingMetadata("name"))?;
+    let namespace = schedule.metadata.namespace.clone().ok_or(BuildError::MissingMetadata("namespace"))?;
+    let spec = schedule.spec.binlog_archive.clone().unwrap_or_default();
+    let template = &schedule.spec.backup_template;
+    let mut args = vec![
+        "agent".to_string(),
+        "binlog".into(),
+        "archive".into(),
+        format!("--archive={}", archive_name(&namespace, &name)),
+        format!("--mysql-url={}", mysql_url(&template.source.connection, pod, &template.source.pod, true)?),
+        format!("--segment-seconds={}", spec.segment_seconds.unwrap_or(5)),
+        format!("--listen=0.0.0.0:{ARCHIVER_PORT}"),
+        "--log-format=json".into(),
+    ];
+    if let Some(id) = spec.replica_server_id {
+        args.push(format!("--replica-server-id={id}"));
+    }
+    let (mut volumes, mut mounts) = (Vec::new(), Vec::new());
+    password_file(&template.source.connection, &mut args, &mut volumes, &mut mounts);
+    storage_args(&template.storage, &mut args, &mut volumes, &mut mounts);
+    let mut pod_labels = labels("archiver", &name);
+    pod_labels.insert(LABEL_SCHEDULE.into(), name.clone());
+    let probe = |path: &str, period: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(ARCHIVER_PORT),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        ..Default::default()
+    };
+    let container = Container {
+        name: "archiver".into(),
+        image: Some(operator_image.to_string()),
+        command: Some(vec![OPERATOR_BINARY.into()]),
+        args: Some(args),
+        env_from: credentials_env(&template.storage),
+        ports: Some(vec![ContainerPort {
+            name: Some("status".into()),
+            container_port: ARCHIVER_PORT,
+            ..Default::default()
+        }]),
+        liveness_probe: Some(probe("/healthz", 10)),
+        volume_mounts: Some(mounts).filter(|m| !m.is_empty()),
+        resources: spec.resources.clone(),
+        ..Default::default()
+    };
+    let pod_spec = pod.spec.clone().unwrap_or_default();
+    Ok(Deployment {
+        metadata: ObjectMeta {
+            name: Some(child_name("archiver", &name)),
+            namespace: Some(namespace),
+            labels: Some(pod_labels.clone()),
+            owner_references: Some(vec![owner_reference(schedule)?]),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(if schedule.spec.suspend { 0 } else { 1 }),
+            selector: LabelSelector { match_labels: Some(pod_labels.clone()), ..Default::default() },
+            strategy: Some(DeploymentStrategy { type_: Some("Recreate".into()), rolling_update: None }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(pod_labels), ..Default::default() }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(volumes).filter(|v| !v.is_empty()),
+                    security_context: pod_spec.security_context.clone(),
+                    image_pull_secrets: pod_spec.image_pull_secrets.clone(),
+                    // SIGTERM stores the open segment first.
+                    termination_grace_period_seconds: Some(60),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
 }
 
 #[cfg(test)]
@@ -824,6 +955,70 @@ status: {podIP: 10.1.2.3}
         assert_ne!(a, b);
         assert_eq!(a, child_name("backup", &"x".repeat(80)));
         assert_eq!(child_name("backup", "short"), "backup-short");
+    }
+
+    #[test]
+    fn the_archiver_is_one_recreated_replica_streaming_into_the_schedules_archive() {
+        let schedule: crate::crd::BackupSchedule = parse(
+            r#"
+apiVersion: mysqlbackup.dev/v1alpha1
+kind: BackupSchedule
+metadata: {name: nightly, namespace: db, uid: s-1}
+spec:
+  schedule: "0 2 * * *"
+  binlogArchive: {segmentSeconds: 2, replicaServerId: 4000000001}
+  backupTemplate:
+    source:
+      pod: db-0
+      connection: {user: repl, passwordSecret: {name: db-repl, key: password}}
+    storage: {url: s3://backups/prod, credentialsSecret: s3-creds, options: {region: eu-west-1}}
+"#,
+        );
+        let mut pod: Pod = parse(POD);
+        let image = "ghcr.io/example/mysql-backup-operator:0.1.0";
+        let dep = archiver_deployment(&schedule, &pod, image).unwrap();
+        assert_eq!(dep.metadata.name.as_deref(), Some("archiver-nightly"));
+        assert_eq!(dep.metadata.owner_references.as_ref().unwrap()[0].uid, "s-1");
+        let spec = dep.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(1));
+        assert_eq!(spec.strategy.as_ref().unwrap().type_.as_deref(), Some("Recreate"));
+        let pod_spec = spec.template.spec.as_ref().unwrap();
+        let c = &pod_spec.containers[0];
+        assert_eq!(c.image.as_deref(), Some(image));
+        assert_eq!(
+            c.args.as_ref().unwrap(),
+            &[
+                "agent",
+                "binlog",
+                "archive",
+                "--archive=db.nightly",
+                "--mysql-url=mysql://repl@10.1.2.3:3306",
+                "--segment-seconds=2",
+                "--listen=0.0.0.0:8081",
+                "--log-format=json",
+                "--replica-server-id=4000000001",
+                "--mysql-password-file=/var/run/secrets/mysql-backup-operator/mysql/password",
+                "--storage=s3://backups/prod",
+                "--storage-option=region=eu-west-1",
+            ]
+        );
+        assert_eq!(c.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name, "s3-creds");
+        assert_eq!(pod_spec.security_context.as_ref().unwrap().run_as_user, Some(999));
+        assert!(pod_spec.affinity.is_none(), "not pinned: it streams over the network");
+        let selector = spec.selector.match_labels.as_ref().unwrap();
+        assert_eq!(selector.get("app.kubernetes.io/component").map(String::as_str), Some("archiver"));
+        assert_eq!(selector.get(LABEL_SCHEDULE).map(String::as_str), Some("nightly"));
+        // A StatefulSet pod is reached by its stable DNS name, which survives its restarts.
+        let spec = pod.spec.as_mut().unwrap();
+        spec.hostname = Some("db-0".into());
+        spec.subdomain = Some("db".into());
+        let dep = archiver_deployment(&schedule, &pod, image).unwrap();
+        let args = dep.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+        assert!(args.contains(&"--mysql-url=mysql://repl@db-0.db:3306".to_string()), "{args:?}");
+        // Suspended: scaled to zero.
+        let mut suspended = schedule.clone();
+        suspended.spec.suspend = true;
+        assert_eq!(archiver_deployment(&suspended, &pod, image).unwrap().spec.unwrap().replicas, Some(0));
     }
 }
 

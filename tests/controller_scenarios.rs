@@ -529,3 +529,48 @@ async fn a_new_success_starts_retention_as_a_prune_job() {
     .await;
     assert!(matches!(action, a if a != Action::await_change()));
 }
+
+#[tokio::test]
+async fn binlog_archiving_applies_the_archiver_deployment_and_polls_it() {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let schedule: mysql_backup_operator::crd::BackupSchedule = serde_json::from_value(json!({
+        "apiVersion": "mysqlbackup.dev/v1alpha1", "kind": "BackupSchedule",
+        "metadata": {"name": "db-nightly", "namespace": "db", "uid": "s-1", "generation": 1,
+            "creationTimestamp": (now - k8s_openapi::jiff::SignedDuration::from_hours(48)).to_string()},
+        // New Year only: nothing is due during the test.
+        "spec": {"schedule": "0 0 1 1 *", "binlogArchive": {},
+            "backupTemplate": {"source": {"pod": "db-0"}, "storage": {"url": "s3://backups/prod", "credentialsSecret": "s3-creds"}}},
+        "status": {"lastScheduleTime": (now - k8s_openapi::jiff::SignedDuration::from_secs(60)).to_string()}
+    }))
+    .unwrap();
+    let echo = serde_json::to_value(&schedule).unwrap();
+    let action = run_schedule(schedule, async |mut h: Handle| {
+        expect(&mut h, "GET", &format!("{BACKUPS}?&labelSelector=mysqlbackup.dev%2Fschedule%3Ddb-nightly"), (200, empty_list("MySQLBackupList"))).await;
+        expect(&mut h, "GET", &format!("{PODS}/db-0"), (200, pod())).await;
+        // No archiver pod runs yet: nothing to read.
+        let no_pods = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []});
+        expect(
+            &mut h,
+            "GET",
+            &format!("{PODS}?&labelSelector=app.kubernetes.io%2Fcomponent%3Darchiver%2Cmysqlbackup.dev%2Fschedule%3Ddb-nightly"),
+            (200, no_pods),
+        )
+        .await;
+        let dep = expect(
+            &mut h,
+            "PATCH",
+            "/apis/apps/v1/namespaces/db/deployments/archiver-db-nightly?&force=true&fieldManager=mysql-backup-operator",
+            (200, json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "archiver-db-nightly"}})),
+        )
+        .await;
+        assert_eq!(dep["spec"]["replicas"], 1);
+        assert_eq!(dep["spec"]["strategy"]["type"], "Recreate");
+        assert_eq!(dep["spec"]["template"]["spec"]["containers"][0]["args"][3], "--archive=db.db-nightly");
+        let status = expect(&mut h, "PATCH", SCHEDULES_STATUS, (200, echo)).await;
+        assert_eq!(status["status"]["binlogArchive"]["phase"], "Starting");
+        let event = expect(&mut h, "POST", EVENTS, (201, json!({}))).await;
+        assert_eq!(event["note"], "binary-log archiver of db.db-nightly is Starting");
+    })
+    .await;
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(30)), "the archiver is read every 30 s");
+}

@@ -63,6 +63,14 @@ pub struct Metrics {
     pub window_end: Family<ScheduleLabels, Gauge<f64, AtomicU64>>,
     /// Slots that took no backup, per schedule.
     pub missed_slots: Family<ScheduleLabels, Gauge>,
+    /// Archiver lag in seconds, per schedule.
+    pub archive_lag: Family<ScheduleLabels, Gauge>,
+    /// Time of the newest archived event, per schedule.
+    pub archive_last_event: Family<ScheduleLabels, Gauge<f64, AtomicU64>>,
+    /// Gaps in the archive, per schedule.
+    pub archive_gaps: Family<ScheduleLabels, Gauge>,
+    /// 1 while the archiver streams, per schedule.
+    pub archive_up: Family<ScheduleLabels, Gauge>,
     successes: std::sync::Mutex<std::collections::BTreeMap<ScheduleLabels, f64>>,
     registry: Registry,
     /// Reconciles run.
@@ -94,6 +102,10 @@ impl Default for Metrics {
             window_start: Family::default(),
             window_end: Family::default(),
             missed_slots: Family::default(),
+            archive_lag: Family::default(),
+            archive_last_event: Family::default(),
+            archive_gaps: Family::default(),
+            archive_up: Family::default(),
             successes: Default::default(),
             registry: Registry::default(),
         };
@@ -118,6 +130,18 @@ impl Default for Metrics {
             m.window_end.clone(),
         );
         registry.register("schedule_missed_slots", "Slots of a schedule that took no backup", m.missed_slots.clone());
+        registry.register(
+            "archive_lag_seconds",
+            "Seconds of a schedule's transactions not yet in its binary-log archive",
+            m.archive_lag.clone(),
+        );
+        registry.register(
+            "archive_last_event_timestamp_seconds",
+            "Time of the newest event in a schedule's binary-log archive",
+            m.archive_last_event.clone(),
+        );
+        registry.register("archive_gaps", "Gaps in a schedule's binary-log archive", m.archive_gaps.clone());
+        registry.register("archive_up", "1 while a schedule's binary-log archiver streams", m.archive_up.clone());
         registry.register("reconciles", "Reconciles run", m.reconciles.clone());
         registry.register("reconcile_errors", "Reconciles that failed, by error category", m.errors.clone());
         registry.register("backups_finished", "Backups that finished, by phase", m.backups_finished.clone());
@@ -149,6 +173,24 @@ impl Metrics {
             self.window_end.get_or_create(&labels).set(secs(&w.to));
         }
         self.missed_slots.get_or_create(&labels).set(status.missed_slots);
+        match &status.binlog_archive {
+            Some(a) => {
+                self.archive_lag.get_or_create(&labels).set(a.lag_seconds);
+                if let Some(t) = &a.last_event_time {
+                    self.archive_last_event.get_or_create(&labels).set(secs(t));
+                }
+                self.archive_gaps.get_or_create(&labels).set(a.gaps);
+                self.archive_up.get_or_create(&labels).set(i64::from(a.phase == "Streaming"));
+            }
+            None => self.forget_archive(&labels),
+        }
+    }
+
+    fn forget_archive(&self, labels: &ScheduleLabels) {
+        for family in [&self.archive_lag, &self.archive_gaps, &self.archive_up] {
+            family.remove(labels);
+        }
+        self.archive_last_event.remove(labels);
     }
 
     /// Forgets a deleted schedule.
@@ -158,6 +200,7 @@ impl Metrics {
             family.remove(labels);
         }
         self.missed_slots.remove(labels);
+        self.forget_archive(labels);
         self.successes.lock().unwrap_or_else(|p| p.into_inner()).remove(labels);
     }
 

@@ -62,6 +62,12 @@ pub enum ReconcileError {
     #[error("applying PersistentVolumeClaim {claim}: {source}")]
     ApplyClaim { claim: String, source: kube::Error },
     /// Writing the status failed.
+    #[error("applying Deployment {name}: {source}")]
+    ApplyDeployment { name: String, source: kube::Error },
+    /// Deleting a Deployment failed.
+    #[error("deleting Deployment {name}: {source}")]
+    DeleteDeployment { name: String, source: kube::Error },
+    /// Writing a status failed.
     #[error("writing the status of {name}: {source}")]
     WriteStatus { name: String, source: kube::Error },
     /// The resource has no namespace.
@@ -78,7 +84,9 @@ impl ReconcileError {
             | Self::ApplyClaim { .. }
             | Self::DeleteJob { .. }
             | Self::CreateBackup { .. }
-            | Self::DeleteBackup { .. } => "apply",
+            | Self::DeleteBackup { .. }
+            | Self::ApplyDeployment { .. }
+            | Self::DeleteDeployment { .. } => "apply",
             Self::Finalizer { .. } => "finalizer",
             Self::WriteStatus { .. } => "status",
             Self::NoNamespace(_) => "invalid",
@@ -96,6 +104,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Prometheus metrics.
     pub metrics: super::metrics::Metrics,
+    /// Reads the archivers' status endpoints.
+    pub http: Option<reqwest::Client>,
 }
 
 impl Context {
@@ -107,6 +117,7 @@ impl Context {
             client,
             operator_image,
             metrics: super::metrics::Metrics::default(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(3)).build().ok(),
         }
     }
 }
@@ -448,11 +459,13 @@ pub async fn reconcile_schedule(schedule: Arc<BackupSchedule>, ctx: Arc<Context>
     };
     let prune_message = finished_job_message(&pods, prune_job.as_ref()).await?;
     let source = &schedule.spec.backup_template.source.pod;
-    let pod = if schedule.spec.retention.is_some() {
+    let archiving = schedule.spec.binlog_archive.is_some();
+    let pod = if schedule.spec.retention.is_some() || archiving {
         pods.get_opt(source).await.map_err(observe_err(format!("pod {source}")))?
     } else {
         None
     };
+    let archiver = if archiving { archiver_status(&ctx, &pods, &name).await? } else { None };
 
     // Decide.
     let mut d = schedule_decision::decide(&schedule_decision::Observed {
@@ -461,6 +474,8 @@ pub async fn reconcile_schedule(schedule: Arc<BackupSchedule>, ctx: Arc<Context>
         prune_job: prune_job.as_ref(),
         prune_message: prune_message.as_deref(),
         pod_security_context: pod.as_ref().and_then(|p| p.spec.as_ref()).and_then(|s| s.security_context.as_ref()),
+        source_pod: pod.as_ref(),
+        archiver: archiver.as_ref(),
         operator_image: &ctx.operator_image,
         now: k8s_openapi::jiff::Timestamp::now(),
     });
@@ -500,11 +515,55 @@ pub async fn reconcile_schedule(schedule: Arc<BackupSchedule>, ctx: Arc<Context>
     if let Some(job) = &d.prune_job {
         apply_job(&jobs_api, job).await?;
     }
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), &ns);
+    if let Some(dep) = &d.archiver {
+        let dep_name = dep.name_any();
+        deployments
+            .patch(&dep_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(dep))
+            .await
+            .map_err(|source| ReconcileError::ApplyDeployment { name: dep_name, source })?;
+    }
+    if let Some(victim) = &d.delete_archiver {
+        match deployments.delete(victim, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(source) => return Err(ReconcileError::DeleteDeployment { name: victim.clone(), source }),
+        }
+    }
     let api: Api<BackupSchedule> = Api::namespaced(client.clone(), &ns);
     apply_status(&api, &*schedule, schedule.status.as_ref(), &d.status).await?;
     publish(&ctx, &*schedule, d.events).await;
     ctx.metrics.record_schedule(labels, &d.status);
     Ok(d.requeue.map(Action::requeue).unwrap_or_else(Action::await_change))
+}
+
+/// The status of schedule `name`'s archiver, read from its running pod's endpoint (`Err` says why it
+/// could not be read); `None` while no archiver pod runs.
+async fn archiver_status(
+    ctx: &Context,
+    pods: &Api<Pod>,
+    name: &str,
+) -> Result<Option<Result<crate::archiver::ArchiverStatus, String>>, ReconcileError> {
+    let selector = format!("app.kubernetes.io/component=archiver,{}={name}", jobs::LABEL_SCHEDULE);
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(observe_err(format!("archiver pods of schedule {name}")))?;
+    let running = list.items.iter().find_map(|p| {
+        let st = p.status.as_ref()?;
+        (st.phase.as_deref() == Some("Running")).then(|| st.pod_ip.clone()).flatten()
+    });
+    let (Some(ip), Some(http)) = (running, ctx.http.as_ref()) else { return Ok(None) };
+    let host = if ip.contains(':') { format!("[{ip}]") } else { ip };
+    let url = format!("http://{host}:{}/status", jobs::ARCHIVER_PORT);
+    let read = async {
+        let body = http.get(&url).send().await?.error_for_status()?.bytes().await?;
+        Ok::<_, reqwest::Error>(body)
+    };
+    Ok(Some(match read.await {
+        Ok(body) => serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}")),
+        Err(e) => Err(format!("{url}: {e}")),
+    }))
 }
 
 /// Counts a backup that has just finished, and for a success updates its source's gauges.

@@ -67,6 +67,22 @@ struct RestoreSummary {
     positions: Positions,
     bytes: u64,
     duration_seconds: f64,
+    #[serde(default)]
+    until: Option<UntilSummary>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UntilSummary {
+    transactions: u64,
+    #[serde(default)]
+    incrementals: Vec<String>,
+    #[serde(default)]
+    archive: Option<String>,
+    #[serde(default)]
+    segments: u64,
+    #[serde(default)]
+    gaps_crossed: Vec<String>,
 }
 
 /// Decides what `o.restore` needs now.
@@ -109,6 +125,27 @@ pub fn decide(o: &Observed) -> Decision {
                     status.positions = Some(PositionsStatus::from(&summary.positions));
                     status.bytes = i64::try_from(summary.bytes).ok();
                     status.duration_seconds = Some(summary.duration_seconds);
+                    if let Some(u) = summary.until {
+                        if !u.gaps_crossed.is_empty() {
+                            events.push(EventNote {
+                                warning: true,
+                                reason: "GapsCrossed",
+                                message: format!(
+                                    "restored across {} gap(s) in the binary-log archive (spec.pointInTime.force): \
+                                     their transactions are missing: {}",
+                                    u.gaps_crossed.len(),
+                                    u.gaps_crossed.join("; ")
+                                ),
+                            });
+                        }
+                        status.replayed = Some(crate::crd::ReplayedStatus {
+                            transactions: u.transactions as i64,
+                            incrementals: u.incrementals,
+                            archive: u.archive,
+                            segments: u.segments as i64,
+                            gaps_crossed: u.gaps_crossed,
+                        });
+                    }
                     status.completion_time =
                         job.status.as_ref().and_then(|s| s.completion_time.clone()).or(Some(o.now.clone()));
                     let message = format!(
@@ -345,6 +382,31 @@ status: {phase: Complete, method: mariabackup, backupId: 20261122T020001Z-00abcd
         assert!(
             args.contains(&"--until=0-1-4242".to_string()) && !args.iter().any(|a| a.starts_with("--backup=")),
             "{args:?}"
+        );
+        // Archive and force reach the agent.
+        let forced = pit.replace("{gtid: 0-1-4242}", "{gtid: 0-1-4242, archive: db.nightly, force: true}");
+        let d = run(&parse(&forced), Some(&parse(BACKUP)), None, None, None);
+        let args = d.job.unwrap().spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+        assert!(
+            args.contains(&"--archive=db.nightly".to_string()) && args.contains(&"--force".to_string()),
+            "{args:?}"
+        );
+        // What was replayed becomes the status; crossed gaps a Warning.
+        let job: Job = parse(
+            "{metadata: {name: restore-r1}, status: {completionTime: '2026-11-22T03:00:00Z', conditions: [{type: Complete, status: 'True'}]}}",
+        );
+        let summary = r#"{"operation":"restore","backupId":"b1","positions":{"flavor":"mariadb","gtid":{"flavor":"mariadb","binlogPos":"0-1-4242"}},"bytes":1,"durationSeconds":2.0,"until":{"target":"GTID 0-1-4242","incrementals":[],"binlogFiles":0,"archive":"db.nightly","segments":12,"gapsCrossed":["gap before segment 7: the data of segment 6 is missing"],"transactions":4000}}"#;
+        let d = run(&parse(&forced), Some(&parse(BACKUP)), None, Some(&job), Some(summary));
+        let replayed = d.status.replayed.clone().unwrap();
+        assert_eq!(
+            (replayed.transactions, replayed.segments, replayed.archive.as_deref()),
+            (4000, 12, Some("db.nightly"))
+        );
+        let warning = d.events.iter().find(|e| e.reason == "GapsCrossed").expect("a Warning for the crossed gap");
+        assert_eq!(
+            warning.message,
+            "restored across 1 gap(s) in the binary-log archive (spec.pointInTime.force): their transactions are \
+             missing: gap before segment 7: the data of segment 6 is missing"
         );
         // From storage alone, the image must be given.
         let from_storage =

@@ -17,7 +17,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::{
-    api::{batch::v1::Job, core::v1::PodSecurityContext},
+    api::{
+        apps::v1::Deployment,
+        batch::v1::Job,
+        core::v1::{Pod, PodSecurityContext},
+    },
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time},
 };
 use kube::{Resource, ResourceExt};
@@ -28,12 +32,13 @@ use super::{
     job_outcome::{JobOutcome, job_outcome},
 };
 use crate::{
+    archiver::ArchiverStatus,
     crd::{
-        BackupSchedule, BackupScheduleStatus, ConcurrencyPolicy, MySQLBackup, Phase, PruneStatus,
+        BackupSchedule, BackupScheduleStatus, BinlogArchiveStatus, ConcurrencyPolicy, MySQLBackup, Phase, PruneStatus,
         ScheduledBackupStatus, WindowStatus,
     },
     gc::PruneOutcome,
-    jobs::{LABEL_SCHEDULE, prune_job},
+    jobs::{LABEL_SCHEDULE, archive_name, archiver_deployment, prune_job},
     retention::Policy,
     schedule::{MAX_SCHEDULE_NAME, Schedule, child_name, incremental_name, on_demand_name},
 };
@@ -44,6 +49,8 @@ pub const READY: &str = "Ready";
 pub const SLOT_ANNOTATION: &str = "mysqlbackup.dev/slot";
 /// The longest wait between two reconciles of a valid schedule (a safety net; slots requeue exactly).
 pub const MAX_REQUEUE: Duration = Duration::from_secs(3600);
+/// How often the archiver's status is read while archiving is on.
+pub const ARCHIVER_POLL: Duration = Duration::from_secs(30);
 
 /// What was observed around one BackupSchedule.
 #[derive(Debug, Clone)]
@@ -58,6 +65,11 @@ pub struct Observed<'a> {
     pub prune_message: Option<&'a str>,
     /// The source pod's security context, when the pod exists (for `file://` volumes).
     pub pod_security_context: Option<&'a PodSecurityContext>,
+    /// The source pod, when it exists and `spec.binlogArchive` needs it (the archiver connects to it).
+    pub source_pod: Option<&'a Pod>,
+    /// What the archiver's status endpoint said, or why it could not be read; `None` while no archiver
+    /// pod runs.
+    pub archiver: Option<&'a Result<ArchiverStatus, String>>,
     /// The operator's own image.
     pub operator_image: &'a str,
     /// The time of this reconcile.
@@ -73,6 +85,10 @@ pub struct Decision {
     pub delete: Vec<String>,
     /// The prune Job to apply.
     pub prune_job: Option<Job>,
+    /// The archiver Deployment to apply.
+    pub archiver: Option<Deployment>,
+    /// The archiver Deployment to delete (archiving was turned off), by name.
+    pub delete_archiver: Option<String>,
     /// The status to apply.
     pub status: BackupScheduleStatus,
     /// Events to publish.
@@ -168,6 +184,8 @@ pub fn decide(o: &Observed) -> Decision {
         create: Vec::new(),
         delete: Vec::new(),
         prune_job: None,
+        archiver: None,
+        delete_archiver: None,
         status: BackupScheduleStatus::default(),
         events: Vec::new(),
         requeue: None,
@@ -328,6 +346,8 @@ pub fn decide(o: &Observed) -> Decision {
         }
     }
 
+    archiving(o, &mut status, &mut d);
+
     // History limits.
     let failed_limit = s.spec.failed_backups_history_limit.unwrap_or(3).max(0) as usize;
     d.delete.extend(failed.iter().rev().skip(failed_limit).map(|b| b.name_any()));
@@ -425,6 +445,94 @@ pub fn decide(o: &Observed) -> Decision {
     d
 }
 
+/// Continuous archiving: the archiver Deployment, its status, Events on changes, the window's end.
+fn archiving(o: &Observed, status: &mut BackupScheduleStatus, d: &mut Decision) {
+    let s = o.schedule;
+    let name = s.name_any();
+    if s.spec.binlog_archive.is_none() {
+        if status.binlog_archive.take().is_some() {
+            d.delete_archiver = Some(crate::jobs::child_name("archiver", &name));
+        }
+        return;
+    }
+    let prev = status.binlog_archive.clone().unwrap_or_default();
+    let mut a = BinlogArchiveStatus {
+        archive: archive_name(s.metadata.namespace.as_deref().unwrap_or_default(), &name),
+        ..prev.clone()
+    };
+    let mut problem = None;
+    match o.source_pod.map(|p| archiver_deployment(s, p, o.operator_image)) {
+        Some(Ok(dep)) => d.archiver = Some(dep),
+        Some(Err(e)) => problem = Some(e.to_string()),
+        None => problem = Some(format!("source pod {} not found", s.spec.backup_template.source.pod)),
+    }
+    match (s.spec.suspend, o.archiver) {
+        (true, _) => {
+            a.phase = "Suspended".into();
+            a.lag_seconds = 0;
+            a.message = None;
+        }
+        (false, None) => {
+            a.phase = "Starting".into();
+            a.message = problem;
+        }
+        (false, Some(Err(reason))) => {
+            a.phase = "Unreachable".into();
+            a.message = Some(reason.clone());
+        }
+        (false, Some(Ok(r))) => {
+            a.phase = match r.state.as_str() {
+                "streaming" => "Streaming",
+                "reconnecting" => "Reconnecting",
+                _ => "Starting",
+            }
+            .into();
+            a.archived_position = Some(r.archived_position.clone()).filter(|p| !p.is_empty());
+            a.last_event_time =
+                r.last_event_time.and_then(|t| Timestamp::from_millisecond(t.timestamp_millis()).ok()).map(time);
+            a.lag_seconds = r.lag_seconds.round() as i64;
+            a.gaps = r.gaps.len() as i64;
+            a.last_gap = r.gaps.last().map(|g| g.to_string());
+            a.message = r.last_error.clone().or(problem);
+        }
+    }
+    if a.gaps > prev.gaps {
+        d.events.push(EventNote {
+            warning: true,
+            reason: "ArchiveGap",
+            message: format!(
+                "archive {} has {} gap(s); point-in-time restores cannot cross them unless forced: {}",
+                a.archive,
+                a.gaps,
+                a.last_gap.clone().unwrap_or_default()
+            ),
+        });
+    }
+    if a.phase != prev.phase {
+        let (warning, reason) = match a.phase.as_str() {
+            "Streaming" => (false, "ArchiverStreaming"),
+            "Reconnecting" | "Unreachable" => (true, "ArchiverDown"),
+            _ => (false, "ArchiverChanged"),
+        };
+        let detail = a.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+        d.events.push(EventNote {
+            warning,
+            reason,
+            message: format!("binary-log archiver of {} is {}{detail}", a.archive, a.phase),
+        });
+    }
+    // Without a gap, a restore reaches the newest archived event.
+    if let (Some(w), Some(t), 0) = (status.recoverability_window.as_mut(), a.last_event_time.as_ref(), a.gaps)
+        && t.0 > w.to.0
+    {
+        w.to = t.clone();
+    }
+    status.binlog_archive = Some(a);
+    if !s.spec.suspend {
+        d.requeue = Some(d.requeue.map_or(ARCHIVER_POLL, |r| r.min(ARCHIVER_POLL)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,6 +572,8 @@ spec:
             prune_job: None,
             prune_message: None,
             pod_security_context: None,
+            source_pod: None,
+            archiver: None,
             operator_image: "op:1",
             now: t(now),
         })
@@ -723,6 +833,8 @@ spec:
             prune_job: Some(&finished),
             prune_message: Some(summary),
             pod_security_context: None,
+            source_pod: None,
+            archiver: None,
             operator_image: "op:1",
             now: t("2026-11-22T01:30:00Z"),
         });
@@ -731,5 +843,87 @@ spec:
         let p = d.status.last_prune.clone().unwrap();
         assert_eq!((p.phase, p.kept, p.deleted, p.deleted_chunks), (Phase::Complete, 1, 1, 40));
         assert_eq!(d.events[0].message, "retention kept 1 backup(s) and deleted 1");
+    }
+
+    #[test]
+    fn archiving_runs_a_deployment_and_reports_its_lag_gaps_and_health() {
+        let mut s: BackupSchedule = parse(SCHEDULE);
+        s.spec.binlog_archive = Some(Default::default());
+        let pod: Pod = parse(
+            "{apiVersion: v1, kind: Pod, metadata: {name: db-0, namespace: db}, spec: {containers: [{name: db}]}, \
+             status: {podIP: 10.0.0.9}}",
+        );
+        let children = [backup("db-nightly-20261121-0200", "Complete", "2026-11-21T02:05:00Z", "b1")];
+        let decide_with = |s: &BackupSchedule, archiver: Option<&Result<ArchiverStatus, String>>| {
+            decide(&Observed {
+                schedule: s,
+                children: &children,
+                prune_job: None,
+                prune_message: None,
+                pod_security_context: None,
+                source_pod: Some(&pod),
+                archiver,
+                operator_image: "op:1",
+                now: t("2026-11-21T10:00:00Z"),
+            })
+        };
+        // No archiver pod yet: the Deployment is applied, the archive is starting, polled every 30 s.
+        let d = decide_with(&s, None);
+        assert_eq!(d.archiver.as_ref().and_then(|a| a.metadata.name.as_deref()), Some("archiver-db-nightly"));
+        let a = d.status.binlog_archive.clone().unwrap();
+        assert_eq!((a.phase.as_str(), a.archive.as_str()), ("Starting", "db.db-nightly"));
+        assert_eq!(d.requeue, Some(ARCHIVER_POLL));
+
+        // Streaming: position, lag, last event; the window reaches the newest archived event.
+        s.status = Some(d.status.clone());
+        let report: ArchiverStatus = serde_json::from_str(
+            r#"{"state": "streaming", "archivedPosition": "0-1-420", "lastEventTime": "2026-11-21T09:59:58Z",
+                "lagSeconds": 1.6, "gaps": []}"#,
+        )
+        .unwrap();
+        let d = decide_with(&s, Some(&Ok(report.clone())));
+        let a = d.status.binlog_archive.clone().unwrap();
+        assert_eq!(
+            (a.phase.as_str(), a.archived_position.as_deref(), a.lag_seconds, a.gaps),
+            ("Streaming", Some("0-1-420"), 2, 0)
+        );
+        assert_eq!(d.status.recoverability_window.as_ref().unwrap().to.0, t("2026-11-21T09:59:58Z"));
+        assert_eq!(d.events.len(), 1);
+        assert_eq!(
+            (d.events[0].reason, d.events[0].message.as_str()),
+            ("ArchiverStreaming", "binary-log archiver of db.db-nightly is Streaming")
+        );
+
+        // A gap: a Warning naming it, once; the window no longer extends past the backups.
+        s.status = Some(d.status.clone());
+        let with_gap: ArchiverStatus = serde_json::from_str(
+            r#"{"state": "streaming", "archivedPosition": "0-1-500", "lastEventTime": "2026-11-21T09:59:59Z",
+                "gaps": [{"afterSeq": 6, "beforeSeq": 7, "reason": "the data of segment 6 is missing"}]}"#,
+        )
+        .unwrap();
+        let d = decide_with(&s, Some(&Ok(with_gap.clone())));
+        assert_eq!(d.events.len(), 1);
+        assert!(d.events[0].warning);
+        assert_eq!(
+            d.events[0].message,
+            "archive db.db-nightly has 1 gap(s); point-in-time restores cannot cross them unless forced: gap before \
+             segment 7: the data of segment 6 is missing"
+        );
+        assert_eq!(d.status.recoverability_window.as_ref().unwrap().to.0, t("2026-11-21T02:05:00Z"));
+        s.status = Some(d.status.clone());
+        assert!(decide_with(&s, Some(&Ok(with_gap))).events.is_empty(), "no second Event for the same gap");
+
+        // The endpoint does not answer: a Warning, the last known position kept.
+        let d = decide_with(&s, Some(&Err("http://10.0.0.10:8081/status: connection refused".into())));
+        let a = d.status.binlog_archive.clone().unwrap();
+        assert_eq!((a.phase.as_str(), a.archived_position.as_deref()), ("Unreachable", Some("0-1-500")));
+        assert_eq!(d.events[0].reason, "ArchiverDown");
+
+        // Turned off: the Deployment goes, and the status with it.
+        s.status = Some(d.status.clone());
+        s.spec.binlog_archive = None;
+        let d = decide_with(&s, None);
+        assert_eq!(d.delete_archiver.as_deref(), Some("archiver-db-nightly"));
+        assert!(d.archiver.is_none() && d.status.binlog_archive.is_none());
     }
 }

@@ -250,6 +250,14 @@ pub struct PointInTime {
     /// Up to and including the last transaction at or before this RFC 3339 time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<String>,
+    /// The binary-log archive whose segments continue the incrementals: `<namespace>.<schedule>` of the
+    /// BackupSchedule that archives. Default: the storage's only archive, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+    /// Restore across gaps in the archive. The transactions in a gap are lost; the status lists the gaps
+    /// crossed. Default: false — a gap before the target fails the restore, naming it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// Observed state of a MySQLRestore.
@@ -289,6 +297,30 @@ pub struct MySQLRestoreStatus {
     /// Seconds the agent took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<f64>,
+    /// For a point-in-time restore: what was replayed on the restored backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<ReplayedStatus>,
+}
+
+/// What a point-in-time restore replayed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayedStatus {
+    /// Transactions replayed.
+    #[serde(default)]
+    pub transactions: i64,
+    /// Incrementals whose binary logs were replayed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incrementals: Vec<String>,
+    /// The archive whose segments were replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+    /// Archive segments replayed.
+    #[serde(default)]
+    pub segments: i64,
+    /// Gaps crossed by a forced restore: their transactions are missing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps_crossed: Vec<String>,
 }
 
 /// What to do when a slot comes while the previous backup still runs.
@@ -374,6 +406,12 @@ pub struct BackupScheduleSpec {
     /// Slots are skipped while a backup runs and until a first full backup is complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binlog_schedule: Option<String>,
+    /// Continuous binary-log archiving: a Deployment (`archiver-<schedule>`, one replica) streams the
+    /// server's binary log as a replica into the same storage, under `binlogs/<namespace>.<schedule>/`,
+    /// in segments stored within `segmentSeconds`, so a point-in-time restore can reach seconds before
+    /// a failure. Its lag, gaps and health appear in `status.binlogArchive`, in Events and in metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog_archive: Option<BinlogArchiveSpec>,
     /// Start each slot's backup up to this many seconds late, by an amount fixed per schedule and slot,
     /// so that many schedules on one cron do not all start at once. Default: 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -441,6 +479,58 @@ pub struct BackupScheduleStatus {
     /// The last retention run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_prune: Option<PruneStatus>,
+    /// The continuous binary-log archiver, when `spec.binlogArchive` asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog_archive: Option<BinlogArchiveStatus>,
+}
+
+/// Continuous binary-log archiving of a schedule's server.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BinlogArchiveSpec {
+    /// Store a segment once its first transaction is this many seconds old: the most that losing the
+    /// archiver's node together with the server can leave out of the archive. Default: 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 300))]
+    pub segment_seconds: Option<i32>,
+    /// Server id the archiver registers with as a replica; it must differ from every server and replica
+    /// of the topology. Default: derived from the archive name, in 3000000000..3999999999.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4294967295_i64))]
+    pub replica_server_id: Option<i64>,
+    /// CPU and memory of the archiver container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+}
+
+/// The archiver as the controller last saw it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BinlogArchiveStatus {
+    /// `Starting`, `Streaming`, `Reconnecting` (the server is unreachable), `Unreachable` (the
+    /// archiver's status endpoint does not answer) or `Suspended`.
+    pub phase: String,
+    /// The archive in storage: `binlogs/<archive>/`.
+    pub archive: String,
+    /// Every transaction up to this position is archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_position: Option<String>,
+    /// Time of the newest archived event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_time: Option<Time>,
+    /// Seconds of transactions received, or possibly written while disconnected, that are not archived
+    /// yet.
+    #[serde(default)]
+    pub lag_seconds: i64,
+    /// Gaps in the archive: a restore cannot cross them unless forced.
+    #[serde(default)]
+    pub gaps: i64,
+    /// The newest gap, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_gap: Option<String>,
+    /// The archiver's last error, while it lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A backup of a schedule, as its status reports it.
