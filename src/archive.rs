@@ -198,7 +198,8 @@ pub struct Timeline {
     pub newest: Option<SegmentIndex>,
 }
 
-fn state_text(s: &GtidState) -> String {
+/// A GTID state as text: the MariaDB position or the MySQL set.
+pub fn state_text(s: &GtidState) -> String {
     match s {
         GtidState::Mariadb { binlog_pos, .. } => binlog_pos.to_string(),
         GtidState::Mysql { executed, .. } => executed.to_string(),

@@ -28,7 +28,7 @@ use mysql_async::prelude::Queryable;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    archive::{self, ArchiveError, Gap},
+    archive::{self, ArchiveError, Gap, state_text},
     position::{Flavor, GtidState},
     segment::{Bounds, RawEvent, SegmentBuilder, SegmentError},
     server::{ServerConfig, ServerError},
@@ -180,13 +180,6 @@ fn update(status: &Shared, f: impl FnOnce(&mut ArchiverStatus)) {
     }
 }
 
-fn state_text(s: &GtidState) -> String {
-    match s {
-        GtidState::Mariadb { binlog_pos, .. } => binlog_pos.to_string(),
-        GtidState::Mysql { executed, .. } => executed.to_string(),
-    }
-}
-
 /// How one connection ended.
 enum StreamEnd {
     /// Asked to stop.
@@ -201,7 +194,7 @@ enum StreamEnd {
 pub async fn run(
     storage: &Storage,
     opts: &ArchiverOptions,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<ArchiverStatus, ArchiverError> {
     archive::validate_name(&opts.archive)?;
     let status: Shared = Arc::new(Mutex::new(ArchiverStatus {
@@ -216,7 +209,7 @@ pub async fn run(
     for gap in &timeline.gaps {
         tracing::warn!(archive = %opts.archive, %gap, "gap in the archive");
     }
-    let mut next_seq = timeline.newest.as_ref().map_or(0, |s| s.seq + 1);
+    let next_seq = timeline.newest.as_ref().map_or(0, |s| s.seq + 1);
     let resume = match (&timeline.newest, &opts.from) {
         (Some(newest), _) => newest.end.clone(),
         (None, Some(from)) => from.clone(),
@@ -230,18 +223,19 @@ pub async fn run(
         s.server_id = timeline.newest.as_ref().map(|n| n.server_id);
     });
     tracing::info!(archive = %opts.archive, from = %state_text(&resume), segment = next_seq, "archiving binary logs");
-    let mut builder = SegmentBuilder::new(resume, opts.bounds);
+    let builder = SegmentBuilder::new(resume, opts.bounds);
+    let mut run = Session { storage, opts, builder, next_seq, status: status.clone(), stop };
     let mut backoff = Duration::from_secs(1);
     loop {
-        if *stop.borrow() {
+        if *run.stop.borrow() {
             break;
         }
         let started = Instant::now();
-        let end = stream_once(storage, opts, &mut builder, &mut next_seq, &status, &mut stop).await?;
+        let end = run.stream_once().await?;
         // Whatever is whole is stored now: the server may be gone for good.
-        builder.drop_partial();
-        builder.seal();
-        store_sealed(storage, opts, &mut builder, &mut next_seq, &status, &mut stop).await?;
+        run.builder.drop_partial();
+        run.builder.seal();
+        run.store_sealed().await?;
         match end {
             StreamEnd::Stopped => break,
             StreamEnd::CannotContinue(reason) => {
@@ -249,10 +243,11 @@ pub async fn run(
                 let gap = format!(
                     "the server cannot continue after {} ({reason}); resuming at the start of its oldest binary log, \
                      {}",
-                    state_text(builder.state()),
+                    state_text(run.builder.state()),
                     state_text(&oldest)
                 );
-                builder.restart_from(&oldest, gap.clone());
+                run.builder.restart_from(&oldest, gap.clone());
+                let next_seq = run.next_seq;
                 update(&status, |s| {
                     s.gaps.push(Gap { after_seq: next_seq.checked_sub(1), before_seq: next_seq, reason: gap });
                 });
@@ -271,7 +266,7 @@ pub async fn run(
                 });
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => {}
+                    _ = run.stop.changed() => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
@@ -313,167 +308,169 @@ async fn oldest_binlog_start(server: &ServerConfig) -> Result<GtidState, Archive
     Ok(GtidState::Mariadb { binlog_pos: pos, current_pos: None, purged: None })
 }
 
-/// One connection: streams into `builder`, storing sealed segments, until it breaks or `stop`.
-async fn stream_once(
-    storage: &Storage,
-    opts: &ArchiverOptions,
-    builder: &mut SegmentBuilder,
-    next_seq: &mut u64,
-    status: &Shared,
-    stop: &mut tokio::sync::watch::Receiver<bool>,
-) -> Result<StreamEnd, ArchiverError> {
-    let GtidState::Mariadb { binlog_pos, .. } = builder.state().clone() else {
-        return Err(ArchiverError::Unsupported("continuous archiving supports MariaDB only for now".into()));
-    };
-    let broken = |what: &str, e: mysql_async::Error| match &e {
-        mysql_async::Error::Server(s) if s.code == ER_MASTER_FATAL_ERROR_READING_BINLOG => {
-            StreamEnd::CannotContinue(s.message.clone())
-        }
-        _ => StreamEnd::Broken(format!("{what}: {e}")),
-    };
-    let mut conn = match opts.server.connect().await {
-        Ok(c) => c,
-        Err(e) => return Ok(StreamEnd::Broken(e.to_string())),
-    };
-    let heartbeat_ns = opts.heartbeat.as_nanos();
-    let setup = [
-        "SET @mariadb_slave_capability = 4".to_string(),
-        format!("SET @slave_connect_state = '{binlog_pos}'"),
-        "SET @slave_gtid_strict_mode = 1".to_string(),
-        "SET @slave_gtid_ignore_duplicates = 0".to_string(),
-        format!("SET @master_heartbeat_period = {heartbeat_ns}"),
-    ];
-    for sql in setup {
-        if let Err(e) = conn.query_drop(&sql).await {
-            return Ok(broken("preparing the replication connection", e));
-        }
-    }
-    let request = mysql_async::BinlogStreamRequest::new(opts.replica_id).with_filename(b"").with_pos(4u64);
-    let mut stream = match conn.get_binlog_stream(request).await {
-        Ok(s) => s,
-        Err(e) => return Ok(broken("requesting the binary-log stream", e)),
-    };
-    update(status, |s| {
-        s.state = "streaming".into();
-        s.last_error = None;
-    });
-    tracing::info!(from = %binlog_pos, "streaming");
-    let silence = opts.heartbeat * 3 + Duration::from_secs(5);
-    let mut last_heard = Instant::now();
-    let mut bytes = Vec::with_capacity(64 * 1024);
-    loop {
-        let wake = builder.deadline().unwrap_or(last_heard + silence).min(last_heard + silence);
-        let next = tokio::select! {
-            _ = stop.changed() => return Ok(StreamEnd::Stopped),
-            r = tokio::time::timeout_at(wake.into(), stream.next()) => r,
-        };
-        let now = Instant::now();
-        match next {
-            Err(_) if now.duration_since(last_heard) >= silence => {
-                return Ok(StreamEnd::Broken(format!("no event or heartbeat for {} s", silence.as_secs())));
-            }
-            Err(_) => builder.tick(now),
-            Ok(None) => return Ok(StreamEnd::Broken("the server closed the stream".into())),
-            Ok(Some(Err(e))) => return Ok(broken("reading the binary-log stream", e)),
-            Ok(Some(Ok(ev))) => {
-                last_heard = now;
-                let header = ev.header();
-                bytes.clear();
-                if let Err(e) = ev.write(mysql_async::binlog::BinlogVersion::Version4, &mut bytes) {
-                    return Ok(StreamEnd::Broken(format!("re-encoding an event: {e}")));
-                }
-                let raw = RawEvent {
-                    kind: header.event_type_raw(),
-                    timestamp: header.timestamp(),
-                    server_id: header.server_id(),
-                    body: ev.data(),
-                    bytes: &bytes,
-                };
-                let had_unsealed = builder.oldest_unsealed().is_some();
-                builder
-                    .feed(&raw, now)
-                    .map_err(|source| ArchiverError::Stream { endpoint: opts.server.endpoint(), source })?;
-                let received = Utc::now();
-                let unsealed = builder.oldest_unsealed().is_some();
-                let duplicates = builder.duplicates();
-                update(status, |s| {
-                    if raw.kind == HEARTBEAT {
-                        s.caught_up_at = Some(received);
-                        if !unsealed {
-                            s.unstored_since = None;
-                        }
-                    }
-                    if !had_unsealed && unsealed {
-                        s.unstored_since.get_or_insert(received);
-                    }
-                    s.duplicates = duplicates;
-                });
-            }
-        }
-        store_sealed(storage, opts, builder, next_seq, status, stop).await?;
-    }
+/// The archiver's state across connections.
+struct Session<'a> {
+    storage: &'a Storage,
+    opts: &'a ArchiverOptions,
+    builder: SegmentBuilder,
+    next_seq: u64,
+    status: Shared,
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
-/// Stores every sealed segment, retrying storage failures until they succeed or `stop`.
-async fn store_sealed(
-    storage: &Storage,
-    opts: &ArchiverOptions,
-    builder: &mut SegmentBuilder,
-    next_seq: &mut u64,
-    status: &Shared,
-    stop: &mut tokio::sync::watch::Receiver<bool>,
-) -> Result<(), ArchiverError> {
-    for sealed in builder.take_sealed() {
-        let mut wait = Duration::from_secs(1);
-        let index = loop {
-            match archive::write_segment(storage, &opts.archive, *next_seq, &sealed).await {
-                Ok(index) => break index,
-                Err(e @ ArchiveError::Conflict { .. }) => return Err(e.into()),
-                Err(e) => {
-                    tracing::warn!(archive = %opts.archive, segment = *next_seq, error = %e, retry_in = ?wait, "storing a segment failed");
-                    update(status, |s| s.last_error = Some(e.to_string()));
-                    if *stop.borrow() && wait > Duration::from_secs(30) {
-                        return Err(e.into());
+impl Session<'_> {
+    /// One connection: streams into the self.builder, storing sealed segments, until it breaks or `stop`.
+    async fn stream_once(&mut self) -> Result<StreamEnd, ArchiverError> {
+        let GtidState::Mariadb { binlog_pos, .. } = self.builder.state().clone() else {
+            return Err(ArchiverError::Unsupported("continuous archiving supports MariaDB only for now".into()));
+        };
+        let broken = |what: &str, e: mysql_async::Error| match &e {
+            mysql_async::Error::Server(s) if s.code == ER_MASTER_FATAL_ERROR_READING_BINLOG => {
+                StreamEnd::CannotContinue(s.message.clone())
+            }
+            _ => StreamEnd::Broken(format!("{what}: {e}")),
+        };
+        let mut conn = match self.opts.server.connect().await {
+            Ok(c) => c,
+            Err(e) => return Ok(StreamEnd::Broken(e.to_string())),
+        };
+        let heartbeat_ns = self.opts.heartbeat.as_nanos();
+        let setup = [
+            "SET @mariadb_slave_capability = 4".to_string(),
+            format!("SET @slave_connect_state = '{binlog_pos}'"),
+            "SET @slave_gtid_strict_mode = 1".to_string(),
+            "SET @slave_gtid_ignore_duplicates = 0".to_string(),
+            format!("SET @master_heartbeat_period = {heartbeat_ns}"),
+        ];
+        for sql in setup {
+            if let Err(e) = conn.query_drop(&sql).await {
+                return Ok(broken("preparing the replication connection", e));
+            }
+        }
+        let request = mysql_async::BinlogStreamRequest::new(self.opts.replica_id).with_filename(b"").with_pos(4u64);
+        let mut stream = match conn.get_binlog_stream(request).await {
+            Ok(s) => s,
+            Err(e) => return Ok(broken("requesting the binary-log stream", e)),
+        };
+        update(&self.status, |s| {
+            s.state = "streaming".into();
+            s.last_error = None;
+        });
+        tracing::info!(from = %binlog_pos, "streaming");
+        let silence = self.opts.heartbeat * 3 + Duration::from_secs(5);
+        let mut last_heard = Instant::now();
+        let mut bytes = Vec::with_capacity(64 * 1024);
+        loop {
+            let wake = self.builder.deadline().unwrap_or(last_heard + silence).min(last_heard + silence);
+            let next = tokio::select! {
+                _ = self.stop.changed() => return Ok(StreamEnd::Stopped),
+                r = tokio::time::timeout_at(wake.into(), stream.next()) => r,
+            };
+            let now = Instant::now();
+            match next {
+                Err(_) if now.duration_since(last_heard) >= silence => {
+                    return Ok(StreamEnd::Broken(format!("no event or heartbeat for {} s", silence.as_secs())));
+                }
+                Err(_) => self.builder.tick(now),
+                Ok(None) => return Ok(StreamEnd::Broken("the server closed the stream".into())),
+                Ok(Some(Err(e))) => return Ok(broken("reading the binary-log stream", e)),
+                Ok(Some(Ok(ev))) => {
+                    last_heard = now;
+                    let header = ev.header();
+                    bytes.clear();
+                    if let Err(e) = ev.write(mysql_async::binlog::BinlogVersion::Version4, &mut bytes) {
+                        return Ok(StreamEnd::Broken(format!("re-encoding an event: {e}")));
                     }
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(30));
+                    let raw = RawEvent {
+                        kind: header.event_type_raw(),
+                        timestamp: header.timestamp(),
+                        server_id: header.server_id(),
+                        body: ev.data(),
+                        bytes: &bytes,
+                    };
+                    let had_unsealed = self.builder.oldest_unsealed().is_some();
+                    self.builder
+                        .feed(&raw, now)
+                        .map_err(|source| ArchiverError::Stream { endpoint: self.opts.server.endpoint(), source })?;
+                    let received = Utc::now();
+                    let unsealed = self.builder.oldest_unsealed().is_some();
+                    let duplicates = self.builder.duplicates();
+                    update(&self.status, |s| {
+                        if raw.kind == HEARTBEAT {
+                            s.caught_up_at = Some(received);
+                            if !unsealed {
+                                s.unstored_since = None;
+                            }
+                        }
+                        if !had_unsealed && unsealed {
+                            s.unstored_since.get_or_insert(received);
+                        }
+                        s.duplicates = duplicates;
+                    });
                 }
             }
-        };
-        *next_seq += 1;
-        tracing::info!(
-            archive = %opts.archive,
-            segment = index.seq,
-            first = %index.first_gtid,
-            last = %index.last_gtid,
-            transactions = index.transactions,
-            bytes = index.bytes,
-            "segment stored"
-        );
-        let unsealed = builder.oldest_unsealed().is_some();
-        update(status, |s| {
-            if let Some(reason) = &index.gap_before
-                && !s.gaps.iter().any(|g| g.before_seq == index.seq)
-            {
-                s.gaps.push(Gap { after_seq: index.seq.checked_sub(1), before_seq: index.seq, reason: reason.clone() });
-            }
-            if s.server_id.is_some_and(|id| id != index.server_id) {
-                tracing::warn!(from = ?s.server_id, to = index.server_id, "the stream now comes from another server");
-            }
-            s.server_id = Some(index.server_id);
-            s.archived_position = state_text(&index.end);
-            s.last_event_time = Some(index.last_event_time);
-            s.last_segment_time = Some(index.archived_at);
-            s.last_segment = Some(index.seq);
-            s.segments += 1;
-            s.transactions += index.transactions;
-            s.last_error = None;
-            if !unsealed && s.state == "streaming" {
-                s.unstored_since = None;
-            }
-        });
+            self.store_sealed().await?;
+        }
     }
-    Ok(())
+
+    /// Stores every sealed segment, retrying storage failures until they succeed or `stop`.
+    async fn store_sealed(&mut self) -> Result<(), ArchiverError> {
+        for sealed in self.builder.take_sealed() {
+            let mut wait = Duration::from_secs(1);
+            let index = loop {
+                match archive::write_segment(self.storage, &self.opts.archive, self.next_seq, &sealed).await {
+                    Ok(index) => break index,
+                    Err(e @ ArchiveError::Conflict { .. }) => return Err(e.into()),
+                    Err(e) => {
+                        tracing::warn!(archive = %self.opts.archive, segment = self.next_seq, error = %e, retry_in = ?wait, "storing a segment failed");
+                        update(&self.status, |s| s.last_error = Some(e.to_string()));
+                        if *self.stop.borrow() && wait > Duration::from_secs(30) {
+                            return Err(e.into());
+                        }
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(30));
+                    }
+                }
+            };
+            self.next_seq += 1;
+            tracing::info!(
+                archive = %self.opts.archive,
+                segment = index.seq,
+                first = %index.first_gtid,
+                last = %index.last_gtid,
+                transactions = index.transactions,
+                bytes = index.bytes,
+                "segment stored"
+            );
+            let unsealed = self.builder.oldest_unsealed().is_some();
+            update(&self.status, |s| {
+                if let Some(reason) = &index.gap_before
+                    && !s.gaps.iter().any(|g| g.before_seq == index.seq)
+                {
+                    s.gaps.push(Gap {
+                        after_seq: index.seq.checked_sub(1),
+                        before_seq: index.seq,
+                        reason: reason.clone(),
+                    });
+                }
+                if s.server_id.is_some_and(|id| id != index.server_id) {
+                    tracing::warn!(from = ?s.server_id, to = index.server_id, "the stream now comes from another server");
+                }
+                s.server_id = Some(index.server_id);
+                s.archived_position = state_text(&index.end);
+                s.last_event_time = Some(index.last_event_time);
+                s.last_segment_time = Some(index.archived_at);
+                s.last_segment = Some(index.seq);
+                s.segments += 1;
+                s.transactions += index.transactions;
+                s.last_error = None;
+                if !unsealed && s.state == "streaming" {
+                    s.unstored_since = None;
+                }
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Serves `/status`, `/metrics` and `/healthz` in the background.
