@@ -116,6 +116,12 @@ async fn the_archive_restores_to_a_gtid_and_a_time_and_survives_a_kill() {
     for id in 1..=7 {
         gtids.push(marker(&pool, id).await);
     }
+    // An incremental (it also rotates the binary log under the archiver): restores use it as far as it
+    // reaches, then the archive.
+    let datadir = db.datadir.display().to_string();
+    let inc_args =
+        [args(&["backup", "--method", "binlog", "--mysql-url", &db.url(), "--datadir", &datadir]), st.clone()].concat();
+    let inc_id = agent(&inc_args, &env).await.summary()["backupId"].as_str().unwrap().to_string();
     // A time between marker 7 and marker 8, a second apart from both.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let between = chrono::Utc::now();
@@ -151,11 +157,15 @@ async fn the_archive_restores_to_a_gtid_and_a_time_and_survives_a_kill() {
     assert_eq!(report["transactions"].as_u64().unwrap(), seq_of(end) - seq_of(start));
     let last_writer_gtid = written.last().unwrap().1.clone();
 
-    // To a GTID: markers 1..5 exactly, and the position recorded for replication.
+    // To a GTID the incremental holds: markers 1..5 exactly, and the position recorded for replication.
     let to_gtid = dir.path().join("to-gtid");
     let summary = agent(&restore_args(&st, &to_gtid, &gtids[5], &[]), &env).await.summary();
     assert_eq!(summary["backupId"], full["backupId"]);
-    assert_eq!(summary["until"]["archive"], "shop");
+    assert_eq!(summary["until"]["incrementals"], serde_json::json!([inc_id]));
+    assert_eq!(
+        (&summary["until"]["archive"], &summary["until"]["segments"]),
+        (&serde_json::Value::Null, &serde_json::json!(0))
+    );
     assert_eq!(summary["until"]["transactions"], 5);
     assert_eq!(summary["positions"]["gtid"]["binlogPos"], gtids[5].as_str());
     let restored = MariaDb::start_on(&to_gtid, 2).await;
@@ -163,9 +173,11 @@ async fn the_archive_restores_to_a_gtid_and_a_time_and_survives_a_kill() {
     assert_eq!(restored.value("SELECT @@gtid_slave_pos").await, gtids[5]);
     restored.stop().await;
 
-    // To a time: everything committed at or before it, nothing after.
+    // To a time after the incremental: it, then the archive; everything committed at or before the time.
     let to_time = dir.path().join("to-time");
     let summary = agent(&restore_args(&st, &to_time, &between.to_rfc3339(), &[]), &env).await.summary();
+    assert_eq!(summary["until"]["incrementals"], serde_json::json!([inc_id]));
+    assert_eq!(summary["until"]["archive"], "shop");
     assert_eq!(summary["until"]["transactions"], 7);
     let restored = MariaDb::start_on(&to_time, 3).await;
     assert_eq!(ids(&restored.rows("SELECT id FROM app.m ORDER BY id").await), (1..=7).collect::<Vec<_>>());
@@ -173,7 +185,9 @@ async fn the_archive_restores_to_a_gtid_and_a_time_and_survives_a_kill() {
 
     // To the writer's last row: every row the writer committed across the kill, exactly.
     let to_end = dir.path().join("to-end");
-    agent(&restore_args(&st, &to_end, &last_writer_gtid, &[]), &env).await.summary();
+    let summary = agent(&restore_args(&st, &to_end, &last_writer_gtid, &[]), &env).await.summary();
+    assert_eq!(summary["until"]["archive"], "shop");
+    assert!(summary["until"]["segments"].as_u64().unwrap() > 0);
     let restored = MariaDb::start_on(&to_end, 4).await;
     let rows = restored.rows("SELECT id FROM app.w ORDER BY id").await;
     assert_eq!(ids(&rows), written.iter().map(|(id, _)| *id).collect::<Vec<_>>());
