@@ -205,16 +205,18 @@ pub async fn delete(storage: &Storage, id: &str, ignore_missing: bool) -> Result
     })
 }
 
-/// Applies a retention policy to the backups carrying `tags`, then sweeps; `dry` only reports.
+/// Applies a retention policy to the backups carrying `tags`, then sweeps, and deletes the segments of
+/// `archive` no kept backup needs; `dry` only reports.
 pub async fn prune(
     storage: &Storage,
     policy: &crate::retention::Policy,
     tz: &jiff::tz::TimeZone,
     tags: &std::collections::BTreeMap<String, String>,
+    archive: Option<&str>,
     dry: bool,
 ) -> Result<Summary, AgentError> {
     let started = std::time::Instant::now();
-    let outcome = crate::gc::prune(storage, policy, tz, tags, dry).await?;
+    let outcome = crate::gc::prune(storage, policy, tz, tags, archive, dry).await?;
     Ok(Summary::Prune {
         storage: storage.url().to_string(),
         dry_run: dry,

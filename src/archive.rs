@@ -169,6 +169,35 @@ pub async fn list_archives(storage: &Storage) -> Result<Vec<String>, ArchiveErro
     Ok(storage.list_archive(None).await?.into_iter().map(|(n, _)| n).collect())
 }
 
+/// Deletes the oldest segments of `archive` that `keep_from` (the position of the oldest backup
+/// retention keeps) holds entirely: no kept backup can replay them. Only a run from the first segment
+/// goes, so no gap opens in the middle; each index entry goes before its data. `dry` only counts.
+pub async fn prune_before(
+    storage: &Storage,
+    archive: &str,
+    keep_from: &GtidState,
+    dry: bool,
+) -> Result<u64, ArchiveError> {
+    let tl = read_timeline(storage, archive).await?;
+    let old: Vec<u64> =
+        tl.segments.iter().take_while(|s| holds(keep_from, &s.end) == Some(true)).map(|s| s.seq).collect();
+    // Not behind the newest entry: the archive continues from there.
+    let newest = tl.newest.as_ref().map(|n| n.seq);
+    let old: Vec<u64> = old.into_iter().filter(|seq| Some(*seq) != newest).collect();
+    if dry {
+        return Ok(old.len() as u64);
+    }
+    for seq in &old {
+        let name = seq_name(*seq);
+        storage.delete(&storage.archive_key(archive, &format!("{name}{INDEX_SUFFIX}"))).await?;
+        storage.delete(&storage.archive_key(archive, &format!("{name}{DATA_SUFFIX}"))).await?;
+    }
+    if !old.is_empty() {
+        tracing::info!(archive, segments = old.len(), "pruned archive segments no kept backup needs");
+    }
+    Ok(old.len() as u64)
+}
+
 /// A hole in the archive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -386,6 +415,63 @@ pub fn segments_for<'a>(
 mod tests {
     use super::*;
     use crate::binlog_range::mariadb;
+
+    #[tokio::test]
+    async fn pruning_removes_only_the_segments_before_the_oldest_kept_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(
+            dir.path().to_str().unwrap(),
+            &[],
+            crate::storage::RetryPolicy { timeout: std::time::Duration::from_secs(1) },
+        )
+        .unwrap();
+        let tx = |n: u64| crate::segment::Txid::Maria(format!("0-1-{n}").parse().unwrap());
+        for (seq, (start, end)) in [(0u64, (0u64, 10u64)), (1, (10, 20)), (2, (20, 30))] {
+            let sealed = Sealed {
+                bytes: vec![seq as u8; 10],
+                start: mariadb(&format!("0-1-{start}")).unwrap(),
+                end: mariadb(&format!("0-1-{end}")).unwrap(),
+                first: tx(start + 1),
+                last: tx(end),
+                transactions: end - start,
+                first_event_time: DateTime::from_timestamp(100, 0).unwrap(),
+                last_event_time: DateTime::from_timestamp(200, 0).unwrap(),
+                server_id: 1,
+                server_version: "10.11".into(),
+                gap_before: None,
+            };
+            write_segment(&storage, "a", seq, &sealed).await.unwrap();
+        }
+        // A second archiver writing the same number stops.
+        let first = read_timeline(&storage, "a").await.unwrap().segments[0].clone();
+        let again = Sealed {
+            bytes: vec![9; 3],
+            start: first.start.clone(),
+            end: first.end.clone(),
+            first: tx(1),
+            last: tx(10),
+            transactions: 10,
+            first_event_time: first.first_event_time,
+            last_event_time: first.last_event_time,
+            server_id: 2,
+            server_version: "10.11".into(),
+            gap_before: None,
+        };
+        assert_eq!(
+            write_segment(&storage, "a", 0, &again).await.unwrap_err().to_string(),
+            "archive a: segment 0 was already written by another archiver; only one archiver may write an archive"
+        );
+        // The oldest kept backup is at 0-1-25: segments 0 and 1 are no longer needed; 2 is.
+        let keep = mariadb("0-1-25").unwrap();
+        assert_eq!(prune_before(&storage, "a", &keep, true).await.unwrap(), 2);
+        assert_eq!(read_timeline(&storage, "a").await.unwrap().segments.len(), 3, "dry deletes nothing");
+        assert_eq!(prune_before(&storage, "a", &keep, false).await.unwrap(), 2);
+        let tl = read_timeline(&storage, "a").await.unwrap();
+        assert_eq!((tl.segments.iter().map(|s| s.seq).collect::<Vec<_>>(), tl.gaps.len()), (vec![2], 0));
+        assert_eq!(read_segment(&storage, "a", &tl.segments[0]).await.unwrap(), vec![2u8; 10]);
+        // The newest segment stays whatever the position: the archive continues from it.
+        assert_eq!(prune_before(&storage, "a", &mariadb("0-1-99").unwrap(), false).await.unwrap(), 0);
+    }
 
     fn seg(seq: u64, start: &str, end: &str, first_time: i64, last_time: i64) -> SegmentIndex {
         SegmentIndex {

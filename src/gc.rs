@@ -37,6 +37,9 @@ pub enum GcError {
     /// The manifest does not exist.
     #[error("storage {url}: no backup with id {id:?} (already deleted?)")]
     NotFound { url: String, id: String },
+    /// Pruning the binary-log archive failed.
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
 }
 
 /// What a sweep did.
@@ -144,6 +147,10 @@ pub struct PruneOutcome {
     /// The sweep after it (none when dry).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sweep: Option<SweepOutcome>,
+    /// Segments of the binary-log archive deleted (with `--archive`): those before the oldest kept full
+    /// backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_segments_deleted: Option<u64>,
 }
 
 /// Ids listed in a prune summary at most (it must fit a pod's termination message).
@@ -166,10 +173,12 @@ pub async fn prune(
     policy: &Policy,
     tz: &TimeZone,
     tags: &BTreeMap<String, String>,
+    archive: Option<&str>,
     dry: bool,
 ) -> Result<PruneOutcome, GcError> {
     let mut items = Vec::new();
     let mut times = BTreeMap::new();
+    let mut fulls = BTreeMap::new();
     for id in storage.list_backup_ids().await? {
         let m = storage.read_manifest(&id).await?;
         if !tags.iter().all(|(k, v)| m.tags.get(k) == Some(v)) {
@@ -178,6 +187,11 @@ pub async fn prune(
         let nanos = m.completed_at.timestamp_nanos_opt().map(i128::from).unwrap_or_default();
         let time = jiff::Timestamp::from_nanosecond(nanos).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         times.insert(id.clone(), m.completed_at);
+        if m.incremental.is_none()
+            && let Some(gtid) = m.positions.gtid.clone()
+        {
+            fulls.insert(id.clone(), (m.completed_at, gtid));
+        }
         items.push(Item { id, time, base: m.incremental.and_then(|i| i.base) });
     }
     let plan = retention::plan(&items, policy, tz, jiff::Timestamp::now());
@@ -193,7 +207,15 @@ pub async fn prune(
         }
     }
     let sweep = if dry { None } else { Some(sweep(storage).await?) };
+    // Archive segments the oldest kept full backup already holds serve no kept backup.
+    let oldest_full = plan.keep.keys().filter_map(|id| fulls.get(id)).min_by_key(|(at, _)| *at);
+    let archive_segments_deleted = match (archive, oldest_full) {
+        (Some(name), Some((_, from))) => Some(crate::archive::prune_before(storage, name, from, dry).await?),
+        (Some(_), None) => Some(0),
+        (None, _) => None,
+    };
     Ok(PruneOutcome {
+        archive_segments_deleted,
         considered: items.len() as u64,
         kept: plan.keep.len() as u64,
         deleted_count: plan.delete.len() as u64,

@@ -631,6 +631,9 @@ pub fn prune_job(
         args.push(format!("--time-zone={zone}"));
     }
     args.push(format!("--tag={LABEL_SCHEDULE}={namespace}/{name}"));
+    if schedule.spec.binlog_archive.is_some() {
+        args.push(format!("--archive={}", archive_name(&namespace, &name)));
+    }
     args.push("--summary-file=/dev/termination-log".into());
     args.push("--log-format=json".into());
     let mut job_labels = labels("prune", &name);

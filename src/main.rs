@@ -173,6 +173,10 @@ struct PruneArgs {
     /// Only backups whose manifest has this tag, as key=value. Repeatable.
     #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
     tags: Vec<(String, String)>,
+    /// Also delete the segments of this binary-log archive that the oldest kept full backup already
+    /// holds (no kept backup can replay them).
+    #[arg(long)]
+    archive: Option<String>,
     /// Print what would be deleted; delete nothing.
     #[arg(long)]
     dry_run: bool,
@@ -637,7 +641,7 @@ async fn run_agent(command: AgentCommand) -> Result<(), AgentError> {
             };
             let storage = args.storage.open()?;
             let tags = args.tags.into_iter().collect();
-            let summary = agent::prune(&storage, &policy, &tz, &tags, args.dry_run).await?;
+            let summary = agent::prune(&storage, &policy, &tz, &tags, args.archive.as_deref(), args.dry_run).await?;
             finish(summary, args.summary_file.as_ref())
         }
     }

@@ -820,6 +820,12 @@ spec:
         );
         let p = d.status.last_prune.clone().unwrap();
         assert_eq!((p.after.as_str(), p.phase), ("db-nightly-20261122-0100", Phase::Running));
+        // With archiving, the prune also drops the archive's segments no kept backup needs.
+        let mut archiving = s.clone();
+        archiving.spec.binlog_archive = Some(Default::default());
+        let job = run_at(&archiving, &children, "2026-11-22T01:20:00Z").prune_job.expect("a prune Job");
+        let args = job.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+        assert!(args.contains(&"--archive=db.db-nightly".to_string()), "{args:?}");
 
         // The Job finished: its summary names what it deleted, and those objects go.
         s.status = Some(d.status.clone());
