@@ -337,6 +337,8 @@ serde_as_string!(MysqlGtidSet);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
 
     const U1: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
     const U2: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
@@ -409,33 +411,70 @@ mod tests {
         assert!(!a.contains_set(&b));
     }
 
-    /// Checks the interval algebra against a plain set of numbers on random inputs.
-    #[test]
-    fn mysql_set_algebra_matches_naive_sets() {
-        use rand::{Rng, SeedableRng, rngs::StdRng};
-        use std::collections::BTreeSet;
-        let mut rng = StdRng::seed_from_u64(7);
-        let gen_set = |rng: &mut StdRng| {
+    /// The sources the property tests draw from: two UUIDs, one of them also with a tag, so the
+    /// algebra is checked across sources and tags, not only within one interval list.
+    fn sids() -> [MysqlSid; 3] {
+        [sid(U1), MysqlSid { uuid: U1.into(), tag: "blue".into() }, sid(U2)]
+    }
+
+    /// A random set and the same transactions as a plain set of `(source, number)` pairs.
+    fn arb_set() -> impl Strategy<Value = (MysqlGtidSet, BTreeSet<(usize, u64)>)> {
+        proptest::collection::vec((0..3usize, 1..60u64, 0..8u64), 0..8).prop_map(|ranges| {
             let mut set = MysqlGtidSet::default();
             let mut naive = BTreeSet::new();
-            for _ in 0..rng.random_range(0..6) {
-                let s = rng.random_range(1..60u64);
-                let e = s + rng.random_range(0..8u64);
-                set.add_range(sid(U1), s, e);
-                naive.extend(s..=e);
+            for (which, start, len) in ranges {
+                set.add_range(sids()[which].clone(), start, start + len);
+                naive.extend((start..=start + len).map(|g| (which, g)));
             }
             (set, naive)
-        };
-        let to_naive = |set: &MysqlGtidSet| (1..80u64).filter(|g| set.contains(&sid(U1), *g)).collect::<BTreeSet<_>>();
-        for _ in 0..500 {
-            let (a, na) = gen_set(&mut rng);
-            let (b, nb) = gen_set(&mut rng);
-            assert_eq!(to_naive(&a.union(&b)), &na | &nb);
-            assert_eq!(to_naive(&a.subtract(&b)), &na - &nb);
-            assert_eq!(a.contains_set(&b), nb.is_subset(&na));
+        })
+    }
+
+    /// The transactions of `set`, read back through `contains` alone.
+    fn to_naive(set: &MysqlGtidSet) -> BTreeSet<(usize, u64)> {
+        let sids = sids();
+        (0..3).flat_map(|w| (1..80u64).map(move |g| (w, g))).filter(|(w, g)| set.contains(&sids[*w], *g)).collect()
+    }
+
+    fn reparse(set: &MysqlGtidSet) -> MysqlGtidSet {
+        let text = set.to_string();
+        if text.is_empty() { MysqlGtidSet::default() } else { text.parse().expect("formatted set parses") }
+    }
+
+    proptest! {
+        /// Union, subtraction and containment agree with plain sets of numbers.
+        #[test]
+        fn mysql_set_algebra_matches_naive_sets((a, na) in arb_set(), (b, nb) in arb_set()) {
+            prop_assert_eq!(to_naive(&a), na.clone());
+            prop_assert_eq!(to_naive(&a.union(&b)), &na | &nb);
+            prop_assert_eq!(to_naive(&a.subtract(&b)), &na - &nb);
+            prop_assert_eq!(a.contains_set(&b), nb.is_subset(&na));
+            prop_assert_eq!(a.union(&b).is_empty(), na.is_empty() && nb.is_empty());
+        }
+
+        /// The algebra's laws hold on the normalised form itself, not only on membership:
+        /// equal sets print equal text whichever way they were built.
+        #[test]
+        fn mysql_set_laws_hold_on_the_canonical_form((a, _) in arb_set(), (b, _) in arb_set()) {
+            prop_assert_eq!(a.union(&b), b.union(&a));
+            prop_assert_eq!(a.union(&b).to_string(), b.union(&a).to_string());
+            prop_assert_eq!(a.union(&b).subtract(&b), a.subtract(&b));
+            prop_assert_eq!(a.subtract(&b).union(&b), a.union(&b));
+            prop_assert!(a.union(&b).contains_set(&a) && a.contains_set(&a.subtract(&b)));
+            prop_assert!(a.subtract(&a).is_empty());
+        }
+
+        /// Formatting then parsing gives the same set, and formatting is a fixed point, also for
+        /// upper-case UUIDs and tags and for elements split over several lines, as servers print them.
+        #[test]
+        fn mysql_set_parse_and_format_round_trip((a, _) in arb_set()) {
             let text = a.to_string();
-            let reparsed: MysqlGtidSet = if text.is_empty() { MysqlGtidSet::default() } else { text.parse().unwrap() };
-            assert_eq!(reparsed, a);
+            prop_assert_eq!(reparse(&a), a.clone());
+            prop_assert_eq!(reparse(&reparse(&a)).to_string(), text.clone());
+            if !text.is_empty() {
+                let shouted: MysqlGtidSet = text.to_uppercase().replace(',', ",\n").parse().expect("upper case parses");
+                prop_assert_eq!(shouted, a);
+            }
         }
     }
 }
