@@ -2,6 +2,8 @@
 //! StatefulSet, restores the backup into a new PersistentVolumeClaim, a second server starts on it, and
 //! every table's checksum equals the source's; then a `deletionPolicy: Delete` backup is deleted and its
 //! data goes with it, and a BackupSchedule every minute with `keepLast: 1` prunes its older backups.
+//! A second test archives binary logs continuously for a schedule and restores to a GTID between
+//! marker rows from a full backup and the archive's segments.
 //!
 //! Ignored by default: it needs a cluster. `e2e/run` creates a kind cluster, loads the image, installs
 //! the chart and runs it with `E2E_KUBECONFIG` set (see e2e/README.md). Run by hand against any cluster
@@ -16,7 +18,7 @@ use std::{fmt::Debug, time::Duration};
 use k8s_openapi::{
     NamespaceResourceScope,
     api::{
-        apps::v1::StatefulSet,
+        apps::v1::{Deployment, StatefulSet},
         batch::v1::Job,
         core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service},
     },
@@ -174,6 +176,42 @@ async fn sql(ns: &TestNamespace, job: &str, host: &str, sql: &str) -> String {
     out
 }
 
+/// Starts the MariaDB StatefulSet `db` (pod `db-0`, root password in Secret `db-root`) and the claim
+/// `backups` that the tests store on (file://, so they need no object store), and waits until the
+/// server is ready.
+async fn start_database(ns: &TestNamespace) {
+    eprintln!("namespace {}", ns.name);
+    let secret: Secret = yaml(&format!(
+        "{{apiVersion: v1, kind: Secret, metadata: {{name: db-root}}, stringData: {{password: {PASSWORD}}}}}"
+    ));
+    ns.apply(secret).await;
+    ns.apply::<Service>(yaml(
+        "{apiVersion: v1, kind: Service, metadata: {name: db}, spec: {clusterIP: None, selector: {app: db}, ports: [{port: 3306}]}}",
+    ))
+    .await;
+    ns.apply::<StatefulSet>(yaml(DB)).await;
+    ns.apply::<PersistentVolumeClaim>(yaml(
+        "{apiVersion: v1, kind: PersistentVolumeClaim, metadata: {name: backups}, spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 2Gi}}}}",
+    ))
+    .await;
+    wait_for(&ns.api::<Pod>(), "db-0", Duration::from_secs(300), "ready", pod_ready).await;
+}
+
+/// Whether a MySQLBackup or MySQLRestore has finished, one way or the other.
+fn finished(phase: Option<Phase>) -> bool {
+    phase.is_some_and(|p| matches!(p, Phase::Complete | Phase::Failed))
+}
+
+/// Starts a MariaDB pod `name` on the claim `claim` and returns its IP once it is ready.
+async fn start_server_on(ns: &TestNamespace, name: &str, claim: &str) -> String {
+    ns.apply::<Pod>(yaml(&format!(
+        "{{apiVersion: v1, kind: Pod, metadata: {{name: {name}, labels: {{app: {name}}}}}, spec: {{securityContext: {{runAsUser: 999, runAsGroup: 999, fsGroup: 999}}, containers: [{{name: mariadb, image: '{MARIADB_IMAGE}', env: [{{name: MARIADB_ROOT_PASSWORD, valueFrom: {{secretKeyRef: {{name: db-root, key: password}}}}}}], readinessProbe: {{exec: {{command: [healthcheck.sh, --connect, --innodb_initialized]}}, periodSeconds: 3}}, volumeMounts: [{{name: data, mountPath: /var/lib/mysql}}]}}], volumes: [{{name: data, persistentVolumeClaim: {{claimName: {claim}}}}}]}}}}"
+    )))
+    .await;
+    let pod = wait_for(&ns.api::<Pod>(), name, Duration::from_secs(300), "ready", pod_ready).await;
+    pod.status.and_then(|s| s.pod_ip).expect("an IP")
+}
+
 const DB: &str = r#"
 apiVersion: apps/v1
 kind: StatefulSet
@@ -216,22 +254,7 @@ const CHECKSUMS: &str = "CHECKSUM TABLE app.accounts, app.events; SELECT COUNT(*
 async fn backup_a_statefulset_restore_into_a_new_claim_and_compare_checksums() {
     let client = client().await;
     let ns = TestNamespace::create(&client, "e2e-backup").await;
-    eprintln!("namespace {}", ns.name);
-    let secret: Secret = yaml(&format!(
-        "{{apiVersion: v1, kind: Secret, metadata: {{name: db-root}}, stringData: {{password: {PASSWORD}}}}}"
-    ));
-    ns.apply(secret).await;
-    ns.apply::<Service>(yaml(
-        "{apiVersion: v1, kind: Service, metadata: {name: db}, spec: {clusterIP: None, selector: {app: db}, ports: [{port: 3306}]}}",
-    ))
-    .await;
-    ns.apply::<StatefulSet>(yaml(DB)).await;
-    // Backups on a volume of the cluster (file://), so the test needs no object store.
-    ns.apply::<PersistentVolumeClaim>(yaml(
-        "{apiVersion: v1, kind: PersistentVolumeClaim, metadata: {name: backups}, spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 2Gi}}}}",
-    ))
-    .await;
-    wait_for(&ns.api::<Pod>(), "db-0", Duration::from_secs(300), "ready", pod_ready).await;
+    start_database(&ns).await;
     sql(&ns, "load", "db-0.db", LOAD).await;
     let source = sql(&ns, "checksum-source", "db-0.db", CHECKSUMS).await;
     assert!(source.contains("app.accounts") && source.contains("20000"), "unexpected source checksums:\n{source}");
@@ -243,9 +266,7 @@ async fn backup_a_statefulset_restore_into_a_new_claim_and_compare_checksums() {
     )))
     .await;
     let backups = ns.api::<MySQLBackup>();
-    let done = |b: &MySQLBackup| {
-        b.status.as_ref().and_then(|s| s.phase).is_some_and(|p| matches!(p, Phase::Complete | Phase::Failed))
-    };
+    let done = |b: &MySQLBackup| finished(b.status.as_ref().and_then(|s| s.phase));
     let backup = wait_for(&backups, "first", Duration::from_secs(600), "finished", done).await;
     let status = backup.status.expect("a status");
     assert_eq!(status.phase, Some(Phase::Complete), "backup failed: {:#?}", status.conditions);
@@ -262,19 +283,14 @@ async fn backup_a_statefulset_restore_into_a_new_claim_and_compare_checksums() {
     .await;
     let restores = ns.api::<MySQLRestore>();
     let restored = wait_for(&restores, "again", Duration::from_secs(600), "finished", |r: &MySQLRestore| {
-        r.status.as_ref().and_then(|s| s.phase).is_some_and(|p| matches!(p, Phase::Complete | Phase::Failed))
+        finished(r.status.as_ref().and_then(|s| s.phase))
     })
     .await;
     let rs = restored.status.expect("a status");
     assert_eq!(rs.phase, Some(Phase::Complete), "restore failed: {:#?}", rs.conditions);
     assert_eq!(rs.positions.and_then(|p| p.gtid_executed), positions.gtid_executed);
     let claim = rs.persistent_volume_claim.expect("the restored claim");
-    ns.apply::<Pod>(yaml(&format!(
-        "{{apiVersion: v1, kind: Pod, metadata: {{name: restored, labels: {{app: restored}}}}, spec: {{securityContext: {{runAsUser: 999, runAsGroup: 999, fsGroup: 999}}, containers: [{{name: mariadb, image: '{MARIADB_IMAGE}', env: [{{name: MARIADB_ROOT_PASSWORD, valueFrom: {{secretKeyRef: {{name: db-root, key: password}}}}}}], readinessProbe: {{exec: {{command: [healthcheck.sh, --connect, --innodb_initialized]}}, periodSeconds: 3}}, volumeMounts: [{{name: data, mountPath: /var/lib/mysql}}]}}], volumes: [{{name: data, persistentVolumeClaim: {{claimName: {claim}}}}}]}}}}"
-    )))
-    .await;
-    let pod = wait_for(&ns.api::<Pod>(), "restored", Duration::from_secs(300), "ready", pod_ready).await;
-    let ip = pod.status.and_then(|s| s.pod_ip).expect("an IP");
+    let ip = start_server_on(&ns, "restored", &claim).await;
     let copy = sql(&ns, "checksum-restored", &ip, CHECKSUMS).await;
     assert_eq!(copy, source, "checksums of the restored server differ from the source's");
 
@@ -296,7 +312,7 @@ async fn backup_a_statefulset_restore_into_a_new_claim_and_compare_checksums() {
     ))
     .await;
     let again = wait_for(&restores, "after-delete", Duration::from_secs(600), "finished", |r: &MySQLRestore| {
-        r.status.as_ref().and_then(|s| s.phase).is_some_and(|p| matches!(p, Phase::Complete | Phase::Failed))
+        finished(r.status.as_ref().and_then(|s| s.phase))
     })
     .await;
     assert_eq!(again.status.and_then(|s| s.phase), Some(Phase::Complete));
@@ -330,4 +346,93 @@ async fn backup_a_statefulset_restore_into_a_new_claim_and_compare_checksums() {
     let complete =
         children.items.iter().filter(|b| b.status.as_ref().and_then(|s| s.phase) == Some(Phase::Complete)).count();
     assert!(complete <= 2, "retention keeps one complete backup (plus one that may just have finished): {complete}");
+}
+
+/// The markers the archiving test writes, one transaction each.
+const MARKERS: &str = "CREATE DATABASE app; CREATE TABLE app.marks (id INT PRIMARY KEY) ENGINE=InnoDB;";
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes cluster with the chart installed: run e2e/run, or set E2E_KUBECONFIG and pass --ignored"]
+async fn archive_binary_logs_continuously_and_restore_to_a_gtid_between_markers() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "e2e-archive").await;
+    start_database(&ns).await;
+    sql(&ns, "markers", "db-0.db", MARKERS).await;
+    let storage = "{url: 'file:///backups/e2e', persistentVolumeClaim: backups}";
+    let source = "{pod: db-0, connection: {user: root, passwordSecret: {name: db-root, key: password}}}";
+
+    // A full backup to start from, then a schedule that only archives during the test (its backups
+    // are yearly), with 2-second segments.
+    ns.apply::<MySQLBackup>(yaml(&format!(
+        "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLBackup, metadata: {{name: base}}, spec: {{source: {source}, method: mariabackup, storage: {storage}}}}}"
+    )))
+    .await;
+    let base = wait_for(&ns.api::<MySQLBackup>(), "base", Duration::from_secs(600), "finished", |b: &MySQLBackup| {
+        finished(b.status.as_ref().and_then(|s| s.phase))
+    })
+    .await;
+    assert_eq!(base.status.and_then(|s| s.phase), Some(Phase::Complete));
+    ns.apply::<BackupSchedule>(yaml(&format!(
+        "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: BackupSchedule, metadata: {{name: archived}}, spec: {{schedule: '0 0 1 1 *', binlogArchive: {{segmentSeconds: 2}}, backupTemplate: {{source: {source}, method: mariabackup, storage: {storage}}}}}}}"
+    )))
+    .await;
+    let schedules = ns.api::<BackupSchedule>();
+    let streaming = |s: &BackupSchedule| {
+        s.status.as_ref().and_then(|st| st.binlog_archive.as_ref()).is_some_and(|a| a.phase == "Streaming")
+    };
+    let st = wait_for(&schedules, "archived", Duration::from_secs(300), "streaming", streaming).await;
+    let archive = st.status.and_then(|s| s.binlog_archive).expect("the archive's status").archive;
+    assert_eq!(archive, format!("{}.archived", ns.name));
+
+    // Four markers, one transaction each; the position after the second is the target.
+    let out = sql(
+        &ns,
+        "write-markers",
+        "db-0.db",
+        "INSERT INTO app.marks VALUES (1); INSERT INTO app.marks VALUES (2); SELECT @@gtid_binlog_pos; \
+         INSERT INTO app.marks VALUES (3); INSERT INTO app.marks VALUES (4); SELECT @@gtid_binlog_pos;",
+    )
+    .await;
+    let positions: Vec<&str> = out.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let [target, last] = positions[..] else { panic!("expected two positions, got:\n{out}") };
+
+    // The schedule's status reaches the last marker within seconds, with no gap.
+    let caught_up = |s: &BackupSchedule| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.binlog_archive.as_ref())
+            .is_some_and(|a| a.archived_position.as_deref() == Some(last))
+    };
+    let st = wait_for(&schedules, "archived", Duration::from_secs(120), "caught up", caught_up).await;
+    let status = st.status.and_then(|s| s.binlog_archive).expect("the archive's status");
+    assert_eq!((status.gaps, status.last_gap), (0, None));
+    assert!(status.last_event_time.is_some());
+
+    // Restore to the second marker: the base backup, then the archive's segments up to it.
+    ns.apply::<MySQLRestore>(yaml(&format!(
+        "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLRestore, metadata: {{name: to-second}}, spec: {{source: {{backup: base}}, pointInTime: {{gtid: '{target}', archive: '{archive}'}}, target: {{volumeClaimTemplate: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 2Gi}}}}}}}}, securityContext: {{runAsUser: 999, runAsGroup: 999, fsGroup: 999}}}}}}"
+    )))
+    .await;
+    let restored =
+        wait_for(&ns.api::<MySQLRestore>(), "to-second", Duration::from_secs(600), "finished", |r: &MySQLRestore| {
+            finished(r.status.as_ref().and_then(|s| s.phase))
+        })
+        .await;
+    let rs = restored.status.expect("a status");
+    assert_eq!(rs.phase, Some(Phase::Complete), "restore failed: {:#?}", rs.conditions);
+    assert_eq!(rs.positions.and_then(|p| p.gtid_executed).as_deref(), Some(target));
+    let replayed = rs.replayed.expect("what was replayed");
+    assert_eq!(replayed.transactions, 2, "{replayed:?}");
+    assert_eq!(replayed.archive.as_deref(), Some(archive.as_str()));
+    assert!(replayed.segments >= 1 && replayed.gaps_crossed.is_empty(), "{replayed:?}");
+    let ip = start_server_on(&ns, "at-second", &rs.persistent_volume_claim.expect("the restored claim")).await;
+    let rows = sql(&ns, "rows-at-second", &ip, "SELECT GROUP_CONCAT(id ORDER BY id) FROM app.marks;").await;
+    assert_eq!(rows.trim(), "1,2");
+
+    // Removing binlogArchive stops the archiver: its Deployment goes.
+    ns.apply::<BackupSchedule>(yaml(&format!(
+        "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: BackupSchedule, metadata: {{name: archived}}, spec: {{schedule: '0 0 1 1 *', backupTemplate: {{source: {source}, method: mariabackup, storage: {storage}}}}}}}"
+    )))
+    .await;
+    wait_gone(&ns.api::<Deployment>(), "archiver-archived", Duration::from_secs(120)).await;
 }
