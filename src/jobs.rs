@@ -651,6 +651,28 @@ pub fn prune_job(
 /// Port of the archiver's `/status`, `/metrics` and `/healthz`.
 pub const ARCHIVER_PORT: i32 = 8081;
 
+/// Name of the archiver container's port that serves `/status`.
+pub const ARCHIVER_PORT_NAME: &str = "status";
+
+/// Where to read the status of an archiver: `http://<ip>:<port>/status` of the first running pod in
+/// `pods` that has an IP, with the port its archiver container declares under [`ARCHIVER_PORT_NAME`]
+/// (pods built by an older operator may differ) or else [`ARCHIVER_PORT`]. `None` while no pod runs.
+pub fn archiver_status_url(pods: &[Pod]) -> Option<String> {
+    let pod = pods
+        .iter()
+        .find(|p| p.status.as_ref().is_some_and(|s| s.phase.as_deref() == Some("Running") && s.pod_ip.is_some()))?;
+    let ip = pod.status.as_ref()?.pod_ip.as_deref()?;
+    let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
+    let port = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| p.name.as_deref() == Some(ARCHIVER_PORT_NAME))
+        .map_or(ARCHIVER_PORT, |p| p.container_port);
+    Some(format!("http://{host}:{port}/status"))
+}
+
 /// The archive name of a schedule: `<namespace>.<schedule>`.
 pub fn archive_name(namespace: &str, schedule: &str) -> String {
     format!("{namespace}.{schedule}")
@@ -711,7 +733,7 @@ pub fn archiver_deployment(
         args: Some(args),
         env_from: credentials_env(&template.storage),
         ports: Some(vec![ContainerPort {
-            name: Some("status".into()),
+            name: Some(ARCHIVER_PORT_NAME.into()),
             container_port: ARCHIVER_PORT,
             ..Default::default()
         }]),
@@ -1022,6 +1044,41 @@ spec:
         let mut suspended = schedule.clone();
         suspended.spec.suspend = true;
         assert_eq!(archiver_deployment(&suspended, &pod, image).unwrap().spec.unwrap().replicas, Some(0));
+    }
+
+    #[test]
+    fn the_archivers_status_is_read_from_its_running_pod_on_the_declared_port() {
+        let schedule: crate::crd::BackupSchedule = parse(
+            "{apiVersion: mysqlbackup.dev/v1alpha1, kind: BackupSchedule, metadata: {name: nightly, namespace: db, uid: s-1}, \
+             spec: {schedule: '0 2 * * *', binlogArchive: {}, backupTemplate: {source: {pod: db-0}, storage: {url: 's3://b/p'}}}}",
+        );
+        let dep = archiver_deployment(&schedule, &parse(POD), "op:1").unwrap();
+        // An archiver pod as the Deployment makes it.
+        let pod = |phase: &str, ip: Option<&str>| Pod {
+            spec: dep.spec.as_ref().unwrap().template.spec.clone(),
+            status: Some(k8s_openapi::api::core::v1::PodStatus {
+                phase: Some(phase.into()),
+                pod_ip: ip.map(str::to_string),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(archiver_status_url(&[]), None);
+        assert_eq!(archiver_status_url(&[pod("Pending", None), pod("Running", None)]), None);
+        assert_eq!(
+            archiver_status_url(&[pod("Pending", None), pod("Running", Some("10.0.0.7"))]).as_deref(),
+            Some("http://10.0.0.7:8081/status")
+        );
+        assert_eq!(
+            archiver_status_url(&[pod("Running", Some("fd00::7"))]).as_deref(),
+            Some("http://[fd00::7]:8081/status")
+        );
+        let mut moved = pod("Running", Some("10.0.0.8"));
+        moved.spec.as_mut().unwrap().containers[0].ports.as_mut().unwrap()[0].container_port = 9100;
+        assert_eq!(archiver_status_url(&[moved]).as_deref(), Some("http://10.0.0.8:9100/status"));
+        let mut unnamed = pod("Running", Some("10.0.0.9"));
+        unnamed.spec = None;
+        assert_eq!(archiver_status_url(&[unnamed]).as_deref(), Some("http://10.0.0.9:8081/status"));
     }
 }
 

@@ -530,19 +530,25 @@ async fn a_new_success_starts_retention_as_a_prune_job() {
     assert!(matches!(action, a if a != Action::await_change()));
 }
 
-#[tokio::test]
-async fn binlog_archiving_applies_the_archiver_deployment_and_polls_it() {
+/// Schedule `db-nightly` archiving binary logs, with `status.binlogArchive` as given; its backups are
+/// due on New Year only, so none is due during a test.
+fn archiving_schedule(archive_status: Option<Value>) -> mysql_backup_operator::crd::BackupSchedule {
     let now = k8s_openapi::jiff::Timestamp::now();
-    let schedule: mysql_backup_operator::crd::BackupSchedule = serde_json::from_value(json!({
+    serde_json::from_value(json!({
         "apiVersion": "mysqlbackup.dev/v1alpha1", "kind": "BackupSchedule",
         "metadata": {"name": "db-nightly", "namespace": "db", "uid": "s-1", "generation": 1,
             "creationTimestamp": (now - k8s_openapi::jiff::SignedDuration::from_hours(48)).to_string()},
-        // New Year only: nothing is due during the test.
         "spec": {"schedule": "0 0 1 1 *", "binlogArchive": {},
             "backupTemplate": {"source": {"pod": "db-0"}, "storage": {"url": "s3://backups/prod", "credentialsSecret": "s3-creds"}}},
-        "status": {"lastScheduleTime": (now - k8s_openapi::jiff::SignedDuration::from_secs(60)).to_string()}
+        "status": {"lastScheduleTime": (now - k8s_openapi::jiff::SignedDuration::from_secs(60)).to_string(),
+            "binlogArchive": archive_status}
     }))
-    .unwrap();
+    .expect("a BackupSchedule")
+}
+
+#[tokio::test]
+async fn binlog_archiving_applies_the_archiver_deployment_and_polls_it() {
+    let schedule = archiving_schedule(None);
     let echo = serde_json::to_value(&schedule).unwrap();
     let action = run_schedule(schedule, async |mut h: Handle| {
         expect(&mut h, "GET", &format!("{BACKUPS}?&labelSelector=mysqlbackup.dev%2Fschedule%3Ddb-nightly"), (200, empty_list("MySQLBackupList"))).await;
@@ -573,4 +579,68 @@ async fn binlog_archiving_applies_the_archiver_deployment_and_polls_it() {
     })
     .await;
     assert_eq!(action, Action::requeue(std::time::Duration::from_secs(30)), "the archiver is read every 30 s");
+}
+
+/// An archiver's `/status`, served over HTTP on a free loopback port; returns the port.
+async fn serve_archiver_status(body: Value) -> u16 {
+    let body = body.to_string();
+    let app = axum::Router::new().route("/status", axum::routing::get(move || async move { body }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}
+
+#[tokio::test]
+async fn a_running_archiver_is_read_over_http_and_its_gap_becomes_status_and_a_warning() {
+    let port = serve_archiver_status(json!({
+        "state": "streaming", "archive": "db.db-nightly", "archivedPosition": "0-1-420",
+        "lastEventTime": "2026-11-22T10:00:00Z", "lagSeconds": 1.6, "segments": 12, "transactions": 420,
+        "gaps": [{"afterSeq": 6, "beforeSeq": 7, "reason": "the data of segment 6 is missing"}]
+    }))
+    .await;
+    let schedule = archiving_schedule(Some(json!({"phase": "Starting", "archive": "db.db-nightly"})));
+    let echo = serde_json::to_value(&schedule).unwrap();
+    // The archiver pod as its Deployment makes it, running on this machine's loopback address.
+    let archiver_pod = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "archiver-db-nightly-1", "namespace": "db"},
+        "spec": {"containers": [{"name": "archiver", "ports": [{"name": "status", "containerPort": port}]}]},
+        "status": {"phase": "Running", "podIP": "127.0.0.1"}
+    });
+    run_schedule(schedule, async |mut h: Handle| {
+        expect(&mut h, "GET", &format!("{BACKUPS}?&labelSelector=mysqlbackup.dev%2Fschedule%3Ddb-nightly"), (200, empty_list("MySQLBackupList"))).await;
+        expect(&mut h, "GET", &format!("{PODS}/db-0"), (200, pod())).await;
+        expect(
+            &mut h,
+            "GET",
+            &format!("{PODS}?&labelSelector=app.kubernetes.io%2Fcomponent%3Darchiver%2Cmysqlbackup.dev%2Fschedule%3Ddb-nightly"),
+            (200, json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [archiver_pod]})),
+        )
+        .await;
+        expect(
+            &mut h,
+            "PATCH",
+            "/apis/apps/v1/namespaces/db/deployments/archiver-db-nightly?&force=true&fieldManager=mysql-backup-operator",
+            (200, json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "archiver-db-nightly"}})),
+        )
+        .await;
+        let status = expect(&mut h, "PATCH", SCHEDULES_STATUS, (200, echo)).await;
+        let archive = &status["status"]["binlogArchive"];
+        assert_eq!(
+            (&archive["phase"], &archive["archivedPosition"], &archive["lastEventTime"], &archive["lagSeconds"]),
+            (&json!("Streaming"), &json!("0-1-420"), &json!("2026-11-22T10:00:00Z"), &json!(2))
+        );
+        assert_eq!((&archive["gaps"], &archive["lastGap"]), (&json!(1), &json!("gap before segment 7: the data of segment 6 is missing")));
+        let mut events = Vec::new();
+        for _ in 0..2 {
+            let e = expect(&mut h, "POST", EVENTS, (201, json!({}))).await;
+            events.push((e["type"].as_str().unwrap().to_string(), e["reason"].as_str().unwrap().to_string()));
+        }
+        events.sort();
+        assert_eq!(
+            events,
+            [("Normal".to_string(), "ArchiverStreaming".to_string()), ("Warning".to_string(), "ArchiveGap".to_string())]
+        );
+    })
+    .await;
 }

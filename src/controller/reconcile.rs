@@ -549,13 +549,9 @@ async fn archiver_status(
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(observe_err(format!("archiver pods of schedule {name}")))?;
-    let running = list.items.iter().find_map(|p| {
-        let st = p.status.as_ref()?;
-        (st.phase.as_deref() == Some("Running")).then(|| st.pod_ip.clone()).flatten()
-    });
-    let (Some(ip), Some(http)) = (running, ctx.http.as_ref()) else { return Ok(None) };
-    let host = if ip.contains(':') { format!("[{ip}]") } else { ip };
-    let url = format!("http://{host}:{}/status", jobs::ARCHIVER_PORT);
+    let (Some(url), Some(http)) = (jobs::archiver_status_url(&list.items), ctx.http.as_ref()) else {
+        return Ok(None);
+    };
     let read = async {
         let body = http.get(&url).send().await?.error_for_status()?.bytes().await?;
         Ok::<_, reqwest::Error>(body)
