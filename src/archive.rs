@@ -171,7 +171,8 @@ pub async fn list_archives(storage: &Storage) -> Result<Vec<String>, ArchiveErro
 
 /// Deletes the oldest segments of `archive` that `keep_from` (the position of the oldest backup
 /// retention keeps) holds entirely: no kept backup can replay them. Only a run from the first segment
-/// goes, so no gap opens in the middle; each index entry goes before its data. `dry` only counts.
+/// goes, so no gap opens in the middle; each index entry goes before its data. The data objects an
+/// interrupted prune left behind go too. `dry` only counts.
 pub async fn prune_before(
     storage: &Storage,
     archive: &str,
@@ -192,8 +193,16 @@ pub async fn prune_before(
         storage.delete(&storage.archive_key(archive, &format!("{name}{INDEX_SUFFIX}"))).await?;
         storage.delete(&storage.archive_key(archive, &format!("{name}{DATA_SUFFIX}"))).await?;
     }
-    if !old.is_empty() {
-        tracing::info!(archive, segments = old.len(), "pruned archive segments no kept backup needs");
+    for seq in &tl.orphans {
+        storage.delete(&storage.archive_key(archive, &format!("{}{DATA_SUFFIX}", seq_name(*seq)))).await?;
+    }
+    if !old.is_empty() || !tl.orphans.is_empty() {
+        tracing::info!(
+            archive,
+            segments = old.len(),
+            orphans = tl.orphans.len(),
+            "pruned archive segments no kept backup needs"
+        );
     }
     Ok(old.len() as u64)
 }
@@ -225,6 +234,9 @@ pub struct Timeline {
     pub gaps: Vec<Gap>,
     /// The newest index entry, with or without its data: where the archive continues.
     pub newest: Option<SegmentIndex>,
+    /// Data objects numbered below the oldest index entry, without an entry of their own: left by a
+    /// prune interrupted between deleting an entry and its data. Nothing reads them.
+    pub orphans: Vec<u64>,
 }
 
 /// A GTID state as text: the MariaDB position or the MySQL set.
@@ -239,6 +251,8 @@ pub fn state_text(s: &GtidState) -> String {
 pub fn timeline(mut entries: Vec<SegmentIndex>, data: &BTreeSet<u64>) -> Timeline {
     entries.sort_by_key(|e| e.seq);
     let newest = entries.last().cloned();
+    // Without any entry, a lone data object is the first segment being written, not an orphan.
+    let orphans = entries.first().map(|oldest| data.range(..oldest.seq).copied().collect()).unwrap_or_default();
     let mut gaps = Vec::new();
     let mut segments: Vec<SegmentIndex> = Vec::new();
     let mut missing_since: Option<u64> = None;
@@ -285,7 +299,7 @@ pub fn timeline(mut entries: Vec<SegmentIndex>, data: &BTreeSet<u64>) -> Timelin
         }
         segments.push(e);
     }
-    Timeline { segments, gaps, newest }
+    Timeline { segments, gaps, newest, orphans }
 }
 
 /// Reads archive `archive`'s timeline from storage.
@@ -416,31 +430,38 @@ mod tests {
     use super::*;
     use crate::binlog_range::mariadb;
 
+    fn file_storage(dir: &tempfile::TempDir) -> Storage {
+        let retry = crate::storage::RetryPolicy { timeout: std::time::Duration::from_secs(1) };
+        Storage::open(dir.path().to_str().unwrap(), &[], retry).unwrap()
+    }
+
+    fn tx(n: u64) -> crate::segment::Txid {
+        crate::segment::Txid::Maria(format!("0-1-{n}").parse().unwrap())
+    }
+
+    /// Segment `seq` holding transactions `start+1..=end`, its bytes all `seq`.
+    fn sealed(seq: u64, start: u64, end: u64) -> Sealed {
+        Sealed {
+            bytes: vec![seq as u8; 10],
+            start: mariadb(&format!("0-1-{start}")).unwrap(),
+            end: mariadb(&format!("0-1-{end}")).unwrap(),
+            first: tx(start + 1),
+            last: tx(end),
+            transactions: end - start,
+            first_event_time: DateTime::from_timestamp(100, 0).unwrap(),
+            last_event_time: DateTime::from_timestamp(200, 0).unwrap(),
+            server_id: 1,
+            server_version: "10.11".into(),
+            gap_before: None,
+        }
+    }
+
     #[tokio::test]
     async fn pruning_removes_only_the_segments_before_the_oldest_kept_backup() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::open(
-            dir.path().to_str().unwrap(),
-            &[],
-            crate::storage::RetryPolicy { timeout: std::time::Duration::from_secs(1) },
-        )
-        .unwrap();
-        let tx = |n: u64| crate::segment::Txid::Maria(format!("0-1-{n}").parse().unwrap());
-        for (seq, (start, end)) in [(0u64, (0u64, 10u64)), (1, (10, 20)), (2, (20, 30))] {
-            let sealed = Sealed {
-                bytes: vec![seq as u8; 10],
-                start: mariadb(&format!("0-1-{start}")).unwrap(),
-                end: mariadb(&format!("0-1-{end}")).unwrap(),
-                first: tx(start + 1),
-                last: tx(end),
-                transactions: end - start,
-                first_event_time: DateTime::from_timestamp(100, 0).unwrap(),
-                last_event_time: DateTime::from_timestamp(200, 0).unwrap(),
-                server_id: 1,
-                server_version: "10.11".into(),
-                gap_before: None,
-            };
-            write_segment(&storage, "a", seq, &sealed).await.unwrap();
+        let storage = file_storage(&dir);
+        for (seq, start, end) in [(0u64, 0u64, 10u64), (1, 10, 20), (2, 20, 30)] {
+            write_segment(&storage, "a", seq, &sealed(seq, start, end)).await.unwrap();
         }
         // A second archiver writing the same number stops.
         let first = read_timeline(&storage, "a").await.unwrap().segments[0].clone();
@@ -471,6 +492,38 @@ mod tests {
         assert_eq!(read_segment(&storage, "a", &tl.segments[0]).await.unwrap(), vec![2u8; 10]);
         // The newest segment stays whatever the position: the archive continues from it.
         assert_eq!(prune_before(&storage, "a", &mariadb("0-1-99").unwrap(), false).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_prune_interrupted_after_an_index_entry_leaves_data_the_next_prune_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = file_storage(&dir);
+        for (seq, start, end) in [(0u64, 0u64, 10u64), (1, 10, 20), (2, 20, 30)] {
+            write_segment(&storage, "a", seq, &sealed(seq, start, end)).await.unwrap();
+        }
+        // Interrupted after deleting segment 0's entry: its data stays, unlisted.
+        storage.delete(&storage.archive_key("a", "000000000000.json")).await.unwrap();
+        let tl = read_timeline(&storage, "a").await.unwrap();
+        assert_eq!(
+            (tl.segments.iter().map(|s| s.seq).collect::<Vec<_>>(), tl.gaps.len(), tl.orphans.clone()),
+            (vec![1, 2], 0, vec![0])
+        );
+        // Nothing to prune at 0-1-5 but the orphan, which goes; segments 1 and 2 stay whole.
+        assert_eq!(prune_before(&storage, "a", &mariadb("0-1-5").unwrap(), false).await.unwrap(), 0);
+        let names: Vec<String> = storage.list_archive(Some("a")).await.unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            ["000000000001.binlog.zst", "000000000001.json", "000000000002.binlog.zst", "000000000002.json"]
+        );
+        assert!(read_timeline(&storage, "a").await.unwrap().orphans.is_empty());
+    }
+
+    #[test]
+    fn a_lone_data_object_is_a_first_segment_being_written_not_an_orphan() {
+        let tl = timeline(vec![], &BTreeSet::from([0]));
+        assert!(tl.orphans.is_empty() && tl.segments.is_empty());
+        let tl = timeline(vec![seg(3, "0-1-30", "0-1-40", 1, 2)], &BTreeSet::from([1, 3, 4]));
+        assert_eq!(tl.orphans, [1], "4 is above the newest entry: a segment being written");
     }
 
     fn seg(seq: u64, start: &str, end: &str, first_time: i64, last_time: i64) -> SegmentIndex {
