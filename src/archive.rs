@@ -113,6 +113,16 @@ fn seq_name(seq: u64) -> String {
     format!("{seq:012}")
 }
 
+/// Key of segment `seq`'s data object.
+fn data_key(storage: &Storage, archive: &str, seq: u64) -> object_store::path::Path {
+    storage.archive_key(archive, &format!("{}{DATA_SUFFIX}", seq_name(seq)))
+}
+
+/// Key of segment `seq`'s index entry.
+fn index_key(storage: &Storage, archive: &str, seq: u64) -> object_store::path::Path {
+    storage.archive_key(archive, &format!("{}{INDEX_SUFFIX}", seq_name(seq)))
+}
+
 /// Stores a sealed segment as number `seq`: data first, then its index entry.
 pub async fn write_segment(
     storage: &Storage,
@@ -143,10 +153,9 @@ pub async fn write_segment(
         archived_at: Utc::now(),
         gap_before: sealed.gap_before.clone(),
     };
-    let name = seq_name(seq);
-    storage.put(&storage.archive_key(archive, &format!("{name}{DATA_SUFFIX}")), Bytes::from(compressed)).await?;
+    storage.put(&data_key(storage, archive, seq), Bytes::from(compressed)).await?;
     let json = serde_json::to_vec_pretty(&index).expect("an index entry always serialises");
-    if !storage.put_new(&storage.archive_key(archive, &format!("{name}{INDEX_SUFFIX}")), Bytes::from(json)).await? {
+    if !storage.put_new(&index_key(storage, archive, seq), Bytes::from(json)).await? {
         return Err(ArchiveError::Conflict { archive: archive.to_string(), seq });
     }
     Ok(index)
@@ -155,8 +164,10 @@ pub async fn write_segment(
 /// Reads segment `index`'s bytes, checking length and hash.
 pub async fn read_segment(storage: &Storage, archive: &str, index: &SegmentIndex) -> Result<Vec<u8>, ArchiveError> {
     let damaged = |reason: String| ArchiveError::Damaged { archive: archive.to_string(), seq: index.seq, reason };
-    let key = storage.archive_key(archive, &format!("{}{DATA_SUFFIX}", seq_name(index.seq)));
-    let stored = storage.get_opt(&key).await?.ok_or_else(|| damaged("its data object is missing".into()))?;
+    let stored = storage
+        .get_opt(&data_key(storage, archive, index.seq))
+        .await?
+        .ok_or_else(|| damaged("its data object is missing".into()))?;
     let bytes = zstd::bulk::decompress(&stored, index.bytes as usize + 1).map_err(|e| damaged(e.to_string()))?;
     if bytes.len() as u64 != index.bytes || blake3::hash(&bytes).to_hex().as_str() != index.blake3 {
         return Err(damaged("its content does not match its index entry".into()));
@@ -188,13 +199,12 @@ pub async fn prune_before(
     if dry {
         return Ok(old.len() as u64);
     }
-    for seq in &old {
-        let name = seq_name(*seq);
-        storage.delete(&storage.archive_key(archive, &format!("{name}{INDEX_SUFFIX}"))).await?;
-        storage.delete(&storage.archive_key(archive, &format!("{name}{DATA_SUFFIX}"))).await?;
+    for &seq in &old {
+        storage.delete(&index_key(storage, archive, seq)).await?;
+        storage.delete(&data_key(storage, archive, seq)).await?;
     }
-    for seq in &tl.orphans {
-        storage.delete(&storage.archive_key(archive, &format!("{}{DATA_SUFFIX}", seq_name(*seq)))).await?;
+    for &seq in &tl.orphans {
+        storage.delete(&data_key(storage, archive, seq)).await?;
     }
     if !old.is_empty() || !tl.orphans.is_empty() {
         tracing::info!(
@@ -430,9 +440,14 @@ mod tests {
     use super::*;
     use crate::binlog_range::mariadb;
 
-    fn file_storage(dir: &tempfile::TempDir) -> Storage {
+    /// File storage in `dir` holding archive `a`: segments 0, 1, 2 with transactions 1..=10, 11..=20, 21..=30.
+    async fn three_segments(dir: &tempfile::TempDir) -> Storage {
         let retry = crate::storage::RetryPolicy { timeout: std::time::Duration::from_secs(1) };
-        Storage::open(dir.path().to_str().unwrap(), &[], retry).unwrap()
+        let storage = Storage::open(dir.path().to_str().unwrap(), &[], retry).unwrap();
+        for (seq, start, end) in [(0u64, 0u64, 10u64), (1, 10, 20), (2, 20, 30)] {
+            write_segment(&storage, "a", seq, &sealed(seq, start, end)).await.unwrap();
+        }
+        storage
     }
 
     fn tx(n: u64) -> crate::segment::Txid {
@@ -459,10 +474,7 @@ mod tests {
     #[tokio::test]
     async fn pruning_removes_only_the_segments_before_the_oldest_kept_backup() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = file_storage(&dir);
-        for (seq, start, end) in [(0u64, 0u64, 10u64), (1, 10, 20), (2, 20, 30)] {
-            write_segment(&storage, "a", seq, &sealed(seq, start, end)).await.unwrap();
-        }
+        let storage = three_segments(&dir).await;
         // A second archiver writing the same number stops.
         let first = read_timeline(&storage, "a").await.unwrap().segments[0].clone();
         let again = Sealed {
@@ -497,10 +509,7 @@ mod tests {
     #[tokio::test]
     async fn a_prune_interrupted_after_an_index_entry_leaves_data_the_next_prune_deletes() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = file_storage(&dir);
-        for (seq, start, end) in [(0u64, 0u64, 10u64), (1, 10, 20), (2, 20, 30)] {
-            write_segment(&storage, "a", seq, &sealed(seq, start, end)).await.unwrap();
-        }
+        let storage = three_segments(&dir).await;
         // Interrupted after deleting segment 0's entry: its data stays, unlisted.
         storage.delete(&storage.archive_key("a", "000000000000.json")).await.unwrap();
         let tl = read_timeline(&storage, "a").await.unwrap();
