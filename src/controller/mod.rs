@@ -3,6 +3,7 @@
 //! apply with one field manager), status (server-side apply of status).
 
 pub mod backup;
+pub mod client;
 pub mod conditions;
 pub mod deletion;
 pub mod job_outcome;

@@ -248,7 +248,7 @@ type LeaseTask =
 /// Runs the controller until SIGTERM or Ctrl-C, or until the Lease is lost (an error: the pod restarts
 /// and stands by again, so two replicas never reconcile at once).
 pub async fn run(opts: ControllerOptions) -> Result<(), RunError> {
-    let client = Client::try_default().await.map_err(RunError::Connect)?;
+    let client = super::client::infer().await.map_err(RunError::Connect)?;
     let backups: Api<DeserializeGuard<MySQLBackup>> = Api::all(client.clone());
     backups.list(&ListParams::default().limit(1)).await.map_err(RunError::CrdMissing)?;
     let ctx = Arc::new(Context::new(client.clone(), opts.operator_image));
