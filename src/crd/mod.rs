@@ -59,6 +59,13 @@ pub enum Phase {
     Failed,
 }
 
+/// The transition rule keeping a MySQLBackup's spec as created, but for `deletionPolicy`: each other
+/// field is equal to its old value, or absent in both (the defaults make them present).
+const BACKUP_SPEC_IMMUTABLE: &str = "(has(self.spec.source) == has(oldSelf.spec.source) && (!has(self.spec.source) || self.spec.source == oldSelf.spec.source)) \
+    && (has(self.spec.method) == has(oldSelf.spec.method) && (!has(self.spec.method) || self.spec.method == oldSelf.spec.method)) \
+    && (has(self.spec.storage) == has(oldSelf.spec.storage) && (!has(self.spec.storage) || self.spec.storage == oldSelf.spec.storage)) \
+    && (has(self.spec.job) == has(oldSelf.spec.job) && (!has(self.spec.job) || self.spec.job == oldSelf.spec.job))";
+
 /// One backup run of a MySQL or MariaDB server into object storage.
 #[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[kube(
@@ -75,9 +82,13 @@ pub enum Phase {
     printcolumn(name = "Method", type_ = "string", json_path = ".status.method"),
     printcolumn(name = "Size", type_ = "integer", format = "int64", json_path = ".status.sizes.dataBytes"),
     printcolumn(name = "Position", type_ = "string", json_path = ".status.positions.gtidExecuted"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    // On the object, not on the spec's type: the type is also the BackupSchedule's template, which
+    // users edit. deletionPolicy stays mutable (the finalizer follows it).
+    validation = Rule::new(BACKUP_SPEC_IMMUTABLE)
+        .message("spec is immutable except deletionPolicy: create a new MySQLBackup")
+        .field_path(".spec")
 )]
-#[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: create a new MySQLBackup"))]
 #[serde(rename_all = "camelCase")]
 pub struct MySQLBackupSpec {
     /// The database server to back up.
