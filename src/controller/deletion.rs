@@ -47,6 +47,14 @@ pub fn needs_finalizer(backup: &MySQLBackup) -> bool {
         && !has_finalizer(backup)
 }
 
+/// Whether `backup` carries the finalizer though its policy was switched back to `Retain`: the
+/// finalizer follows the policy, so a switched backup deletes like any `Retain` one.
+pub fn finalizer_is_stale(backup: &MySQLBackup) -> bool {
+    backup.spec.deletion_policy == DeletionPolicy::Retain
+        && backup.metadata.deletion_timestamp.is_none()
+        && has_finalizer(backup)
+}
+
 /// Whether `backup` carries the finalizer.
 pub fn has_finalizer(backup: &MySQLBackup) -> bool {
     backup.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER)
@@ -339,6 +347,17 @@ status: {phase: Complete, backupId: 20261122T020001Z-00abcd}
         assert!(!needs_finalizer(&parse(&fresh.replace("deletionPolicy: Delete", "deletionPolicy: Retain"))));
         assert!(!needs_finalizer(&parse(&BACKUP.replace("  deletionTimestamp: \"2026-11-22T05:00:00Z\"\n", ""))));
         assert!(!needs_finalizer(&parse(&BACKUP.replace("  finalizers: [mysqlbackup.dev/delete-data]\n", ""))));
+    }
+
+    #[test]
+    fn the_finalizer_of_a_live_backup_switched_to_retain_is_stale() {
+        let live = BACKUP.replace("  deletionTimestamp: \"2026-11-22T05:00:00Z\"\n", "");
+        assert!(!finalizer_is_stale(&parse(&live)));
+        let retained = live.replace("deletionPolicy: Delete", "deletionPolicy: Retain");
+        assert!(finalizer_is_stale(&parse(&retained)));
+        assert!(!finalizer_is_stale(&parse(&retained.replace("  finalizers: [mysqlbackup.dev/delete-data]\n", ""))));
+        // Being deleted, the deletion path lets it go.
+        assert!(!finalizer_is_stale(&parse(&BACKUP.replace("deletionPolicy: Delete", "deletionPolicy: Retain"))));
     }
 
     #[test]

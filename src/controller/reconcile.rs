@@ -326,6 +326,12 @@ pub async fn reconcile_backup(backup: Arc<MySQLBackup>, ctx: Arc<Context>) -> Re
         // The change comes back through the watch, with the new resourceVersion.
         return Ok(Action::await_change());
     }
+    if deletion::finalizer_is_stale(&backup) {
+        let api: Api<MySQLBackup> = Api::namespaced(client.clone(), &ns);
+        let rest = backup.finalizers().iter().filter(|f| *f != deletion::FINALIZER).cloned().collect();
+        set_finalizers(&api, &backup, rest).await?;
+        return Ok(Action::await_change());
+    }
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let jobs_api: Api<Job> = Api::namespaced(client.clone(), &ns);
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &ns);
