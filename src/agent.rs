@@ -290,12 +290,25 @@ pub async fn restore_until(
     reporter.stop();
     let outcome = outcome?;
 
-    // The binary logs, in a work directory beside the datadir (the same volume).
+    // The binary logs, in a work directory beside the datadir (the same volume) or, where that is not
+    // writable (the datadir is a volume's mount point in a container, its parent the image's), in
+    // the temporary directory ($TMPDIR: the restore Job points it at a volume of its own).
     let parent = opts.datadir.parent().unwrap_or(std::path::Path::new("."));
-    let work = tempfile::Builder::new()
-        .prefix(".mysql-backup-operator-replay-")
-        .tempdir_in(parent)
-        .map_err(|source| AgentError::WorkDir { dir: parent.to_path_buf(), source })?;
+    let work_in = |dir: &std::path::Path| {
+        tempfile::Builder::new()
+            .prefix(".mysql-backup-operator-replay-")
+            .tempdir_in(dir)
+            .map_err(|source| AgentError::WorkDir { dir: dir.to_path_buf(), source })
+    };
+    let work = match work_in(parent) {
+        Ok(work) => work,
+        Err(AgentError::WorkDir { source, .. }) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            let tmp = std::env::temp_dir();
+            tracing::info!(parent = %parent.display(), work = %tmp.display(), "the datadir's parent is not writable: replaying from the temporary directory");
+            work_in(&tmp)?
+        }
+        Err(e) => return Err(e),
+    };
     let mut binlogs: Vec<PathBuf> = Vec::new();
     for (n, inc) in plan.incrementals.iter().enumerate() {
         let dir = work.path().join(format!("binlogs-{n}"));

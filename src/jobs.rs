@@ -14,7 +14,7 @@ use k8s_openapi::{
     api::{
         batch::v1::{Job, JobSpec},
         core::v1::{
-            Affinity, Container, EmptyDirVolumeSource, EnvFromSource, KeyToPath, NodeAffinity, NodeSelector,
+            Affinity, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, KeyToPath, NodeAffinity, NodeSelector,
             NodeSelectorRequirement, NodeSelectorTerm, PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod,
             PodSpec, PodTemplateSpec, SecretEnvSource, SecretVolumeSource, Volume, VolumeMount,
         },
@@ -29,6 +29,8 @@ use crate::crd::{BackupMethod, MySQLBackup, MySQLRestore, StorageSpec};
 pub const OPERATOR_BINARY: &str = "/mysql-backup-operator";
 /// Where the init container puts the binary for the agent container.
 pub const AGENT_DIR: &str = "/opt/mysql-backup-operator";
+/// The restore Job's work directory (`TMPDIR`), an `emptyDir`.
+pub const RESTORE_WORK: &str = "/var/tmp/mysql-backup-operator";
 /// Where the server password file is mounted.
 pub const PASSWORD_DIR: &str = "/var/run/secrets/mysql-backup-operator/mysql";
 /// Label naming the custom resource a Job belongs to.
@@ -463,10 +465,14 @@ pub fn restore_job(restore: &MySQLRestore, plan: &RestorePlan, operator_image: &
             ..Default::default()
         },
         Volume { name: "agent".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+        // Where a point-in-time restore keeps the binary logs it replays (TMPDIR): the node's disk, not
+        // the image's file system; the target's parent is the image's and not writable.
+        Volume { name: "work".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
     ];
     let mut mounts = vec![
         VolumeMount { name: "target".into(), mount_path: RESTORE_MOUNT.into(), ..Default::default() },
         VolumeMount { name: "agent".into(), mount_path: AGENT_DIR.into(), ..Default::default() },
+        VolumeMount { name: "work".into(), mount_path: RESTORE_WORK.into(), ..Default::default() },
     ];
     storage_args(plan.storage, &mut args, &mut volumes, &mut mounts);
     let (image, command) = agent_runtime(
@@ -480,6 +486,7 @@ pub fn restore_job(restore: &MySQLRestore, plan: &RestorePlan, operator_image: &
         command: Some(vec![command]),
         args: Some(args),
         env_from: credentials_env(plan.storage),
+        env: Some(vec![EnvVar { name: "TMPDIR".into(), value: Some(RESTORE_WORK.into()), ..Default::default() }]),
         volume_mounts: Some(mounts),
         resources: restore.spec.job.resources.clone(),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
@@ -1151,6 +1158,14 @@ spec:
         let target = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "target").unwrap();
         assert_eq!(target.persistent_volume_claim.as_ref().unwrap().claim_name, "restore-restore-1");
         assert_eq!(pod.init_containers.as_ref().unwrap()[0].image.as_deref(), Some("op:1"));
+        // A point-in-time replay works in TMPDIR, a volume of the Job's own: the target's parent is the
+        // image's file system, which the database user cannot write.
+        let tmpdir = agent.env.as_ref().unwrap().iter().find(|e| e.name == "TMPDIR").unwrap();
+        assert_eq!(tmpdir.value.as_deref(), Some("/var/tmp/mysql-backup-operator"));
+        let work = agent.volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "work").unwrap();
+        assert_eq!(work.mount_path, "/var/tmp/mysql-backup-operator");
+        let volume = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "work").unwrap();
+        assert!(volume.empty_dir.is_some());
     }
 
     #[test]
