@@ -205,10 +205,23 @@ async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, events: 
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(err) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-            tracing::warn!(kind = %K::kind(&()), name = obj.meta().name.as_deref().unwrap_or(""), error = %err, "could not publish an Event");
+        match ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+            Ok(()) => {}
+            // The object's namespace is being deleted, and the object with it: nobody reads its Events.
+            Err(err) if namespace_terminating(&err) => {
+                tracing::debug!(kind = %K::kind(&()), name = obj.meta().name.as_deref().unwrap_or(""), "namespace terminating: Event dropped");
+            }
+            Err(err) => {
+                tracing::warn!(kind = %K::kind(&()), name = obj.meta().name.as_deref().unwrap_or(""), error = %err, "could not publish an Event");
+            }
         }
     }
+}
+
+/// Whether `err` is the API server refusing new objects in a namespace being deleted.
+fn namespace_terminating(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(e) if e.code == 403
+        && e.details.as_ref().is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating")))
 }
 
 /// Applies `job` server-side.
@@ -588,5 +601,26 @@ fn record_finish(metrics: &super::metrics::Metrics, backup: &MySQLBackup, status
         let bytes = status.sizes.as_ref().map(|s| s.data_bytes).unwrap_or_default();
         metrics.last_bytes.get_or_create(&source).set(bytes);
         metrics.last_duration.get_or_create(&source).set(status.duration_seconds.unwrap_or_default());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_terminating_namespace_excuses_a_failed_event() {
+        // As the API server answers an Event created in a namespace being deleted.
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": 403, "reason": "Forbidden",
+            "message": "events.events.k8s.io \"x.1\" is forbidden: unable to create new content in namespace e2e because it is being terminated",
+            "details": {"name": "x.1", "group": "events.k8s.io", "kind": "events",
+                        "causes": [{"reason": "NamespaceTerminating", "message": "namespace e2e is being terminated", "field": "metadata.namespace"}]}
+        }))
+        .unwrap();
+        assert!(namespace_terminating(&kube::Error::Api(Box::new(status.clone()))));
+        let mut rbac = status;
+        rbac.details = None;
+        assert!(!namespace_terminating(&kube::Error::Api(Box::new(rbac))));
     }
 }
