@@ -20,8 +20,10 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
         batch::v1::Job,
-        core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service},
+        coordination::v1::Lease,
+        core::v1::{Event, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service},
     },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, Config, Resource, ResourceExt,
@@ -29,7 +31,20 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 use mysql_backup_operator::crd::{BackupSchedule, MySQLBackup, MySQLRestore, Phase};
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// The CRD upgrade test installs the previous release's CRDs for a while, which no other test may see:
+/// it holds this for writing, every other test for reading.
+static CRDS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// The CRDs of the release before this one (`crds/crds.yaml` as last released).
+const PREVIOUS_CRDS: &str = include_str!("fixtures/crds-previous.yaml");
+const CURRENT_CRDS: &str = include_str!("../crds/crds.yaml");
+
+/// Namespace of the operator's release (its Lease is there).
+fn operator_namespace() -> String {
+    std::env::var("E2E_OPERATOR_NAMESPACE").unwrap_or_else(|_| "mysql-backup-operator".into())
+}
 
 const SKIP: &str =
     "needs a Kubernetes cluster with the chart installed: run e2e/run, or set E2E_KUBECONFIG and pass --ignored";
@@ -43,7 +58,7 @@ async fn client() -> Client {
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .unwrap_or_else(|e| panic!("kubeconfig {path}: {e}"));
-    Client::try_from(config).expect("a client")
+    mysql_backup_operator::controller::client::from_config(config).expect("a client")
 }
 
 /// A namespace for one test, deleted (with everything in it) when dropped.
@@ -86,11 +101,13 @@ impl Drop for TestNamespace {
             eprintln!("E2E_KEEP is set: namespace {} kept", self.name);
             return;
         }
-        let (client, name) = (self.client.clone(), self.name.clone());
-        // Best effort, on a runtime of its own: the test's runtime may be shutting down.
+        let name = self.name.clone();
+        // Best effort, on a runtime and with a client of its own: the test's client runs on the test's
+        // runtime, which this thread blocks while it waits (a panicking test drops this inside it).
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async move {
+                let client = client().await;
                 let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
             });
         })
@@ -241,7 +258,7 @@ spec:
     spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 2Gi}}}
 "#;
 
-const LOAD: &str = "CREATE DATABASE app; \
+const LOAD: &str = "CREATE DATABASE app; USE app; \
     CREATE TABLE app.accounts (id INT PRIMARY KEY, owner VARCHAR(64), balance DECIMAL(12,2)) ENGINE=InnoDB; \
     INSERT INTO app.accounts SELECT seq, CONCAT('owner-', seq), seq * 1.25 FROM seq_1_to_20000; \
     CREATE TABLE app.events (id BIGINT AUTO_INCREMENT PRIMARY KEY, body TEXT) ENGINE=InnoDB; \
@@ -252,6 +269,7 @@ const CHECKSUMS: &str = "CHECKSUM TABLE app.accounts, app.events; SELECT COUNT(*
 #[tokio::test]
 #[ignore = "needs a Kubernetes cluster with the chart installed: run e2e/run, or set E2E_KUBECONFIG and pass --ignored"]
 async fn backup_a_statefulset_restore_into_a_new_claim_and_compare_checksums() {
+    let _crds = CRDS.read().await;
     let client = client().await;
     let ns = TestNamespace::create(&client, "e2e-backup").await;
     start_database(&ns).await;
@@ -334,6 +352,28 @@ async fn backup_a_statefulset_restore_into_a_new_claim_and_compare_checksums() {
     let st = pruned.status.expect("a status");
     assert!(st.last_successful_backup.and_then(|b| b.positions).and_then(|p| p.gtid_executed).is_some());
     assert!(st.recoverability_window.is_some());
+    // The template can be edited (its type is also MySQLBackup's spec, which cannot): the next backup
+    // of the schedule carries the change.
+    let edited = ns
+        .apply::<BackupSchedule>(yaml(&format!(
+            "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: BackupSchedule, metadata: {{name: every-minute}}, spec: {{schedule: '* * * * *', retention: {{keepLast: 1}}, backupTemplate: {{source: {{pod: db-0, connection: {{user: root, passwordSecret: {{name: db-root, key: password}}}}}}, method: mariabackup, storage: {storage}, job: {{backoffLimit: 2}}}}}}}}"
+        )))
+        .await;
+    let edited_at = edited.metadata.generation;
+    assert!(edited_at > pruned.metadata.generation, "the template edit made a new generation");
+    let children_api = ns.api::<MySQLBackup>();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let children = children_api
+            .list(&ListParams::default().labels("mysqlbackup.dev/schedule=every-minute"))
+            .await
+            .expect("children");
+        if children.items.iter().any(|b| b.spec.job.backoff_limit == Some(2)) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no backup of the edited template within 3 minutes");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
     ns.apply::<BackupSchedule>(yaml(&format!(
         "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: BackupSchedule, metadata: {{name: every-minute}}, spec: {{suspend: true, schedule: '* * * * *', retention: {{keepLast: 1}}, backupTemplate: {{source: {{pod: db-0, connection: {{user: root, passwordSecret: {{name: db-root, key: password}}}}}}, method: mariabackup, storage: {storage}}}}}}}"
     )))
@@ -354,6 +394,7 @@ const MARKERS: &str = "CREATE DATABASE app; CREATE TABLE app.marks (id INT PRIMA
 #[tokio::test]
 #[ignore = "needs a Kubernetes cluster with the chart installed: run e2e/run, or set E2E_KUBECONFIG and pass --ignored"]
 async fn archive_binary_logs_continuously_and_restore_to_a_gtid_between_markers() {
+    let _crds = CRDS.read().await;
     let client = client().await;
     let ns = TestNamespace::create(&client, "e2e-archive").await;
     start_database(&ns).await;
@@ -429,10 +470,304 @@ async fn archive_binary_logs_continuously_and_restore_to_a_gtid_between_markers(
     let rows = sql(&ns, "rows-at-second", &ip, "SELECT GROUP_CONCAT(id ORDER BY id) FROM app.marks;").await;
     assert_eq!(rows.trim(), "1,2");
 
+    // A binlog incremental after the base backup ends at the last marker (taken after the restore,
+    // which would otherwise replay it instead of the archive).
+    ns.apply::<MySQLBackup>(yaml(&format!(
+        "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLBackup, metadata: {{name: incr}}, spec: {{source: {source}, method: binlog, storage: {storage}}}}}"
+    )))
+    .await;
+    let incr = wait_for(&ns.api::<MySQLBackup>(), "incr", Duration::from_secs(600), "finished", |b: &MySQLBackup| {
+        finished(b.status.as_ref().and_then(|s| s.phase))
+    })
+    .await
+    .status
+    .expect("a status");
+    assert_eq!(incr.phase, Some(Phase::Complete), "incremental failed: {:#?}", incr.conditions);
+    assert_eq!(incr.method.as_deref(), Some("binlog"));
+    let base_id = ns.api::<MySQLBackup>().get("base").await.expect("base").status.and_then(|s| s.backup_id);
+    assert_eq!(incr.incremental.and_then(|i| i.base_backup_id), base_id);
+    assert_eq!(incr.positions.and_then(|p| p.gtid_executed).as_deref(), Some(last));
+
     // Removing binlogArchive stops the archiver: its Deployment goes.
     ns.apply::<BackupSchedule>(yaml(&format!(
         "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: BackupSchedule, metadata: {{name: archived}}, spec: {{schedule: '0 0 1 1 *', backupTemplate: {{source: {source}, method: mariabackup, storage: {storage}}}}}}}"
     )))
     .await;
     wait_gone(&ns.api::<Deployment>(), "archiver-archived", Duration::from_secs(120)).await;
+}
+
+/// Applies every CRD in `text` server-side and waits until each is established and served with its
+/// new schema (the API server takes a moment to switch).
+async fn apply_crds(client: &Client, text: &str) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let crd = CustomResourceDefinition::deserialize(doc).expect("a CRD");
+        let name = crd.name_any();
+        api.patch(&name, &PatchParams::apply("e2e-crds").force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+        wait_for(&api, &name, Duration::from_secs(60), "established", |c: &CustomResourceDefinition| {
+            c.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+        })
+        .await;
+    }
+}
+
+/// Merge-patches a MySQLBackup's spec; returns the API server's refusal, if any.
+async fn patch_spec(api: &Api<MySQLBackup>, name: &str, spec: serde_json::Value) -> Result<MySQLBackup, String> {
+    api.patch(name, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "spec": spec })))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Retries `patch_spec` for up to 30 s until it succeeds (the API server switches schemas lazily).
+async fn patch_spec_eventually(api: &Api<MySQLBackup>, name: &str, spec: serde_json::Value) -> MySQLBackup {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match patch_spec(api, name, spec.clone()).await {
+            Ok(b) => return b,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("patch refused, retrying: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => panic!("patching {name} with {spec}: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes cluster with the chart installed: run e2e/run, or set E2E_KUBECONFIG and pass --ignored"]
+async fn crds_upgrade_in_place_over_the_previous_release() {
+    let _only = CRDS.write().await;
+    let client = client().await;
+    apply_crds(&client, PREVIOUS_CRDS).await;
+    let ns = TestNamespace::create(&client, "e2e-upgrade").await;
+    // An object written under the previous release's CRDs.
+    ns.apply::<MySQLBackup>(yaml(
+        "{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLBackup, metadata: {name: kept}, spec: {source: {pod: gone-0}, method: mariabackup, storage: {url: 's3://bucket/prefix'}}}",
+    ))
+    .await;
+    let api = ns.api::<MySQLBackup>();
+    // The previous release kept the whole spec immutable (the bug this release fixes).
+    let old = patch_spec(&api, "kept", serde_json::json!({"deletionPolicy": "Delete"})).await.expect_err("refused");
+    assert!(old.contains("spec is immutable: create a new MySQLBackup"), "{old}");
+
+    apply_crds(&client, CURRENT_CRDS).await;
+    // The object is still served and reconciled: blocked on its missing pod, with a Warning.
+    let blocked = wait_for(&api, "kept", Duration::from_secs(120), "blocked", |b: &MySQLBackup| {
+        b.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Blocked" && c.status == "True"))
+    })
+    .await;
+    let c = blocked.status.expect("a status").conditions.into_iter().find(|c| c.type_ == "Blocked").expect("Blocked");
+    assert_eq!(
+        (c.reason.as_str(), c.message.as_str()),
+        ("PodNotFound", &*format!("pod gone-0 not found in namespace {}", ns.name))
+    );
+    // Now deletionPolicy can change, and the finalizer follows it; the rest of the spec cannot.
+    patch_spec_eventually(&api, "kept", serde_json::json!({"deletionPolicy": "Delete"})).await;
+    let err = patch_spec(&api, "kept", serde_json::json!({"method": "cold"})).await.expect_err("refused");
+    assert!(err.contains("spec is immutable except deletionPolicy: create a new MySQLBackup"), "{err}");
+    wait_for(&api, "kept", Duration::from_secs(60), "finalized", |b: &MySQLBackup| {
+        b.finalizers().iter().any(|f| f == "mysqlbackup.dev/delete-data")
+    })
+    .await;
+    // The schedule's template is editable, which the previous CRDs refused.
+    let schedule = "{apiVersion: mysqlbackup.dev/v1alpha1, kind: BackupSchedule, metadata: {name: tmpl}, spec: {suspend: true, schedule: '0 0 1 1 *', backupTemplate: {source: {pod: gone-0}, method: mariabackup, storage: {url: 's3://bucket/prefix'}}}}";
+    ns.apply::<BackupSchedule>(yaml(schedule)).await;
+    ns.apply::<BackupSchedule>(yaml(&schedule.replace("method: mariabackup", "method: cold"))).await;
+    // Deleting it runs no cleanup: nothing was stored.
+    api.delete("kept", &DeleteParams::default()).await.expect("delete");
+    wait_gone(&api, "kept", Duration::from_secs(120)).await;
+}
+
+/// The pod holding the operator's Lease, once one does (a stopping leader releases it, and for a
+/// moment no one holds it).
+async fn leader(client: &Client) -> String {
+    let leases = Api::<Lease>::namespaced(client.clone(), &operator_namespace());
+    let held = wait_for(&leases, "mysql-backup-operator", Duration::from_secs(60), "held", |l: &Lease| {
+        l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()).is_some_and(|h| !h.is_empty())
+    })
+    .await;
+    held.spec.and_then(|s| s.holder_identity).expect("a holder")
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes cluster with the chart installed: run e2e/run, or set E2E_KUBECONFIG and pass --ignored"]
+async fn the_standby_replica_finishes_a_backup_when_the_leader_dies_mid_run() {
+    let _crds = CRDS.read().await;
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "e2e-failover").await;
+    start_database(&ns).await;
+    sql(&ns, "load", "db-0.db", LOAD).await;
+    // The backup stores on a claim that stays unbound (no provisioner serves its class) until the test
+    // binds it: its Job runs, but its pod waits for the volume, so the backup cannot end while the
+    // leader that started it lives.
+    ns.apply::<PersistentVolumeClaim>(yaml(
+        "{apiVersion: v1, kind: PersistentVolumeClaim, metadata: {name: late}, spec: {storageClassName: e2e-late, accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}}",
+    ))
+    .await;
+    let storage = "{url: 'file:///backups/e2e', persistentVolumeClaim: late}";
+    ns.apply::<MySQLBackup>(yaml(&format!(
+        "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLBackup, metadata: {{name: survives}}, spec: {{source: {{pod: db-0, connection: {{user: root, passwordSecret: {{name: db-root, key: password}}}}}}, method: mariabackup, storage: {storage}}}}}"
+    )))
+    .await;
+    let backups = ns.api::<MySQLBackup>();
+    let running = wait_for(&backups, "survives", Duration::from_secs(300), "running", |b: &MySQLBackup| {
+        b.status.as_ref().and_then(|s| s.job_name.as_ref()).is_some()
+    })
+    .await;
+    assert!(!finished(running.status.and_then(|s| s.phase)));
+
+    // Kill the leader (no grace) and wait until it is gone and the other replica leads.
+    let old = leader(&client).await;
+    let operator_pods = Api::<Pod>::namespaced(client.clone(), &operator_namespace());
+    operator_pods
+        .delete(&old, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("deleting the leader {old}: {e}"));
+    wait_gone(&operator_pods, &old, Duration::from_secs(120)).await;
+    let leases = Api::<Lease>::namespaced(client.clone(), &operator_namespace());
+    let moved = wait_for(&leases, "mysql-backup-operator", Duration::from_secs(120), "taken over", |l: &Lease| {
+        l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()).is_some_and(|h| !h.is_empty() && h != old)
+    })
+    .await;
+    let new = moved.spec.and_then(|s| s.holder_identity).expect("a holder");
+    let b = backups.get("survives").await.expect("the backup");
+    assert!(!finished(b.status.and_then(|s| s.phase)), "the backup ended before the leader died");
+
+    // Now the volume arrives; the new leader sees the Job through and records it.
+    let volume_name = format!("e2e-late-{}", ns.name);
+    let volume: PersistentVolume = yaml(&format!(
+        "{{apiVersion: v1, kind: PersistentVolume, metadata: {{name: {volume_name}}}, spec: {{storageClassName: e2e-late, capacity: {{storage: 1Gi}}, accessModes: [ReadWriteOnce], persistentVolumeReclaimPolicy: Retain, hostPath: {{path: /tmp/mysql-backup-operator-{volume_name}, type: DirectoryOrCreate}}, claimRef: {{namespace: {}, name: late}}}}}}",
+        ns.name
+    ));
+    let volumes = Api::<PersistentVolume>::all(client.clone());
+    volumes.create(&PostParams::default(), &volume).await.expect("the late volume");
+    let done = wait_for(&backups, "survives", Duration::from_secs(600), "finished", |b: &MySQLBackup| {
+        finished(b.status.as_ref().and_then(|s| s.phase))
+    })
+    .await;
+    let _ = volumes.delete(&volume_name, &DeleteParams::default()).await;
+    let status = done.status.expect("a status");
+    assert_eq!(status.phase, Some(Phase::Complete), "{:#?}", status.conditions);
+    assert!(status.positions.and_then(|p| p.gtid_executed).is_some());
+    assert_eq!(leader(&client).await, new, "the new leader kept the Lease");
+    let jobs = ns.api::<Job>().list(&ListParams::default()).await.expect("jobs");
+    let names: Vec<String> = jobs.items.iter().map(|j| j.name_any()).filter(|n| n.starts_with("backup-")).collect();
+    assert_eq!(names, vec!["backup-survives".to_string()], "exactly one backup Job");
+    let job = jobs.items.iter().find(|j| j.name_any() == "backup-survives").and_then(|j| j.status.as_ref());
+    assert_eq!(job.and_then(|s| s.succeeded), Some(1));
+}
+
+/// The Events recorded for `name`, as (type, reason, message).
+async fn events_of(ns: &TestNamespace, name: &str) -> Vec<(String, String, String)> {
+    let events = ns
+        .api::<Event>()
+        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .expect("events");
+    events
+        .items
+        .into_iter()
+        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes cluster with the chart installed: run e2e/run, or set E2E_KUBECONFIG and pass --ignored"]
+async fn bad_resources_get_conditions_and_events_while_good_ones_proceed() {
+    let _crds = CRDS.read().await;
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "e2e-bad").await;
+    start_database(&ns).await;
+    let storage = "{url: 'file:///backups/e2e', persistentVolumeClaim: backups}";
+    let conn = "{user: root, passwordSecret: {name: db-root, key: password}}";
+    let backup = |name: &str, source: &str, storage: &str| {
+        yaml::<MySQLBackup>(&format!(
+            "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLBackup, metadata: {{name: {name}}}, spec: {{source: {source}, method: mariabackup, storage: {storage}}}}}"
+        ))
+    };
+    ns.apply(backup("no-pod", &format!("{{pod: db-9, connection: {conn}}}"), storage)).await;
+    ns.apply(backup(
+        "no-secret",
+        "{pod: db-0, connection: {user: root, passwordSecret: {name: nowhere, key: password}}}",
+        storage,
+    ))
+    .await;
+    // The schema refuses a URL of an unknown scheme outright; one it cannot refuse fails the backup.
+    let refused = ns
+        .api::<MySQLBackup>()
+        .patch(
+            "ftp",
+            &PatchParams::apply("e2e"),
+            &Patch::Apply(backup("ftp", &format!("{{pod: db-0, connection: {conn}}}"), "{url: 'ftp://host/backups'}")),
+        )
+        .await
+        .expect_err("refused by the schema")
+        .to_string();
+    assert!(refused.contains("url must start with s3://, az://, gs:// or file://"), "{refused}");
+    ns.apply(backup("bad-url", &format!("{{pod: db-0, connection: {conn}}}"), "{url: 'file:///backups/e2e'}")).await;
+    ns.apply(backup("good", &format!("{{pod: db-0, connection: {conn}}}"), storage)).await;
+
+    let backups = ns.api::<MySQLBackup>();
+    let good = wait_for(&backups, "good", Duration::from_secs(600), "finished", |b: &MySQLBackup| {
+        finished(b.status.as_ref().and_then(|s| s.phase))
+    })
+    .await;
+    assert_eq!(good.status.and_then(|s| s.phase), Some(Phase::Complete));
+    let expected = [
+        ("no-pod", "Blocked", "PodNotFound", format!("pod db-9 not found in namespace {}", ns.name)),
+        (
+            "no-secret",
+            "Blocked",
+            "SecretNotFound",
+            "Secret nowhere (spec.source.connection.passwordSecret) not found".to_string(),
+        ),
+        (
+            "bad-url",
+            "Failed",
+            "InvalidSpec",
+            "spec.storage.url is file:// but spec.storage.persistentVolumeClaim names no volume".to_string(),
+        ),
+    ];
+    for (name, kind, reason, message) in expected {
+        let b = backups.get(name).await.expect("the bad backup");
+        let conditions = b.status.map(|s| s.conditions).unwrap_or_default();
+        let c = conditions.iter().find(|c| c.type_ == kind && c.status == "True");
+        let c = c.unwrap_or_else(|| panic!("{name}: no {kind} condition in {conditions:#?}"));
+        assert_eq!((c.reason.as_str(), c.message.as_str()), (reason, message.as_str()), "{name}");
+        let events = events_of(&ns, name).await;
+        assert!(
+            events.iter().any(|(t, r, m)| t == "Warning" && r == reason && *m == message),
+            "{name}: no Warning {reason} Event in {events:#?}"
+        );
+        assert!(ns.api::<Job>().get_opt(&format!("backup-{name}")).await.expect("jobs").is_none(), "{name} got a Job");
+    }
+
+    // The finalizer follows deletionPolicy both ways.
+    let has_finalizer = |b: &MySQLBackup| b.finalizers().iter().any(|f| f == "mysqlbackup.dev/delete-data");
+    patch_spec(&backups, "no-pod", serde_json::json!({"deletionPolicy": "Delete"})).await.expect("switch to Delete");
+    wait_for(&backups, "no-pod", Duration::from_secs(60), "finalized", has_finalizer).await;
+    patch_spec(&backups, "no-pod", serde_json::json!({"deletionPolicy": "Retain"})).await.expect("switch to Retain");
+    wait_for(&backups, "no-pod", Duration::from_secs(60), "without the finalizer", |b: &MySQLBackup| !has_finalizer(b))
+        .await;
+
+    // deletionPolicy switched on the finished backup: the finalizer follows, and deleting the
+    // object deletes its data through a cleanup Job.
+    let switched =
+        patch_spec(&backups, "good", serde_json::json!({"deletionPolicy": "Delete"})).await.expect("switch to Delete");
+    assert_eq!(switched.spec.deletion_policy, mysql_backup_operator::crd::DeletionPolicy::Delete);
+    wait_for(&backups, "good", Duration::from_secs(60), "finalized", |b: &MySQLBackup| {
+        b.finalizers().iter().any(|f| f == "mysqlbackup.dev/delete-data")
+    })
+    .await;
+    let err = patch_spec(&backups, "good", serde_json::json!({"source": {"pod": "db-1"}})).await.expect_err("refused");
+    assert!(err.contains("spec is immutable except deletionPolicy: create a new MySQLBackup"), "{err}");
+    backups.delete("good", &DeleteParams::default()).await.expect("delete");
+    wait_gone(&backups, "good", Duration::from_secs(300)).await;
+    let cleanup = ns.api::<Job>().get("cleanup-good").await.expect("the cleanup Job");
+    assert_eq!(cleanup.status.and_then(|s| s.succeeded), Some(1));
 }
