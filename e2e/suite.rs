@@ -30,7 +30,9 @@ use kube::{
     api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
-use mysql_backup_operator::crd::{BackupSchedule, MySQLBackup, MySQLRestore, Phase};
+use mysql_backup_operator::crd::{
+    BackupSchedule, MySQLBackup, MySQLBackupStatus, MySQLRestore, MySQLRestoreStatus, Phase,
+};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// The CRD upgrade test installs the previous release's CRDs for a while, which no other test may see:
@@ -214,9 +216,32 @@ async fn start_database(ns: &TestNamespace) {
     wait_for(&ns.api::<Pod>(), "db-0", Duration::from_secs(300), "ready", pod_ready).await;
 }
 
+/// What every test but the CRD upgrade starts with: the shared hold on the CRDs, a namespace of its
+/// own and the MariaDB StatefulSet running in it.
+async fn with_database(prefix: &str) -> (tokio::sync::RwLockReadGuard<'static, ()>, TestNamespace) {
+    let crds = CRDS.read().await;
+    let ns = TestNamespace::create(&client().await, prefix).await;
+    start_database(&ns).await;
+    (crds, ns)
+}
+
 /// Whether a MySQLBackup or MySQLRestore has finished, one way or the other.
 fn finished(phase: Option<Phase>) -> bool {
     phase.is_some_and(|p| matches!(p, Phase::Complete | Phase::Failed))
+}
+
+/// Waits up to 10 minutes until MySQLBackup `name` has finished, one way or the other; its status.
+async fn backup_finished(ns: &TestNamespace, name: &str) -> MySQLBackupStatus {
+    let done = |b: &MySQLBackup| finished(b.status.as_ref().and_then(|s| s.phase));
+    let backup = wait_for(&ns.api::<MySQLBackup>(), name, Duration::from_secs(600), "finished", done).await;
+    backup.status.expect("a status")
+}
+
+/// Waits up to 10 minutes until MySQLRestore `name` has finished, one way or the other; its status.
+async fn restore_finished(ns: &TestNamespace, name: &str) -> MySQLRestoreStatus {
+    let done = |r: &MySQLRestore| finished(r.status.as_ref().and_then(|s| s.phase));
+    let restore = wait_for(&ns.api::<MySQLRestore>(), name, Duration::from_secs(600), "finished", done).await;
+    restore.status.expect("a status")
 }
 
 /// Starts a MariaDB pod `name` on the claim `claim` and returns its IP once it is ready.
@@ -269,10 +294,7 @@ const CHECKSUMS: &str = "CHECKSUM TABLE app.accounts, app.events; SELECT COUNT(*
 #[tokio::test]
 #[ignore = "needs a Kubernetes cluster with the chart installed: run e2e/run, or set E2E_KUBECONFIG and pass --ignored"]
 async fn backup_a_statefulset_restore_into_a_new_claim_and_compare_checksums() {
-    let _crds = CRDS.read().await;
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "e2e-backup").await;
-    start_database(&ns).await;
+    let (_crds, ns) = with_database("e2e-backup").await;
     sql(&ns, "load", "db-0.db", LOAD).await;
     let source = sql(&ns, "checksum-source", "db-0.db", CHECKSUMS).await;
     assert!(source.contains("app.accounts") && source.contains("20000"), "unexpected source checksums:\n{source}");
@@ -284,9 +306,7 @@ async fn backup_a_statefulset_restore_into_a_new_claim_and_compare_checksums() {
     )))
     .await;
     let backups = ns.api::<MySQLBackup>();
-    let done = |b: &MySQLBackup| finished(b.status.as_ref().and_then(|s| s.phase));
-    let backup = wait_for(&backups, "first", Duration::from_secs(600), "finished", done).await;
-    let status = backup.status.expect("a status");
+    let status = backup_finished(&ns, "first").await;
     assert_eq!(status.phase, Some(Phase::Complete), "backup failed: {:#?}", status.conditions);
     assert!(status.backup_id.is_some() && status.manifest.is_some());
     let positions = status.positions.expect("positions");
@@ -299,12 +319,7 @@ async fn backup_a_statefulset_restore_into_a_new_claim_and_compare_checksums() {
         "{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLRestore, metadata: {name: again}, spec: {source: {backup: first}, target: {volumeClaimTemplate: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 2Gi}}}}, securityContext: {runAsUser: 999, runAsGroup: 999, fsGroup: 999}}}",
     ))
     .await;
-    let restores = ns.api::<MySQLRestore>();
-    let restored = wait_for(&restores, "again", Duration::from_secs(600), "finished", |r: &MySQLRestore| {
-        finished(r.status.as_ref().and_then(|s| s.phase))
-    })
-    .await;
-    let rs = restored.status.expect("a status");
+    let rs = restore_finished(&ns, "again").await;
     assert_eq!(rs.phase, Some(Phase::Complete), "restore failed: {:#?}", rs.conditions);
     assert_eq!(rs.positions.and_then(|p| p.gtid_executed), positions.gtid_executed);
     let claim = rs.persistent_volume_claim.expect("the restored claim");
@@ -317,9 +332,9 @@ async fn backup_a_statefulset_restore_into_a_new_claim_and_compare_checksums() {
         "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLBackup, metadata: {{name: doomed}}, spec: {{source: {{pod: db-0, connection: {{user: root, passwordSecret: {{name: db-root, key: password}}}}}}, method: mariabackup, deletionPolicy: Delete, storage: {storage}}}}}"
     )))
     .await;
-    let doomed = wait_for(&backups, "doomed", Duration::from_secs(600), "finished", done).await;
+    assert_eq!(backup_finished(&ns, "doomed").await.phase, Some(Phase::Complete));
+    let doomed = backups.get("doomed").await.expect("the backup");
     assert!(doomed.finalizers().iter().any(|f| f == "mysqlbackup.dev/delete-data"), "{:?}", doomed.finalizers());
-    assert_eq!(doomed.status.and_then(|s| s.phase), Some(Phase::Complete));
     backups.delete("doomed", &DeleteParams::default()).await.expect("delete");
     wait_gone(&backups, "doomed", Duration::from_secs(300)).await;
     let cleanup = ns.api::<Job>().get("cleanup-doomed").await.expect("the cleanup Job is kept for an hour");
@@ -329,11 +344,7 @@ async fn backup_a_statefulset_restore_into_a_new_claim_and_compare_checksums() {
         "{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLRestore, metadata: {name: after-delete}, spec: {source: {backup: first}, target: {volumeClaimTemplate: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 2Gi}}}}, securityContext: {runAsUser: 999, runAsGroup: 999, fsGroup: 999}}}",
     ))
     .await;
-    let again = wait_for(&restores, "after-delete", Duration::from_secs(600), "finished", |r: &MySQLRestore| {
-        finished(r.status.as_ref().and_then(|s| s.phase))
-    })
-    .await;
-    assert_eq!(again.status.and_then(|s| s.phase), Some(Phase::Complete));
+    assert_eq!(restore_finished(&ns, "after-delete").await.phase, Some(Phase::Complete));
 
     // A schedule every minute keeping one backup: after two successes the prune Job deletes the older
     // backup and its MySQLBackup; the schedule's status reports the window and its last success.
@@ -394,10 +405,7 @@ const MARKERS: &str = "CREATE DATABASE app; CREATE TABLE app.marks (id INT PRIMA
 #[tokio::test]
 #[ignore = "needs a Kubernetes cluster with the chart installed: run e2e/run, or set E2E_KUBECONFIG and pass --ignored"]
 async fn archive_binary_logs_continuously_and_restore_to_a_gtid_between_markers() {
-    let _crds = CRDS.read().await;
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "e2e-archive").await;
-    start_database(&ns).await;
+    let (_crds, ns) = with_database("e2e-archive").await;
     sql(&ns, "markers", "db-0.db", MARKERS).await;
     let storage = "{url: 'file:///backups/e2e', persistentVolumeClaim: backups}";
     let source = "{pod: db-0, connection: {user: root, passwordSecret: {name: db-root, key: password}}}";
@@ -408,11 +416,7 @@ async fn archive_binary_logs_continuously_and_restore_to_a_gtid_between_markers(
         "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLBackup, metadata: {{name: base}}, spec: {{source: {source}, method: mariabackup, storage: {storage}}}}}"
     )))
     .await;
-    let base = wait_for(&ns.api::<MySQLBackup>(), "base", Duration::from_secs(600), "finished", |b: &MySQLBackup| {
-        finished(b.status.as_ref().and_then(|s| s.phase))
-    })
-    .await;
-    assert_eq!(base.status.and_then(|s| s.phase), Some(Phase::Complete));
+    assert_eq!(backup_finished(&ns, "base").await.phase, Some(Phase::Complete));
     ns.apply::<BackupSchedule>(yaml(&format!(
         "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: BackupSchedule, metadata: {{name: archived}}, spec: {{schedule: '0 0 1 1 *', binlogArchive: {{segmentSeconds: 2}}, backupTemplate: {{source: {source}, method: mariabackup, storage: {storage}}}}}}}"
     )))
@@ -454,12 +458,7 @@ async fn archive_binary_logs_continuously_and_restore_to_a_gtid_between_markers(
         "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLRestore, metadata: {{name: to-second}}, spec: {{source: {{backup: base}}, pointInTime: {{gtid: '{target}', archive: '{archive}'}}, target: {{volumeClaimTemplate: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 2Gi}}}}}}}}, securityContext: {{runAsUser: 999, runAsGroup: 999, fsGroup: 999}}}}}}"
     )))
     .await;
-    let restored =
-        wait_for(&ns.api::<MySQLRestore>(), "to-second", Duration::from_secs(600), "finished", |r: &MySQLRestore| {
-            finished(r.status.as_ref().and_then(|s| s.phase))
-        })
-        .await;
-    let rs = restored.status.expect("a status");
+    let rs = restore_finished(&ns, "to-second").await;
     assert_eq!(rs.phase, Some(Phase::Complete), "restore failed: {:#?}", rs.conditions);
     assert_eq!(rs.positions.and_then(|p| p.gtid_executed).as_deref(), Some(target));
     let replayed = rs.replayed.expect("what was replayed");
@@ -476,12 +475,7 @@ async fn archive_binary_logs_continuously_and_restore_to_a_gtid_between_markers(
         "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLBackup, metadata: {{name: incr}}, spec: {{source: {source}, method: binlog, storage: {storage}}}}}"
     )))
     .await;
-    let incr = wait_for(&ns.api::<MySQLBackup>(), "incr", Duration::from_secs(600), "finished", |b: &MySQLBackup| {
-        finished(b.status.as_ref().and_then(|s| s.phase))
-    })
-    .await
-    .status
-    .expect("a status");
+    let incr = backup_finished(&ns, "incr").await;
     assert_eq!(incr.phase, Some(Phase::Complete), "incremental failed: {:#?}", incr.conditions);
     assert_eq!(incr.method.as_deref(), Some("binlog"));
     let base_id = ns.api::<MySQLBackup>().get("base").await.expect("base").status.and_then(|s| s.backup_id);
@@ -597,10 +591,8 @@ async fn leader(client: &Client) -> String {
 #[tokio::test]
 #[ignore = "needs a Kubernetes cluster with the chart installed: run e2e/run, or set E2E_KUBECONFIG and pass --ignored"]
 async fn the_standby_replica_finishes_a_backup_when_the_leader_dies_mid_run() {
-    let _crds = CRDS.read().await;
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "e2e-failover").await;
-    start_database(&ns).await;
+    let (_crds, ns) = with_database("e2e-failover").await;
+    let client = ns.client.clone();
     sql(&ns, "load", "db-0.db", LOAD).await;
     // The backup stores on a claim that stays unbound (no provisioner serves its class) until the test
     // binds it: its Job runs, but its pod waits for the volume, so the backup cannot end while the
@@ -646,12 +638,8 @@ async fn the_standby_replica_finishes_a_backup_when_the_leader_dies_mid_run() {
     ));
     let volumes = Api::<PersistentVolume>::all(client.clone());
     volumes.create(&PostParams::default(), &volume).await.expect("the late volume");
-    let done = wait_for(&backups, "survives", Duration::from_secs(600), "finished", |b: &MySQLBackup| {
-        finished(b.status.as_ref().and_then(|s| s.phase))
-    })
-    .await;
+    let status = backup_finished(&ns, "survives").await;
     let _ = volumes.delete(&volume_name, &DeleteParams::default()).await;
-    let status = done.status.expect("a status");
     assert_eq!(status.phase, Some(Phase::Complete), "{:#?}", status.conditions);
     assert!(status.positions.and_then(|p| p.gtid_executed).is_some());
     assert_eq!(leader(&client).await, new, "the new leader kept the Lease");
@@ -679,10 +667,7 @@ async fn events_of(ns: &TestNamespace, name: &str) -> Vec<(String, String, Strin
 #[tokio::test]
 #[ignore = "needs a Kubernetes cluster with the chart installed: run e2e/run, or set E2E_KUBECONFIG and pass --ignored"]
 async fn bad_resources_get_conditions_and_events_while_good_ones_proceed() {
-    let _crds = CRDS.read().await;
-    let client = client().await;
-    let ns = TestNamespace::create(&client, "e2e-bad").await;
-    start_database(&ns).await;
+    let (_crds, ns) = with_database("e2e-bad").await;
     let storage = "{url: 'file:///backups/e2e', persistentVolumeClaim: backups}";
     let conn = "{user: root, passwordSecret: {name: db-root, key: password}}";
     let backup = |name: &str, source: &str, storage: &str| {
@@ -713,11 +698,7 @@ async fn bad_resources_get_conditions_and_events_while_good_ones_proceed() {
     ns.apply(backup("good", &format!("{{pod: db-0, connection: {conn}}}"), storage)).await;
 
     let backups = ns.api::<MySQLBackup>();
-    let good = wait_for(&backups, "good", Duration::from_secs(600), "finished", |b: &MySQLBackup| {
-        finished(b.status.as_ref().and_then(|s| s.phase))
-    })
-    .await;
-    assert_eq!(good.status.and_then(|s| s.phase), Some(Phase::Complete));
+    assert_eq!(backup_finished(&ns, "good").await.phase, Some(Phase::Complete));
     let expected = [
         ("no-pod", "Blocked", "PodNotFound", format!("pod db-9 not found in namespace {}", ns.name)),
         (

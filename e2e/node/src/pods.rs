@@ -374,7 +374,8 @@ async fn lifecycle(shared: Arc<Shared>, pod: Pod, dir: PathBuf, network: Arc<std
     for c in spec.init_containers.iter().flatten() {
         let image = &images[&c.name];
         loop {
-            let Some(exit) = run_once(&shared, &pod, c, image, &paths, &net, &dir, true).await else { return };
+            let launch = Launch { pod: &pod, container: c, image, paths: &paths, net: &net, dir: &dir };
+            let Some(exit) = run_once(&shared, &launch, true).await else { return };
             if exit == 0 {
                 break;
             }
@@ -398,7 +399,8 @@ async fn lifecycle(shared: Arc<Shared>, pod: Pod, dir: PathBuf, network: Arc<std
         tasks.spawn(async move {
             let mut backoff = Duration::from_secs(1);
             loop {
-                let exit = run_once(&shared, &pod, &c, &image, &paths, &net, &dir, false).await?;
+                let launch = Launch { pod: &pod, container: &c, image: &image, paths: &paths, net: &net, dir: &dir };
+                let exit = run_once(&shared, &launch, false).await?;
                 let again = restart == "Always" || (restart == "OnFailure" && exit != 0);
                 if !again || shared.stopping() {
                     return Some(exit);
@@ -534,25 +536,28 @@ fn base_mounts(dir: &Path, container_dir: &Path) -> Vec<Mount> {
     mounts
 }
 
-/// Starts container `c` once and waits for it, probing it meanwhile. Returns its exit code, or `None`
+/// What starting one container of a pod needs.
+struct Launch<'a> {
+    pod: &'a Pod,
+    container: &'a Container,
+    image: &'a Image,
+    /// Each volume's host path.
+    paths: &'a BTreeMap<String, PathBuf>,
+    net: &'a PodNetwork,
+    /// The pod's folder.
+    dir: &'a Path,
+}
+
+/// Starts a container once and waits for it, probing it meanwhile. Returns its exit code, or `None`
 /// when it could not start in a way that ends the pod.
-#[allow(clippy::too_many_arguments)]
-async fn run_once(
-    shared: &Arc<Shared>,
-    pod: &Pod,
-    c: &Container,
-    image: &Image,
-    paths: &BTreeMap<String, PathBuf>,
-    net: &PodNetwork,
-    dir: &Path,
-    init: bool,
-) -> Option<i32> {
+async fn run_once(shared: &Arc<Shared>, launch: &Launch<'_>, init: bool) -> Option<i32> {
+    let Launch { container: c, net, dir, .. } = *launch;
     if shared.stopping() {
         return None;
     }
     let ctx = &shared.ctx;
     let ip = net.ip.to_string();
-    let spec = match container_spec(ctx, pod, c, image, paths, net, dir).await {
+    let spec = match container_spec(ctx, launch).await {
         Ok(spec) => spec,
         Err(message) => {
             shared.container(init, &c.name, |t| t.state = waiting("CreateContainerConfigError", Some(message.clone())));
@@ -706,15 +711,8 @@ pub fn tail(path: &Path, lines: usize, max: u64) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-async fn container_spec(
-    ctx: &Ctx,
-    pod: &Pod,
-    c: &Container,
-    image: &Image,
-    paths: &BTreeMap<String, PathBuf>,
-    net: &PodNetwork,
-    dir: &Path,
-) -> Result<ContainerSpec, String> {
+async fn container_spec(ctx: &Ctx, launch: &Launch<'_>) -> Result<ContainerSpec, String> {
+    let Launch { pod, container: c, image, paths, net, dir } = *launch;
     let spec = pod.spec.as_ref().ok_or("the pod has no spec")?;
     let ip = net.ip.to_string();
     let hostname = spec.hostname.clone().unwrap_or_else(|| pod.name_any());

@@ -392,27 +392,15 @@ pub async fn environment(
                     field(pod, f, pod_ip)?
                 } else if let Some(s) = &from.secret_key_ref {
                     let data = secret_data(client, &ns, &s.name).await?;
-                    match data.and_then(|d| d.get(&s.key).cloned()) {
-                        Some(v) => String::from_utf8_lossy(&v).into_owned(),
-                        None if s.optional == Some(true) => continue,
-                        None => {
-                            return Err(VolumeError::Missing(format!(
-                                "couldn't find key {} in Secret {}/{}",
-                                s.key, ns, s.name
-                            )));
-                        }
+                    match key_of(data, &s.key, s.optional, &format!("Secret {ns}/{}", s.name))? {
+                        Some(v) => v,
+                        None => continue,
                     }
                 } else if let Some(c) = &from.config_map_key_ref {
                     let data = config_map_data(client, &ns, &c.name).await?;
-                    match data.and_then(|d| d.get(&c.key).cloned()) {
-                        Some(v) => String::from_utf8_lossy(&v).into_owned(),
-                        None if c.optional == Some(true) => continue,
-                        None => {
-                            return Err(VolumeError::Missing(format!(
-                                "couldn't find key {} in ConfigMap {}/{}",
-                                c.key, ns, c.name
-                            )));
-                        }
+                    match key_of(data, &c.key, c.optional, &format!("ConfigMap {ns}/{}", c.name))? {
+                        Some(v) => v,
+                        None => continue,
                     }
                 } else if let Some(r) = &from.resource_field_ref {
                     resource_field(container, &r.resource)
@@ -426,6 +414,21 @@ pub async fn environment(
         set(&mut env, var.name.clone(), value);
     }
     Ok(env)
+}
+
+/// The value of `key` in `data` (a Secret's or ConfigMap's, `what`), `None` when it is missing and
+/// optional.
+fn key_of(
+    data: Option<BTreeMap<String, Vec<u8>>>,
+    key: &str,
+    optional: Option<bool>,
+    what: &str,
+) -> Result<Option<String>, VolumeError> {
+    match data.and_then(|d| d.get(key).cloned()) {
+        Some(v) => Ok(Some(String::from_utf8_lossy(&v).into_owned())),
+        None if optional == Some(true) => Ok(None),
+        None => Err(VolumeError::Missing(format!("couldn't find key {key} in {what}"))),
+    }
 }
 
 /// A container's limit (or request) as an env value: CPU in whole cores rounded up, memory in bytes;
