@@ -43,6 +43,18 @@ use crate::{
     volumes::{self, Prepared},
 };
 
+/// How often the projected service-account tokens of a running pod are renewed (they last an hour).
+const TOKEN_RENEWAL: Duration = Duration::from_secs(30 * 60);
+
+/// Aborts a task when dropped (with the lifecycle that started it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The latest pod object the watch delivered, or `None` once it is gone from the API.
 pub type PodUpdates = watch::Receiver<Option<Pod>>;
 
@@ -370,6 +382,19 @@ async fn lifecycle(shared: Arc<Shared>, pod: Pod, dir: PathBuf, network: Arc<std
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
+    // Tokens live an hour; a kubelet renews them well before.
+    let renewal = {
+        let (client, pod, dir) = (ctx.client.clone(), pod.clone(), dir.join("volumes"));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(TOKEN_RENEWAL).await;
+                if let Err(e) = volumes::refresh_tokens(&client, &pod, &dir).await {
+                    tracing::warn!(pod = %pod.name_any(), error = %e, "renewing service-account tokens");
+                }
+            }
+        })
+    };
+    let _renewal = AbortOnDrop(renewal);
     let restart = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
     for c in spec.init_containers.iter().flatten() {
         let image = &images[&c.name];

@@ -350,6 +350,21 @@ async fn prepare_one(
     })
 }
 
+/// Writes a fresh service-account token over each projected token file of `pod` under `dir`, in place
+/// (the files are bind-mounted into running containers), as a kubelet renews them before they expire.
+pub async fn refresh_tokens(client: &Client, pod: &Pod, dir: &Path) -> Result<(), VolumeError> {
+    let spec = pod.spec.as_ref().ok_or_else(|| VolumeError::Missing("the pod has no spec".into()))?;
+    for volume in spec.volumes.iter().flatten() {
+        let Some(p) = &volume.projected else { continue };
+        for t in p.sources.iter().flatten().filter_map(|s| s.service_account_token.as_ref()) {
+            let token = token(client, pod, t.audience.as_deref(), t.expiration_seconds).await?;
+            let path = dir.join(&volume.name).join(&t.path);
+            fs::write(&path, token.as_bytes()).map_err(|source| VolumeError::Write { path, source })?;
+        }
+    }
+    Ok(())
+}
+
 /// The environment of `container` in `pod`, in order, `$(VAR)` references expanded.
 pub async fn environment(
     client: &Client,
