@@ -1,12 +1,12 @@
-//! End-to-end test on a real cluster (kind): the operator installed by its Helm chart backs up a MariaDB
-//! StatefulSet, restores the backup into a new PersistentVolumeClaim, a second server starts on it, and
-//! every table's checksum equals the source's; then a `deletionPolicy: Delete` backup is deleted and its
-//! data goes with it, and a BackupSchedule every minute with `keepLast: 1` prunes its older backups.
-//! A second test archives binary logs continuously for a schedule and restores to a GTID between
-//! marker rows from a full backup and the archive's segments.
+//! End-to-end tests on a real cluster (the local one of `scripts/kube-local`, or kind), with the
+//! operator installed by its Helm chart: backup and restore of a MariaDB StatefulSet with equal
+//! checksums, `deletionPolicy: Delete`, a schedule's retention and an edited template; continuous
+//! archiving and a point-in-time restore between marker rows, a binlog incremental; the leader's pod
+//! killed mid-backup and the standby finishing it; bad resources next to a good one; the CRDs upgraded
+//! in place over the previous release's.
 //!
-//! Ignored by default: it needs a cluster. `e2e/run` creates a kind cluster, loads the image, installs
-//! the chart and runs it with `E2E_KUBECONFIG` set (see e2e/README.md). Run by hand against any cluster
+//! Ignored by default: they need a cluster. `e2e/run` starts the local cluster (or kind), installs the
+//! chart and runs them with `E2E_KUBECONFIG` set (see e2e/README.md). Run by hand against any cluster
 //! where the chart is installed:
 //!
 //! ```sh
