@@ -116,11 +116,35 @@ fn schema_rejects_wrong_fields_naming_them() {
 #[test]
 fn specs_are_immutable_and_choices_exclusive_by_cel_rules() {
     let yaml = crds_yaml();
-    for kind in ["MySQLBackup", "MySQLRestore"] {
-        let spec = &schema_of(kind)["properties"]["spec"];
-        let rules = spec["x-kubernetes-validations"].as_array().unwrap();
-        assert!(rules.iter().any(|r| r["rule"] == "self == oldSelf"), "{kind} spec must be immutable");
+    let restore_rules = schema_of("MySQLRestore")["properties"]["spec"]["x-kubernetes-validations"].clone();
+    assert!(
+        restore_rules.as_array().unwrap().iter().any(|r| r["rule"] == "self == oldSelf"),
+        "MySQLRestore's spec must be immutable"
+    );
+    // MySQLBackup: one rule on the object, comparing every spec field but deletionPolicy (which users
+    // switch on existing backups); none on the spec's type, which is also BackupSchedule's template.
+    let backup = schema_of("MySQLBackup");
+    let rules = backup["x-kubernetes-validations"].as_array().expect("rules on the MySQLBackup object");
+    let rule = rules
+        .iter()
+        .find(|r| r["message"] == "spec is immutable except deletionPolicy: create a new MySQLBackup")
+        .expect("the immutability rule")["rule"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for field in ["source", "method", "storage", "job"] {
+        assert!(
+            rule.contains(&format!("self.spec.{field} == oldSelf.spec.{field}")),
+            "{field} is not compared: {rule}"
+        );
     }
+    assert!(!rule.contains("deletionPolicy"), "{rule}");
+    assert!(backup["properties"]["spec"].get("x-kubernetes-validations").is_none());
+    let template = &schema_of("BackupSchedule")["properties"]["spec"]["properties"]["backupTemplate"];
+    assert!(
+        template.is_object() && template.get("x-kubernetes-validations").is_none(),
+        "the template must stay editable"
+    );
     assert!(yaml.contains("rule: has(self.backup) != has(self.storage)"));
     assert!(yaml.contains("rule: has(self.persistentVolumeClaim) != has(self.volumeClaimTemplate)"));
 }
