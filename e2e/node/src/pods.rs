@@ -908,3 +908,82 @@ impl Prober {
         matches!(check.await, Ok(Ok(true)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(failure: i32, success: i32) -> Probe {
+        Probe { failure_threshold: Some(failure), success_threshold: Some(success), ..Default::default() }
+    }
+
+    #[test]
+    fn readiness_starts_unready_and_needs_the_failure_threshold_to_drop() {
+        let mut p = Prober::new(probe(3, 1), "readiness");
+        assert_eq!(p.record(false), Some(false), "a first failure says not ready at once");
+        assert_eq!(p.record(true), Some(true));
+        assert_eq!(p.record(false), None);
+        assert_eq!(p.record(false), None);
+        assert_eq!(p.record(false), Some(false), "the third failure in a row");
+        assert_eq!(p.record(false), None, "reported once");
+    }
+
+    #[test]
+    fn liveness_fails_only_after_the_threshold_and_a_success_resets_the_count() {
+        let mut p = Prober::new(probe(3, 1), "liveness");
+        assert_eq!(p.record(false), None);
+        assert_eq!(p.record(false), None);
+        assert_eq!(p.record(true), Some(true));
+        assert_eq!(p.record(false), None);
+        assert_eq!(p.record(false), None);
+        assert_eq!(p.record(false), Some(false));
+    }
+
+    #[test]
+    fn a_success_threshold_counts_successes_in_a_row() {
+        let mut p = Prober::new(probe(1, 2), "readiness");
+        assert_eq!(p.record(true), None);
+        assert_eq!(p.record(false), Some(false));
+        assert_eq!(p.record(true), None);
+        assert_eq!(p.record(true), Some(true));
+    }
+
+    fn model(phase: &str, ready: bool) -> Model {
+        let container = Container { name: "c".into(), image: Some("mariadb:10.11".into()), ..Default::default() };
+        let mut tracked = Tracked::new(&container, "ContainerCreating");
+        tracked.ready = ready;
+        Model {
+            phase: phase.into(),
+            reason: None,
+            message: None,
+            pod_ip: Some("10.244.0.9".into()),
+            start_time: now(),
+            initialized: true,
+            init: vec![],
+            containers: vec![tracked],
+            transitions: BTreeMap::new(),
+        }
+    }
+
+    fn condition(status: &PodStatus, kind: &str) -> PodCondition {
+        status.conditions.iter().flatten().find(|c| c.type_ == kind).cloned().expect(kind)
+    }
+
+    #[test]
+    fn ready_only_while_running_with_every_container_ready_and_times_kept_until_a_flip() {
+        let mut m = model("Running", true);
+        let first = build_status(&mut m);
+        assert_eq!(condition(&first, "Ready").status, "True");
+        assert_eq!(condition(&first, "ContainersReady").status, "True");
+        assert_eq!(first.pod_ip.as_deref(), Some("10.244.0.9"));
+        let since = condition(&first, "Ready").last_transition_time;
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(condition(&build_status(&mut m), "Ready").last_transition_time, since, "unchanged: time kept");
+        m.containers[0].ready = false;
+        let unready = build_status(&mut m);
+        assert_eq!(condition(&unready, "Ready").status, "False");
+        assert_ne!(condition(&unready, "Ready").last_transition_time, since, "flipped: a new time");
+        let mut done = model("Succeeded", true);
+        assert_eq!(condition(&build_status(&mut done), "Ready").status, "False", "a finished pod is not ready");
+    }
+}
