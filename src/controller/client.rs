@@ -20,7 +20,5 @@ pub fn from_config(config: Config) -> Result<Client, kube::Error> {
 
 /// A client from the environment: in-cluster service account, else `KUBECONFIG` or `~/.kube/config`.
 pub async fn infer() -> Result<Client, kube::Error> {
-    install_tls_provider();
-    let config = Config::infer().await.map_err(kube::Error::InferConfig)?;
-    Client::try_from(config)
+    from_config(Config::infer().await.map_err(kube::Error::InferConfig)?)
 }

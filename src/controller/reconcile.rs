@@ -248,6 +248,11 @@ fn is_finished(phase: Option<crate::crd::Phase>) -> bool {
     matches!(phase, Some(crate::crd::Phase::Complete | crate::crd::Phase::Failed))
 }
 
+/// The finalizers of `backup` but the delete-data one.
+fn without_ours(backup: &MySQLBackup) -> Vec<String> {
+    backup.finalizers().iter().filter(|f| *f != deletion::FINALIZER).cloned().collect()
+}
+
 /// Sets the finalizers of `backup` to `finalizers`, only if the object has not changed since it was read
 /// (the resourceVersion makes the merge patch conditional), so no one else's finalizer is lost.
 async fn set_finalizers(
@@ -314,8 +319,7 @@ async fn reconcile_deletion(backup: Arc<MySQLBackup>, ctx: Arc<Context>, ns: &st
     publish(&ctx, &*backup, d.events).await;
     if d.remove_finalizer {
         // The object goes now: its status no longer matters.
-        let rest = backup.finalizers().iter().filter(|f| *f != deletion::FINALIZER).cloned().collect();
-        set_finalizers(&api, &backup, rest).await?;
+        set_finalizers(&api, &backup, without_ours(&backup)).await?;
         return Ok(Action::await_change());
     }
     apply_status(&api, &*backup, backup.status.as_ref(), &d.status).await?;
@@ -341,8 +345,7 @@ pub async fn reconcile_backup(backup: Arc<MySQLBackup>, ctx: Arc<Context>) -> Re
     }
     if deletion::finalizer_is_stale(&backup) {
         let api: Api<MySQLBackup> = Api::namespaced(client.clone(), &ns);
-        let rest = backup.finalizers().iter().filter(|f| *f != deletion::FINALIZER).cloned().collect();
-        set_finalizers(&api, &backup, rest).await?;
+        set_finalizers(&api, &backup, without_ours(&backup)).await?;
         return Ok(Action::await_change());
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);

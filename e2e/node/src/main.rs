@@ -21,7 +21,7 @@ use std::{
 
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
-use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time};
 use kube::{
     Api, Client, Config, ResourceExt,
     config::{KubeConfigOptions, Kubeconfig},
@@ -114,10 +114,6 @@ pub struct Ctx {
     hosts: Mutex<BTreeMap<String, HostEntry>>,
     /// (namespace, pod) → the folder of its containers' logs.
     pub logs: Mutex<HashMap<(String, String), PathBuf>>,
-}
-
-pub fn pods_now() -> Time {
-    Time(Timestamp::now())
 }
 
 impl Ctx {
@@ -250,7 +246,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         self_exe,
         kubelet_port: args.kubelet_port,
         kube_version: args.kube_version.clone(),
-        started: pods_now(),
+        started: pods::now(),
         hosts: Mutex::default(),
         logs: Mutex::default(),
     });

@@ -31,7 +31,7 @@ fn quantity(s: &str) -> Quantity {
 }
 
 fn node_status(ctx: &Ctx) -> NodeStatus {
-    let now = crate::pods_now();
+    let now = crate::pods::now();
     let condition = |kind: &str, status: &str, reason: &str| NodeCondition {
         type_: kind.into(),
         status: status.into(),

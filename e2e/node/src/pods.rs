@@ -58,7 +58,8 @@ impl Drop for AbortOnDrop {
 /// The latest pod object the watch delivered, or `None` once it is gone from the API.
 pub type PodUpdates = watch::Receiver<Option<Pod>>;
 
-fn now() -> Time {
+/// Now, as the API writes times.
+pub fn now() -> Time {
     Time(Timestamp::now())
 }
 

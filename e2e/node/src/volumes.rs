@@ -100,6 +100,26 @@ fn project_keys(
     Ok(())
 }
 
+/// Writes the keys of the Secret or ConfigMap (`kind`) `name`, read as `data` (`None`: it does not
+/// exist), into `dir`; a missing one is an error unless `optional`.
+#[allow(clippy::too_many_arguments)]
+fn project_object(
+    dir: &Path,
+    data: Option<BTreeMap<String, Vec<u8>>>,
+    items: Option<&Vec<KeyToPath>>,
+    mode: u32,
+    gid: Option<u32>,
+    optional: Option<bool>,
+    kind: &str,
+    name: &str,
+) -> Result<(), VolumeError> {
+    match data {
+        Some(data) => project_keys(dir, &data, items, mode, gid, &format!("{kind} {name}")),
+        None if optional == Some(true) => Ok(()),
+        None => Err(VolumeError::Missing(format!("{} \"{name}\" not found", kind.to_lowercase()))),
+    }
+}
+
 async fn secret_data(client: &Client, ns: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, VolumeError> {
     let secret: Option<Secret> = Api::namespaced(client.clone(), ns)
         .get_opt(name)
@@ -283,26 +303,15 @@ async fn prepare_one(
     mkdir(&own)?;
     if let Some(s) = &volume.secret {
         let name = s.secret_name.clone().unwrap_or_default();
-        match secret_data(client, ns, &name).await? {
-            Some(data) => {
-                let mode = s.default_mode.map(|m| m as u32).unwrap_or(0o644);
-                project_keys(&own, &data, s.items.as_ref(), mode, fs_group, &format!("Secret {name}"))?;
-            }
-            None if s.optional == Some(true) => {}
-            None => return Err(VolumeError::Missing(format!("secret \"{name}\" not found"))),
-        }
+        let data = secret_data(client, ns, &name).await?;
+        let mode = s.default_mode.map(|m| m as u32).unwrap_or(0o644);
+        project_object(&own, data, s.items.as_ref(), mode, fs_group, s.optional, "Secret", &name)?;
         return Ok(Some(own));
     }
     if let Some(c) = &volume.config_map {
-        let name = c.name.clone();
-        match config_map_data(client, ns, &name).await? {
-            Some(data) => {
-                let mode = c.default_mode.map(|m| m as u32).unwrap_or(0o644);
-                project_keys(&own, &data, c.items.as_ref(), mode, fs_group, &format!("ConfigMap {name}"))?;
-            }
-            None if c.optional == Some(true) => {}
-            None => return Err(VolumeError::Missing(format!("configmap \"{name}\" not found"))),
-        }
+        let data = config_map_data(client, ns, &c.name).await?;
+        let mode = c.default_mode.map(|m| m as u32).unwrap_or(0o644);
+        project_object(&own, data, c.items.as_ref(), mode, fs_group, c.optional, "ConfigMap", &c.name)?;
         return Ok(Some(own));
     }
     if let Some(d) = &volume.downward_api {
@@ -318,24 +327,12 @@ async fn prepare_one(
                 write(&own.join(&t.path), token.as_bytes(), mode, fs_group)?;
             }
             if let Some(c) = &source.config_map {
-                let name = c.name.clone();
-                match config_map_data(client, ns, &name).await? {
-                    Some(data) => {
-                        project_keys(&own, &data, c.items.as_ref(), mode, fs_group, &format!("ConfigMap {name}"))?
-                    }
-                    None if c.optional == Some(true) => {}
-                    None => return Err(VolumeError::Missing(format!("configmap \"{name}\" not found"))),
-                }
+                let data = config_map_data(client, ns, &c.name).await?;
+                project_object(&own, data, c.items.as_ref(), mode, fs_group, c.optional, "ConfigMap", &c.name)?;
             }
             if let Some(s) = &source.secret {
-                let name = s.name.clone();
-                match secret_data(client, ns, &name).await? {
-                    Some(data) => {
-                        project_keys(&own, &data, s.items.as_ref(), mode, fs_group, &format!("Secret {name}"))?
-                    }
-                    None if s.optional == Some(true) => {}
-                    None => return Err(VolumeError::Missing(format!("secret \"{name}\" not found"))),
-                }
+                let data = secret_data(client, ns, &s.name).await?;
+                project_object(&own, data, s.items.as_ref(), mode, fs_group, s.optional, "Secret", &s.name)?;
             }
             if let Some(d) = &source.downward_api {
                 let data = downward_items(pod, d.items.as_deref().unwrap_or_default(), pod_ip)?;
