@@ -407,6 +407,16 @@ pub fn restore_claim(restore: &MySQLRestore) -> Result<Option<PersistentVolumeCl
     }))
 }
 
+/// The claim a MySQLRestore writes into: `spec.target.persistentVolumeClaim`, or the one made from its
+/// `volumeClaimTemplate` (named like its Job). Always the same for the same spec, so a status read from a
+/// stale cache can be rebuilt without losing it.
+pub fn restore_target_claim(restore: &MySQLRestore) -> String {
+    match &restore.spec.target.persistent_volume_claim {
+        Some(existing) => existing.clone(),
+        None => child_name("restore", restore.metadata.name.as_deref().unwrap_or_default()),
+    }
+}
+
 /// What a restore Job needs beyond the MySQLRestore: resolved from the referenced MySQLBackup or the spec.
 #[derive(Debug, Clone)]
 pub struct RestorePlan<'a> {

@@ -115,6 +115,32 @@ async fn create_applies_the_job_and_marks_pending() {
 }
 
 #[tokio::test]
+async fn a_status_decided_from_a_stale_copy_is_refused_and_decided_again() {
+    // The status write names the resourceVersion that was read: when the object changed since (the
+    // watch lags), the API server refuses it and nothing a newer reconcile wrote is erased.
+    let mut backup: MySQLBackup = serde_yaml::from_str(BACKUP).unwrap();
+    backup.metadata.resource_version = Some("41".into());
+    let (ctx, mut h) = context();
+    let script = async move {
+        expect(&mut h, "GET", &format!("{PODS}/db-0"), (200, pod())).await;
+        expect(&mut h, "GET", &format!("{JOBS}/backup-nightly-1"), not_found()).await;
+        expect(&mut h, "GET", &format!("{SECRETS}/db-user"), (200, secret("db-user", "password"))).await;
+        expect(&mut h, "GET", &format!("{SECRETS}/s3-creds"), (200, secret("s3-creds", "AWS_ACCESS_KEY_ID"))).await;
+        let applied = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "backup-nightly-1"}});
+        let job = format!("{JOBS}/backup-nightly-1?&force=true&fieldManager=mysql-backup-operator");
+        expect(&mut h, "PATCH", &job, (200, applied)).await;
+        let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
+            "code": 409, "message": "the object has been modified"});
+        let status = expect(&mut h, "PATCH", STATUS, (409, conflict)).await;
+        assert_eq!(status["metadata"]["resourceVersion"], "41");
+    };
+    let (result, ()) = tokio::join!(reconcile_backup(Arc::new(backup), ctx), script);
+    let error = result.expect_err("a refused status write fails the reconcile");
+    assert_eq!(error.to_string(), "nightly-1 changed since it was read; deciding again from the newer version");
+    assert_eq!(error.category(), "stale");
+}
+
+#[tokio::test]
 async fn succeeded_job_completes_the_status_with_positions() {
     let backup: MySQLBackup = serde_yaml::from_str(BACKUP).unwrap();
     let summary = r#"{"operation":"backup","backupId":"20261122T020001Z-00abcd","storage":"s3://backups/prod","manifest":"prod/backups/20261122T020001Z-00abcd/manifest.json","method":"mariabackup","positions":{"flavor":"mariadb","version":"10.11.19-MariaDB","serverId":1,"gtid":{"flavor":"mariadb","binlogPos":"0-1-42"},"binlog":{"file":"mysql-bin.000003","position":1287}},"totals":{"files":3,"dataBytes":1000,"storedBytes":100,"uploadedBytes":100,"chunks":3,"reusedChunks":0},"startedAt":"2026-11-22T02:00:01Z","completedAt":"2026-11-22T02:00:04Z","durationSeconds":3.0,"peakRssBytes":1}"#;

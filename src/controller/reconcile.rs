@@ -61,7 +61,7 @@ pub enum ReconcileError {
     /// Creating the target claim of a restore failed.
     #[error("applying PersistentVolumeClaim {claim}: {source}")]
     ApplyClaim { claim: String, source: kube::Error },
-    /// Writing the status failed.
+    /// Applying a Deployment failed.
     #[error("applying Deployment {name}: {source}")]
     ApplyDeployment { name: String, source: kube::Error },
     /// Deleting a Deployment failed.
@@ -70,6 +70,9 @@ pub enum ReconcileError {
     /// Writing a status failed.
     #[error("writing the status of {name}: {source}")]
     WriteStatus { name: String, source: kube::Error },
+    /// The status was decided from a copy older than the object: the newer one is reconciled instead.
+    #[error("{name} changed since it was read; deciding again from the newer version")]
+    StaleRead { name: String },
     /// The resource has no namespace.
     #[error("{0} has no namespace")]
     NoNamespace(String),
@@ -89,6 +92,7 @@ impl ReconcileError {
             | Self::DeleteDeployment { .. } => "apply",
             Self::Finalizer { .. } => "finalizer",
             Self::WriteStatus { .. } => "status",
+            Self::StaleRead { .. } => "stale",
             Self::NoNamespace(_) => "invalid",
         }
     }
@@ -174,7 +178,9 @@ async fn finished_job_message(pods: &Api<Pod>, job: Option<&Job>) -> Result<Opti
     }
 }
 
-/// Applies `status` to the status subresource of `obj` when it differs from `old`.
+/// Applies `status` to the status subresource of `obj` when it differs from `old`, only if `obj` is still
+/// the current version: a server-side apply drops the fields it no longer names, so a status decided from a
+/// stale cache would erase what a newer reconcile wrote.
 async fn apply_status<K, S>(api: &Api<K>, obj: &K, old: Option<&S>, status: &S) -> Result<(), ReconcileError>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -187,12 +193,14 @@ where
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
+        "metadata": { "resourceVersion": obj.resource_version() },
         "status": status,
     });
-    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(|source| ReconcileError::WriteStatus { name, source })?;
-    Ok(())
+    match api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Err(ReconcileError::StaleRead { name }),
+        Err(source) => Err(ReconcileError::WriteStatus { name, source }),
+    }
 }
 
 /// Publishes `events` on `obj`. A failure is logged, never fatal: Events are best effort.
@@ -409,8 +417,7 @@ pub async fn reconcile_restore(restore: Arc<MySQLRestore>, ctx: Arc<Context>) ->
             Some(b) => backups.get_opt(b).await.map_err(observe_err(format!("MySQLBackup {b}")))?,
             None => None,
         };
-        let claim_name =
-            restore.spec.target.persistent_volume_claim.clone().unwrap_or_else(|| jobs::child_name("restore", &name));
+        let claim_name = jobs::restore_target_claim(&restore);
         let claim =
             claims.get_opt(&claim_name).await.map_err(observe_err(format!("PersistentVolumeClaim {claim_name}")))?;
         let job_name = jobs::child_name("restore", &name);

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     crd::{MySQLBackup, MySQLRestore, MySQLRestoreStatus, Phase, PositionsStatus},
-    jobs::{RestorePlan, child_name, restore_claim, restore_job},
+    jobs::{RestorePlan, restore_claim, restore_job, restore_target_claim},
     position::Positions,
 };
 
@@ -109,6 +109,7 @@ pub fn decide(o: &Observed) -> Decision {
 
     if let Some(job) = o.job {
         status.job_name = job.metadata.name.clone();
+        status.persistent_volume_claim = Some(restore_target_claim(r));
         if status.start_time.is_none() {
             status.start_time = job.status.as_ref().and_then(|s| s.start_time.clone());
         }
@@ -233,11 +234,10 @@ pub fn decide(o: &Observed) -> Decision {
             existing.clone()
         }
         (None, Ok(Some(claim))) => {
-            let claim_name = claim.metadata.name.clone().unwrap_or_else(|| child_name("restore", &name));
             if o.claim.is_none() {
                 claim_to_create = Some(claim);
             }
-            claim_name
+            restore_target_claim(r)
         }
         (None, Ok(None)) => {
             return fail(
@@ -344,6 +344,23 @@ status: {phase: Complete, method: mariabackup, backupId: 20261122T020001Z-00abcd
         // Once the claim exists it is not created again.
         let claim = d.claim.clone().unwrap();
         assert!(run(&parse(RESTORE), Some(&parse(BACKUP)), Some(&claim), None, None).claim.is_none());
+    }
+
+    #[test]
+    fn a_status_read_from_a_stale_cache_keeps_the_claim_once_the_job_exists() {
+        // The watch can deliver the Job's change before the status that named the claim: the status
+        // rebuilt from it still names the claim, which a server-side apply would otherwise drop.
+        let job: Job = parse("{metadata: {name: restore-r1}, status: {active: 1}}");
+        let d = run(&parse(RESTORE), Some(&parse(BACKUP)), None, Some(&job), None);
+        assert_eq!(d.status.phase, Some(Phase::Running));
+        assert_eq!(d.status.persistent_volume_claim.as_deref(), Some("restore-r1"));
+        let existing = RESTORE.replace(
+            "target: {volumeClaimTemplate: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}}",
+            "target: {persistentVolumeClaim: data-copy}",
+        );
+        assert_ne!(existing, RESTORE);
+        let d = run(&parse(&existing), Some(&parse(BACKUP)), None, Some(&job), None);
+        assert_eq!(d.status.persistent_volume_claim.as_deref(), Some("data-copy"));
     }
 
     #[test]

@@ -81,6 +81,8 @@ const LEASE_GRACE_SECONDS: u64 = 5;
 
 /// Seconds to wait before retrying a reconcile that failed.
 const ERROR_RETRY: Duration = Duration::from_secs(15);
+/// When to decide again after a status write found the object changed, if no watch event comes first.
+const STALE_RETRY: Duration = Duration::from_secs(1);
 
 /// A resource the controller reconciles: its kind for logs and metrics, and its reconcile.
 trait Reconciled:
@@ -143,6 +145,11 @@ async fn reconcile<K: Reconciled>(
 fn error_policy<K: Reconciled>(guard: Arc<DeserializeGuard<K>>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     let name = guard.0.as_ref().map(|o| o.name_any()).unwrap_or_default();
     let kind = K::kind(&()).to_string();
+    if let ReconcileError::StaleRead { .. } = error {
+        // Routine: the watch lags the API. The newer version arrives and is reconciled.
+        tracing::debug!(kind = %kind, name = %name, "decided from a stale copy; deciding again");
+        return Action::requeue(STALE_RETRY);
+    }
     tracing::warn!(kind = %kind, name = %name, category = error.category(), error = %error, "reconcile failed; retrying");
     ctx.metrics.errors.get_or_create(&ErrorLabels { kind, category: error.category().into() }).inc();
     Action::requeue(ERROR_RETRY)
