@@ -7,7 +7,10 @@
 //! at its start plus the GTIDs in it; the purged state is the state at the start of the oldest file.
 //! The MySQL paths are tested on constructed events only (no MySQL server is available here).
 
-use std::path::{Path, PathBuf};
+use std::{
+    io::{BufReader, Read, Seek},
+    path::{Path, PathBuf},
+};
 
 use crate::{
     gtid::{MariaGtid, MariaGtidPos, MysqlGtidSet, MysqlSid},
@@ -65,15 +68,25 @@ pub(crate) fn uuid_text(b: &[u8]) -> String {
 
 /// Decodes the events of one binary log held in memory.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<BinlogFileInfo, BinlogFileError> {
-    let bad = |offset: usize, reason: &str| BinlogFileError::Format {
+    parse_from(path, std::io::Cursor::new(bytes), bytes.len() as u64)
+}
+
+/// Decodes the events of a binary log of `len` bytes read from `r`. Only event headers and the few
+/// events that carry GTID state are read; every other event is skipped with a seek, so memory stays at
+/// one buffer and the largest of those small events, whatever the size of the log.
+pub fn parse_from<R: Read + Seek>(path: &Path, r: R, len: u64) -> Result<BinlogFileInfo, BinlogFileError> {
+    let bad = |offset: u64, reason: &str| BinlogFileError::Format {
         path: path.to_path_buf(),
-        offset: offset as u64,
+        offset,
         reason: reason.to_string(),
     };
-    if bytes.len() < 4 || &bytes[..4] != MAGIC {
+    let io = |source| BinlogFileError::Read { path: path.to_path_buf(), source };
+    let mut r = BufReader::with_capacity(64 * 1024, r);
+    let mut magic = [0u8; 4];
+    if len < 4 || r.read_exact(&mut magic).is_err() || &magic != MAGIC {
         return Err(bad(0, "not a binary log (no magic number)"));
     }
-    let mut at = 4;
+    let mut at = 4u64;
     let mut checksum = false;
     let mut version = None;
     let mut server_id = 0;
@@ -81,16 +94,30 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<BinlogFileInfo, BinlogFileErro
     let mut maria_end = MariaGtidPos::default();
     let mut mysql_start: Option<MysqlGtidSet> = None;
     let mut mysql_end = MysqlGtidSet::default();
-    while at + HEADER <= bytes.len() {
-        let size = u32_at(bytes, at + 9) as usize;
-        if size < HEADER {
+    let mut event = Vec::new();
+    while at + HEADER as u64 <= len {
+        let mut header = [0u8; HEADER];
+        r.read_exact(&mut header).map_err(io)?;
+        let size = u64::from(u32_at(&header, 9));
+        if size < HEADER as u64 {
             return Err(bad(at, "event shorter than its header"));
         }
-        if at + size > bytes.len() {
+        if at + size > len {
             break; // a torn last event: the log ends at the last complete one
         }
-        let kind = bytes[at + 4];
-        let event = &bytes[at..at + size];
+        let kind = header[4];
+        if !matches!(kind, FORMAT_DESCRIPTION | MARIA_GTID_LIST | MARIA_GTID | MYSQL_PREVIOUS_GTIDS | MYSQL_GTID) {
+            let skip = i64::try_from(size - HEADER as u64).map_err(|_| bad(at, "event size out of range"))?;
+            r.seek_relative(skip).map_err(io)?;
+            at += size;
+            continue;
+        }
+        let size = size as usize;
+        event.clear();
+        event.extend_from_slice(&header);
+        event.resize(size, 0);
+        r.read_exact(&mut event[HEADER..]).map_err(io)?;
+        let event = &event[..];
         let body_end = if checksum { size.saturating_sub(4) } else { size };
         let body = &event[HEADER..body_end.max(HEADER)];
         match kind {
@@ -177,7 +204,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<BinlogFileInfo, BinlogFileErro
             }
             _ => {}
         }
-        at += size;
+        at += size as u64;
     }
     let server_version = version.ok_or_else(|| bad(4, "no format description event"))?;
     let (start, end) = match Flavor::from_version(&server_version) {
@@ -190,13 +217,15 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<BinlogFileInfo, BinlogFileErro
             GtidState::Mysql { executed: mysql_end, purged: None },
         ),
     };
-    Ok(BinlogFileInfo { server_version, server_id, start, end, end_offset: at as u64 })
+    Ok(BinlogFileInfo { server_version, server_id, start, end, end_offset: at })
 }
 
-/// Reads one binary log file.
+/// Reads one binary log file, streaming: memory does not grow with its size.
 pub fn read(path: &Path) -> Result<BinlogFileInfo, BinlogFileError> {
-    let bytes = std::fs::read(path).map_err(|source| BinlogFileError::Read { path: path.to_path_buf(), source })?;
-    parse(path, &bytes)
+    let io = |source| BinlogFileError::Read { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    parse_from(path, file, len)
 }
 
 /// The binary log files named by an index file, oldest first, resolved against `dir` (entries are

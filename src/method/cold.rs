@@ -148,16 +148,21 @@ impl BackupMethod for Cold {
             }
             tracing::warn!(datadir = %self.datadir.display(), %evidence, "copying a datadir in use because --force was given");
         }
-        let mut dirs = vec![self.datadir.as_path()];
-        let mut entries = Vec::new();
-        walk(&self.datadir, Base::Datadir, &mut entries)?;
-        if let Some(b) = &self.binlog_dir
-            && b != &self.datadir
-        {
-            dirs.push(b);
-            walk(b, Base::BinlogDir, &mut entries)?;
-        }
-        let positions = binlog_file::positions_from_binlogs(&find_binlogs(&dirs))?.unwrap_or_default();
+        // The walk and the binary-log scan are blocking file I/O: off the async threads.
+        let (datadir, binlog_dir) = (self.datadir.clone(), self.binlog_dir.clone().filter(|b| *b != self.datadir));
+        let (entries, positions) = tokio::task::spawn_blocking(move || {
+            let mut dirs = vec![datadir.as_path()];
+            let mut entries = Vec::new();
+            walk(&datadir, Base::Datadir, &mut entries)?;
+            if let Some(b) = &binlog_dir {
+                dirs.push(b);
+                walk(b, Base::BinlogDir, &mut entries)?;
+            }
+            let positions = binlog_file::positions_from_binlogs(&find_binlogs(&dirs))?.unwrap_or_default();
+            Ok::<_, MethodError>((entries, positions))
+        })
+        .await
+        .map_err(|e| MethodError::Datadir { path: self.datadir.clone(), source: std::io::Error::other(e) })??;
 
         let read_size = self.read_size;
         futures::stream::iter(entries.into_iter().map(Ok))
