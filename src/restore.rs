@@ -7,15 +7,18 @@
 use std::{
     os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Instant,
 };
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 
 use crate::{
     chunk_reader::{ChunkReadError, fetch_verified},
-    manifest::{Base, Manifest, Prepare},
+    manifest::{Base, FileEntry, Manifest, Prepare},
     method::mariabackup::{collect_output, tail_text},
     progress::Progress,
     storage::{Storage, StorageError},
@@ -117,6 +120,75 @@ fn make_empty(dir: &Path, overwrite: bool) -> Result<(), RestoreError> {
     Ok(())
 }
 
+/// The directories a manifest's bases resolve to.
+#[derive(Clone, Copy)]
+struct Roots<'a> {
+    datadir: &'a Path,
+    binlog_dir: &'a Path,
+}
+
+/// One file being restored, open while chunks of it are in flight.
+struct Target {
+    /// The path as the manifest has it, for errors.
+    rel: String,
+    mode: u32,
+    path: PathBuf,
+    file: std::fs::File,
+    /// Chunks not written yet; the write that takes it to zero closes the file.
+    left: AtomicUsize,
+}
+
+impl Roots<'_> {
+    /// Creates `f` at its final size (chunks then land with positioned writes); a file without chunks
+    /// is complete at once.
+    async fn open(&self, f: &FileEntry) -> Result<Arc<Target>, RestoreError> {
+        let root = match f.base {
+            Base::Datadir => self.datadir,
+            Base::BinlogDir => self.binlog_dir,
+        };
+        let path = root.join(&f.path);
+        let (size, task_path) = (f.size, path.clone());
+        let file = tokio::task::spawn_blocking(move || {
+            let path = task_path;
+            let write_err = |path: &Path| {
+                let path = path.to_path_buf();
+                move |source| RestoreError::Write { path, source }
+            };
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(write_err(parent))?;
+            }
+            // O_NOFOLLOW and create_new: a path never resolves through a link or onto an existing file.
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .mode(0o600)
+                .open(&path)
+                .map_err(write_err(&path))?;
+            file.set_len(size).map_err(write_err(&path))?;
+            Ok::<_, RestoreError>(file)
+        })
+        .await
+        .map_err(|e| RestoreError::Write { path: path.clone(), source: std::io::Error::other(e) })??;
+        let left = AtomicUsize::new(f.chunks.len());
+        let target = Arc::new(Target { rel: f.path.clone(), mode: f.mode, path, file, left });
+        if f.chunks.is_empty() {
+            target.close()?;
+        }
+        Ok(target)
+    }
+}
+
+impl Target {
+    /// Makes the file durable and gives it its recorded mode; its descriptor closes with the last
+    /// reference.
+    fn close(&self) -> Result<(), RestoreError> {
+        let err = |source| RestoreError::Write { path: self.path.clone(), source };
+        self.file.sync_all().map_err(err)?;
+        self.file.set_permissions(std::fs::Permissions::from_mode(self.mode & 0o7777)).map_err(err)
+    }
+}
+
 /// Runs `mariadb-backup --prepare` on a restored directory.
 async fn prepare_mariabackup(tool: &str, dir: &Path) -> Result<(), RestoreError> {
     let failed = |status: String, output: String| RestoreError::Prepare { tool: tool.to_string(), status, output };
@@ -158,67 +230,47 @@ pub async fn restore(
     let marker = datadir.join(IN_PROGRESS_MARKER);
     std::fs::write(&marker, format!("{{\"backupId\":\"{}\"}}\n", manifest.backup_id)).map_err(target_err(&marker))?;
 
-    // Create every file at its final size first; chunks then land with positioned writes.
-    let mut targets = Vec::with_capacity(manifest.files.len());
-    for f in &manifest.files {
-        let root = match f.base {
-            Base::Datadir => datadir,
-            Base::BinlogDir => &binlog_dir,
-        };
-        let path = root.join(&f.path);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| RestoreError::Write { path: parent.into(), source })?;
-        }
-        // O_NOFOLLOW and create_new: a path never resolves through a link or onto an existing file.
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| RestoreError::Write { path: path.clone(), source })?;
-        file.set_len(f.size).map_err(|source| RestoreError::Write { path: path.clone(), source })?;
-        targets.push((Arc::new(file), path));
-    }
-
-    let jobs = manifest
-        .files
-        .iter()
-        .zip(targets.iter())
-        .flat_map(|(f, (file, path))| f.chunks.iter().map(move |c| (f, c, file.clone(), path.clone())));
-    futures::stream::iter(jobs)
-        .map(|(f, c, file, path)| {
+    // Files are opened in manifest order only as their chunks are reached, and closed (synced, given
+    // their mode) by whichever write lands last: at most `in_flight` chunks, so at most `in_flight + 1`
+    // files, are open at once whatever the number of files.
+    let in_flight = opts.parallel.max(1) * 2;
+    let roots = Roots { datadir, binlog_dir: &binlog_dir };
+    futures::stream::iter(manifest.files.iter().map(Ok::<_, RestoreError>))
+        .and_then(|f| async move {
+            let target = roots.open(f).await?;
+            Ok(futures::stream::iter(f.chunks.iter().map(move |c| Ok((target.clone(), c)))))
+        })
+        .try_flatten()
+        .map_ok(|(target, c)| {
             let progress = progress.clone();
             async move {
                 let data = fetch_verified(storage, c).await.map_err(|source| RestoreError::Chunk {
-                    path: f.path.clone(),
+                    path: target.rel.clone(),
                     offset: c.offset,
                     source,
                 })?;
-                let offset = c.offset;
                 let len = data.len() as u64;
+                let offset = c.offset;
+                let path = target.path.clone();
                 tokio::task::spawn_blocking(move || {
-                    file.write_all_at(&data, offset).map_err(|source| RestoreError::Write { path, source })
+                    target
+                        .file
+                        .write_all_at(&data, offset)
+                        .map_err(|source| RestoreError::Write { path: target.path.clone(), source })?;
+                    if target.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        target.close()?;
+                    }
+                    Ok::<_, RestoreError>(())
                 })
                 .await
-                .map_err(|e| RestoreError::Write {
-                    path: PathBuf::from(&f.path),
-                    source: std::io::Error::other(e),
-                })??;
+                .map_err(|e| RestoreError::Write { path, source: std::io::Error::other(e) })??;
                 progress.add_done(len);
                 Ok::<_, RestoreError>(())
             }
         })
-        .buffer_unordered(opts.parallel.max(1) * 2)
+        .try_buffer_unordered(in_flight)
         .try_collect::<()>()
         .await?;
-
-    for ((file, path), f) in targets.iter().zip(&manifest.files) {
-        file.sync_all().map_err(|source| RestoreError::Write { path: path.clone(), source })?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(f.mode & 0o7777))
-            .map_err(|source| RestoreError::Write { path: path.clone(), source })?;
-    }
-    drop(targets);
     let transfer_seconds = started.elapsed().as_secs_f64();
 
     let prepare_started = Instant::now();
