@@ -331,9 +331,8 @@ pub async fn restore_until(
     if let (Some(name), Some(seg_from)) = (&archive, &plan.segments_from) {
         let mut files = Vec::new();
         for seg in &plan.segments {
-            let bytes = crate::archive::read_segment(storage, name, seg).await?;
             let path = work.path().join(format!("segment-{:012}.bin", seg.seq));
-            std::fs::write(&path, bytes).map_err(|source| AgentError::WorkDir { dir: path.clone(), source })?;
+            crate::archive::download_segment(storage, name, seg, &path).await?;
             files.push(path);
         }
         steps.push(crate::pitr::ReplayStep { files, from: seg_from.clone() });
@@ -458,6 +457,25 @@ pub fn peak_rss_bytes() -> u64 {
     nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
         .map(|u| u64::try_from(u.max_rss()).unwrap_or(0) * 1024)
         .unwrap_or(0)
+}
+
+/// Raises this process's soft limit of open files to its hard limit, as servers do: a container
+/// often starts with a soft limit of 1024 and a far higher hard one. Returns the limit now in force.
+/// The data path holds a bounded number of files open whatever the datadir's shape; the headroom is
+/// for the tools it runs (`mariadb-backup` opens tablespaces by the thousand).
+pub fn raise_open_files_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return 0 };
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => {
+                tracing::debug!(from = soft, to = hard, "raised the open-files limit");
+                return hard;
+            }
+            Err(e) => tracing::debug!(soft, hard, error = %e, "could not raise the open-files limit"),
+        }
+    }
+    soft
 }
 
 impl Summary {

@@ -161,18 +161,79 @@ pub async fn write_segment(
     Ok(index)
 }
 
-/// Reads segment `index`'s bytes, checking length and hash.
-pub async fn read_segment(storage: &Storage, archive: &str, index: &SegmentIndex) -> Result<Vec<u8>, ArchiveError> {
+/// Downloads segment `index` into the file `path`, streaming: the object arrives piece by piece, is
+/// decompressed, hashed and written by a blocking worker, so memory does not grow with the segment's
+/// size. The file is complete and checked (length and BLAKE3) when this returns `Ok`.
+pub async fn download_segment(
+    storage: &Storage,
+    archive: &str,
+    index: &SegmentIndex,
+    path: &std::path::Path,
+) -> Result<(), ArchiveError> {
+    use std::io::Write;
     let damaged = |reason: String| ArchiveError::Damaged { archive: archive.to_string(), seq: index.seq, reason };
-    let stored = storage
-        .get_opt(&data_key(storage, archive, index.seq))
+    let mut stream = storage
+        .get_stream(&data_key(storage, archive, index.seq))
         .await?
         .ok_or_else(|| damaged("its data object is missing".into()))?;
-    let bytes = zstd::bulk::decompress(&stored, index.bytes as usize + 1).map_err(|e| damaged(e.to_string()))?;
-    if bytes.len() as u64 != index.bytes || blake3::hash(&bytes).to_hex().as_str() != index.blake3 {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let out = path.to_path_buf();
+    let worker = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::create(&out).map_err(|e| format!("writing {}: {e}", out.display()))?;
+        let mut sink = HashingWriter { inner: std::io::BufWriter::new(file), hasher: blake3::Hasher::new(), len: 0 };
+        let mut decoder = zstd::stream::write::Decoder::new(&mut sink).map_err(|e| e.to_string())?;
+        while let Some(piece) = rx.blocking_recv() {
+            decoder.write_all(&piece).map_err(|e| format!("decompressing into {}: {e}", out.display()))?;
+        }
+        decoder.flush().map_err(|e| format!("decompressing into {}: {e}", out.display()))?;
+        drop(decoder);
+        sink.inner.flush().map_err(|e| format!("writing {}: {e}", out.display()))?;
+        sink.inner.get_ref().sync_all().map_err(|e| format!("writing {}: {e}", out.display()))?;
+        Ok::<_, String>((sink.len, sink.hasher.finalize().to_hex().to_string()))
+    });
+    let mut fed = Ok(());
+    while let Some(piece) = stream.next().await {
+        match piece {
+            // The worker stopped early: its error says why.
+            Ok(piece) => {
+                if tx.send(piece).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                fed = Err(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = worker.await.map_err(|e| damaged(e.to_string()))?;
+    fed?;
+    let (len, hash) = written.map_err(damaged)?;
+    if len != index.bytes || hash != index.blake3 {
         return Err(damaged("its content does not match its index entry".into()));
     }
-    Ok(bytes)
+    Ok(())
+}
+
+/// Passes writes on, hashing and counting them.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+    len: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// The archives in `storage`.
@@ -501,7 +562,16 @@ mod tests {
         assert_eq!(prune_before(&storage, "a", &keep, false).await.unwrap(), 2);
         let tl = read_timeline(&storage, "a").await.unwrap();
         assert_eq!((tl.segments.iter().map(|s| s.seq).collect::<Vec<_>>(), tl.gaps.len()), (vec![2], 0));
-        assert_eq!(read_segment(&storage, "a", &tl.segments[0]).await.unwrap(), vec![2u8; 10]);
+        let out = dir.path().join("segment-2.bin");
+        download_segment(&storage, "a", &tl.segments[0], &out).await.unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), vec![2u8; 10]);
+        // Bytes that are not what the index entry says are refused.
+        let mut altered = tl.segments[0].clone();
+        altered.blake3 = blake3::hash(b"other").to_hex().to_string();
+        assert_eq!(
+            download_segment(&storage, "a", &altered, &out).await.unwrap_err().to_string(),
+            "archive a: segment 2 is damaged: its content does not match its index entry"
+        );
         // The newest segment stays whatever the position: the archive continues from it.
         assert_eq!(prune_before(&storage, "a", &mariadb("0-1-99").unwrap(), false).await.unwrap(), 0);
     }

@@ -254,7 +254,8 @@ struct BackupArgs {
     /// The server's datadir.
     #[arg(long, default_value = "/var/lib/mysql")]
     datadir: PathBuf,
-    /// Binary log directory, when outside the datadir (cold and binlog methods).
+    /// Binary log directory, when outside the datadir (cold method), or elsewhere than the server says
+    /// (binlog method; default: the directory of the server's @@log_bin_basename).
     #[arg(long)]
     binlog_dir: Option<PathBuf>,
     /// Server to back up: mysql://user@host:port or mysql://user@localhost?socket=/path. The password
@@ -443,12 +444,8 @@ async fn run_backup(args: BackupArgs) -> Result<(), AgentError> {
             })?;
             let server = ServerConfig::from_url(&url, args.mysql_password_file.as_ref())?;
             let incremental = agent::incremental_from(&storage, &args.from, &settings.tags).await?;
-            let method = Binlog {
-                server,
-                binlog_dir: args.binlog_dir.unwrap_or(args.datadir),
-                from: incremental.from.clone(),
-                read_size: chunk_size,
-            };
+            let method =
+                Binlog { server, binlog_dir: args.binlog_dir, from: incremental.from.clone(), read_size: chunk_size };
             agent::backup(&method, &storage, BackupSettings { incremental: Some(incremental), ..settings }).await?
         }
     };
@@ -551,6 +548,7 @@ async fn run(cli: Cli) -> Result<(), AgentError> {
 }
 
 async fn run_agent(command: AgentCommand) -> Result<(), AgentError> {
+    agent::raise_open_files_limit();
     match command {
         AgentCommand::Backup(args) => run_backup(args).await,
         AgentCommand::List(args) => {

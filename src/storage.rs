@@ -244,6 +244,24 @@ impl Storage {
         }
     }
 
+    /// Reads an object as a stream of pieces as they arrive, or `None` when it does not exist: memory
+    /// holds one piece at a time whatever the object's size.
+    pub async fn get_stream(
+        &self,
+        key: &ObjPath,
+    ) -> Result<Option<futures::stream::BoxStream<'static, Result<Bytes, StorageError>>>, StorageError> {
+        let (url, key_text) = (self.url.clone(), key.to_string());
+        match self.store.get(key).await {
+            Ok(found) => Ok(Some(Box::pin(found.into_stream().map_err(move |source| StorageError::Get {
+                url: url.clone(),
+                key: key_text.clone(),
+                source,
+            })))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(StorageError::Get { url, key: key_text, source }),
+        }
+    }
+
     /// Deletes an object; a missing object is not an error.
     pub async fn delete(&self, key: &ObjPath) -> Result<(), StorageError> {
         match self.store.delete(key).await {
