@@ -51,6 +51,11 @@ pub enum MethodError {
     /// Reading positions from binary logs failed.
     #[error(transparent)]
     Binlog(#[from] BinlogFileError),
+    /// The server did not say where its binary logs are.
+    #[error(
+        "MySQL server at {endpoint} names no binary-log directory (@@log_bin_basename is {basename:?}): is binary logging on? pass --binlog-dir"
+    )]
+    BinlogDirUnknown { endpoint: String, basename: Option<String> },
     /// Talking to the server failed.
     #[error(transparent)]
     Server(#[from] ServerError),
