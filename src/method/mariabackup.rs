@@ -2,12 +2,13 @@
 //! server and parses the stream in-process, file by file, straight into the chunk pipeline — no
 //! staging copy on disk. The consistent point is the one mariadb-backup takes under
 //! `BACKUP STAGE BLOCK_COMMIT`; its `xtrabackup_binlog_info` gives the binlog coordinate and GTID.
-//! The password reaches the tool through a private temporary option file, never its command line.
+//! The password reaches the tool through an option file that lives in memory only (a memfd the tool
+//! inherits and opens as `/dev/fd/N`): never its command line, never a disk, nothing left behind
+//! when the agent is killed.
 
 use std::{
     collections::{HashMap, VecDeque},
     io::Write,
-    os::unix::fs::OpenOptionsExt,
     path::PathBuf,
     process::Stdio,
     sync::{Arc, Mutex},
@@ -87,9 +88,33 @@ pub(crate) fn tail_text(tail: &Mutex<VecDeque<String>>) -> String {
     tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect::<Vec<_>>().join("\n")
 }
 
+/// An option file in memory, inherited by the tools this process starts; gone with the descriptor.
+pub(crate) struct MemOptionFile {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl MemOptionFile {
+    /// Writes `text` into a new anonymous in-memory file that child processes inherit.
+    pub(crate) fn new(text: &str) -> Result<Self, MethodError> {
+        use nix::sys::memfd::{MFdFlags, memfd_create};
+        let path = PathBuf::from("memfd:client.cnf");
+        let err = |source| MethodError::TempFile { path: path.clone(), source };
+        // No MFD_CLOEXEC: the tool must inherit it to open it by name.
+        let fd = memfd_create("client.cnf", MFdFlags::empty()).map_err(|e| err(e.into()))?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(text.as_bytes()).map_err(err)?;
+        Ok(Self { fd: file.into() })
+    }
+
+    /// The name a child process opens it by.
+    pub(crate) fn path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/dev/fd/{}", self.fd.as_raw_fd()))
+    }
+}
+
 impl Mariabackup {
-    fn write_option_file(&self, dir: &std::path::Path) -> Result<PathBuf, MethodError> {
-        let path = dir.join("client.cnf");
+    fn option_file(&self) -> Result<MemOptionFile, MethodError> {
         let mut text = String::new();
         if let Some(d) = &self.defaults_file {
             text.push_str(&format!("!include {}\n", d.display()));
@@ -98,10 +123,7 @@ impl Mariabackup {
         if let Some(pw) = &self.server.password {
             text.push_str(&format!("password={}\n", option_value(pw)));
         }
-        let err = |source| MethodError::TempFile { path: path.clone(), source };
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(err)?;
-        f.write_all(text.as_bytes()).map_err(err)?;
-        Ok(path)
+        MemOptionFile::new(&text)
     }
 }
 
@@ -132,9 +154,9 @@ impl BackupMethod for Mariabackup {
             .prefix("mysql-backup-operator-")
             .tempdir()
             .map_err(|source| MethodError::TempFile { path: std::env::temp_dir(), source })?;
-        let option_file = self.write_option_file(tmp.path())?;
+        let option_file = self.option_file()?;
         let mut cmd = tokio::process::Command::new(&self.tool);
-        cmd.arg(format!("--defaults-file={}", option_file.display()))
+        cmd.arg(format!("--defaults-file={}", option_file.path().display()))
             .arg("--backup")
             .arg("--stream=mbstream")
             .arg(format!("--target-dir={}", tmp.path().join("target").display()))
@@ -230,6 +252,17 @@ impl BackupMethod for Mariabackup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_option_file_is_read_by_a_child_and_never_on_disk() {
+        let file = MemOptionFile::new("[client]\npassword=\"s3cret\"\n").unwrap();
+        let path = file.path();
+        assert!(path.starts_with("/dev/fd/"), "{}", path.display());
+        let out = std::process::Command::new("cat").arg(&path).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "[client]\npassword=\"s3cret\"\n");
+        let target = std::fs::read_link(&path).unwrap();
+        assert!(target.to_string_lossy().starts_with("/memfd:client.cnf"), "{}", target.display());
+    }
 
     #[test]
     fn option_values_are_quoted_and_escaped() {
