@@ -101,6 +101,9 @@ impl MemOptionFile {
         let err = |source| MethodError::TempFile { path: path.clone(), source };
         // No MFD_CLOEXEC: the tool must inherit it to open it by name.
         let fd = memfd_create("client.cnf", MFdFlags::empty()).map_err(|e| err(e.into()))?;
+        // A memfd starts world-writable, and the tools ignore a world-writable option file.
+        nix::sys::stat::fchmod(&fd, nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR)
+            .map_err(|e| err(e.into()))?;
         let mut file = std::fs::File::from(fd);
         file.write_all(text.as_bytes()).map_err(err)?;
         Ok(Self { fd: file.into() })
@@ -260,6 +263,9 @@ mod tests {
         assert!(path.starts_with("/dev/fd/"), "{}", path.display());
         let out = std::process::Command::new("cat").arg(&path).output().unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "[client]\npassword=\"s3cret\"\n");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the tools ignore an option file others can write");
         let target = std::fs::read_link(&path).unwrap();
         assert!(target.to_string_lossy().starts_with("/memfd:client.cnf"), "{}", target.display());
     }

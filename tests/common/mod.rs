@@ -98,8 +98,19 @@ impl MariaDb {
         Self::start_on(&datadir, server_id).await
     }
 
+    /// Starts a new server like [`MariaDb::start`], with more server options (e.g. `--log-bin=/elsewhere/b`).
+    pub async fn start_with(dir: &Path, server_id: u32, extra: &[String]) -> Self {
+        let datadir = dir.join("data");
+        copy_dir(template(), &datadir);
+        Self::launch(&datadir, server_id, extra).await
+    }
+
     /// Starts a server on an existing datadir (e.g. a restored one).
     pub async fn start_on(datadir: &Path, server_id: u32) -> Self {
+        Self::launch(datadir, server_id, &[]).await
+    }
+
+    async fn launch(datadir: &Path, server_id: u32, extra: &[String]) -> Self {
         let port = free_port();
         let parent = datadir.parent().expect("datadir has a parent");
         let log = parent.join(format!("server-{port}.log"));
@@ -117,7 +128,8 @@ impl MariaDb {
             .arg("--gtid-strict-mode=1")
             .arg("--innodb-buffer-pool-size=64M")
             .arg("--skip-name-resolve")
-            .arg(format!("--log-error={}", log.display()));
+            .arg(format!("--log-error={}", log.display()))
+            .args(extra);
         if nix::unistd::geteuid().is_root() {
             cmd.arg("--user=root");
         }
@@ -383,6 +395,36 @@ pub fn agent_command(args: &[String], env: &[(String, String)]) -> tokio::proces
     }
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     cmd
+}
+
+/// Runs the agent to completion under an open-files soft limit of `soft`, and a hard limit of `hard`
+/// when given (`ulimit -n 1024` in a shell sets both; container runtimes often set only the soft one).
+pub async fn agent_with_open_files(
+    soft: u64,
+    hard: Option<u64>,
+    args: &[String],
+    env: &[(String, String)],
+) -> AgentRun {
+    let mut cmd = agent_command(args, env);
+    let program = cmd.as_std().get_program().to_owned();
+    let argv: Vec<_> = cmd.as_std().get_args().map(|a| a.to_owned()).collect();
+    let mut wrapped = tokio::process::Command::new("bash");
+    // The soft limit first: a hard limit below the soft one is refused.
+    let hard = hard.map(|h| format!("ulimit -Hn {h} && ")).unwrap_or_default();
+    wrapped.arg("-c").arg(format!("ulimit -Sn {soft} && {hard}exec \"$0\" \"$@\"")).arg(program).args(argv);
+    for (k, v) in cmd.as_std().get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    wrapped.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let out = wrapped.output().await.expect("run agent");
+    AgentRun {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// Runs the agent to completion.

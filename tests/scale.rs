@@ -1,0 +1,221 @@
+//! The data path at production shapes, against real MariaDB servers: thousands of tables under a
+//! container's open-files limit, a gigabyte binary log under a memory budget, binary logs kept outside
+//! the datadir. Each restore is started as a server and read back.
+
+mod common;
+
+use common::*;
+use mysql_async::prelude::Queryable;
+
+/// Tables of the many-tables tests: three times a container's usual open-files limit.
+const TABLES: usize = 3_000;
+/// The open-files limit the agent runs under, soft and hard.
+const OPEN_FILES: u64 = 1024;
+/// The memory budget of an agent Job: peak resident memory must stay below it.
+const MEMORY_BUDGET: u64 = 256 * 1024 * 1024;
+
+/// Server options that make thousands of DDL statements quick; durability is not under test here.
+fn fast_ddl() -> Vec<String> {
+    args(&["--innodb-flush-log-at-trx-commit=0", "--sync-binlog=0", "--innodb-doublewrite=0"])
+}
+
+/// Creates `many.t0` … `many.t{n-1}`, one row each (`id` 1, `v` = the table's number), over four
+/// connections in batches.
+async fn create_tables(db: &MariaDb, n: usize) {
+    db.exec("CREATE DATABASE many").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..4 {
+        let pool = db.pool();
+        tasks.spawn(async move {
+            let mut conn = pool.get_conn().await.expect("connect");
+            let tables: Vec<usize> = (worker..n).step_by(4).collect();
+            for batch in tables.chunks(50) {
+                let sql: String = batch
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "CREATE TABLE many.t{t} (id INT PRIMARY KEY, v INT) ENGINE=InnoDB; INSERT INTO many.t{t} VALUES (1, {t});"
+                        )
+                    })
+                    .collect();
+                conn.query_drop(sql).await.expect("create tables");
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("creating tables");
+    }
+}
+
+/// The number of tables in `many` and the sum of every table's `v`, read table by table (a table
+/// that did not come back fails the query that names it).
+async fn read_tables(db: &MariaDb, n: usize) -> (usize, u64) {
+    let count: usize =
+        db.value("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'many'").await.parse().unwrap();
+    let mut sum = 0u64;
+    let tables: Vec<usize> = (0..n).collect();
+    for batch in tables.chunks(250) {
+        let union: Vec<String> = batch.iter().map(|t| format!("SELECT v FROM many.t{t}")).collect();
+        let part: u64 =
+            db.value(&format!("SELECT SUM(v) FROM ({}) AS a", union.join(" UNION ALL "))).await.parse().unwrap();
+        sum += part;
+    }
+    (count, sum)
+}
+
+fn expected_sum(n: usize) -> u64 {
+    (n as u64) * (n as u64 - 1) / 2
+}
+
+fn file_storage(dir: &std::path::Path) -> Vec<String> {
+    vec!["--storage".into(), format!("file://{}", dir.join("backups").display())]
+}
+
+fn restore_args(target: &std::path::Path, storage: &[String], backup: &str) -> Vec<String> {
+    let target = target.display().to_string();
+    [args(&["restore", "--backup", backup, "--datadir", &target]), storage.to_vec()].concat()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_tables_back_up_and_restore_cold_under_1024_open_files() {
+    let dir = tempdir();
+    let db = MariaDb::start_with(dir.path(), 1, &fast_ddl()).await;
+    create_tables(&db, TABLES).await;
+    let datadir = db.datadir.clone();
+    db.stop().await;
+    let st = file_storage(dir.path());
+
+    let datadir_arg = datadir.display().to_string();
+    let backup = [args(&["backup", "--method", "cold", "--datadir", &datadir_arg]), st.clone()].concat();
+    let summary = agent_with_open_files(OPEN_FILES, Some(OPEN_FILES), &backup, &[]).await.summary();
+    assert!(summary["totals"]["files"].as_u64().unwrap() > 2 * TABLES as u64, "{summary}");
+
+    let target = dir.path().join("restored");
+    let id = summary["backupId"].as_str().unwrap();
+    let restored =
+        agent_with_open_files(OPEN_FILES, Some(OPEN_FILES), &restore_args(&target, &st, id), &[]).await.summary();
+    assert_eq!(restored["files"], summary["totals"]["files"]);
+    let copy = MariaDb::start_on(&target, 1).await;
+    assert_eq!(read_tables(&copy, TABLES).await, (TABLES, expected_sum(TABLES)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_tables_back_up_and_restore_with_mariabackup_under_1024_open_files() {
+    let dir = tempdir();
+    let db = MariaDb::start_with(dir.path(), 1, &fast_ddl()).await;
+    create_tables(&db, TABLES).await;
+    let st = file_storage(dir.path());
+
+    let datadir = db.datadir.display().to_string();
+    let backup = [
+        args(&["backup", "--method", "mariabackup", "--mysql-url", &db.url(), "--datadir", &datadir]),
+        args(&["--mariabackup-defaults-file", "/dev/null"]),
+        st.clone(),
+    ]
+    .concat();
+    // mariadb-backup opens every tablespace at once: it needs the headroom the agent raises its soft
+    // limit to (the hard one stays as the machine has it, as in a container).
+    let summary = agent_with_open_files(OPEN_FILES, None, &backup, &[]).await.summary();
+    assert!(summary["totals"]["files"].as_u64().unwrap() > TABLES as u64, "{summary}");
+    db.stop().await;
+
+    let target = dir.path().join("restored");
+    let id = summary["backupId"].as_str().unwrap();
+    // So does its --prepare; the agent's own writes are bounded (the cold test holds it to 1024).
+    agent_with_open_files(OPEN_FILES, None, &restore_args(&target, &st, id), &[]).await.summary();
+    let copy = MariaDb::start_on(&target, 1).await;
+    assert_eq!(read_tables(&copy, TABLES).await, (TABLES, expected_sum(TABLES)));
+}
+
+/// Writes about `mib` MiB of row events into the current binary log, in transactions of 8 MiB of
+/// distinct rows (1,000 rows of 8 KiB).
+async fn write_binlog(db: &MariaDb, mib: u64) {
+    db.exec("CREATE DATABASE IF NOT EXISTS big").await;
+    db.exec("CREATE TABLE big.rows (id BIGINT PRIMARY KEY, payload BLOB) ENGINE=InnoDB").await;
+    let mut conn = db.pool().get_conn().await.expect("connect");
+    for batch in 0..mib / 8 {
+        let first = batch * 1_000;
+        conn.query_drop(format!(
+            "INSERT INTO big.rows SELECT {first} + seq, REPEAT(SHA2({first} + seq, 256), 128) FROM big.seq_1_to_1000"
+        ))
+        .await
+        .expect("insert");
+        // Keep the table small: the binary log, not the datadir, is what grows.
+        conn.query_drop(format!("DELETE FROM big.rows WHERE id <= {first}")).await.expect("delete");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_backup_of_a_gigabyte_binary_log_stays_within_the_memory_budget() {
+    let dir = tempdir();
+    // A first binary log of more than a gigabyte (it rotates past the largest max_binlog_size): the
+    // backup reads the state at its start and copies it whole.
+    let mut opts = fast_ddl();
+    opts.extend(args(&["--max-binlog-size=1073741824"]));
+    let db = MariaDb::start_with(dir.path(), 5, &opts).await;
+    write_binlog(&db, 1088).await;
+    let gtid = db.value("SELECT @@gtid_binlog_pos").await;
+    let (file, offset) = {
+        let rows = db.rows("SHOW MASTER STATUS").await;
+        (rows[0][0].clone(), rows[0][1].parse::<u64>().unwrap())
+    };
+    let datadir = db.datadir.clone();
+    db.stop().await;
+    let first_len = std::fs::metadata(datadir.join("mysql-bin.000001")).unwrap().len();
+    assert!(first_len > 1 << 30, "the first binary log holds {first_len} bytes");
+    let binlog_len = std::fs::metadata(datadir.join(&file)).unwrap().len();
+
+    let st = file_storage(dir.path());
+    let datadir_arg = datadir.display().to_string();
+    let backup = [args(&["backup", "--method", "cold", "--datadir", &datadir_arg]), st.clone()].concat();
+    let summary = agent(&backup, &[]).await.summary();
+    let peak = summary["peakRssBytes"].as_u64().unwrap();
+    eprintln!("cold backup with a {} MiB binary log: peak RSS {} MiB", first_len >> 20, peak >> 20);
+    assert!(peak <= MEMORY_BUDGET, "peak RSS {} MiB", peak >> 20);
+    assert_eq!(summary["positions"]["gtid"]["binlogPos"], gtid.as_str());
+    assert_eq!(summary["positions"]["binlog"]["file"], file.as_str());
+    // The server's own shutdown appends a stop event after the last transaction.
+    assert!(summary["positions"]["binlog"]["position"].as_u64().unwrap() >= offset, "{summary}");
+    assert_eq!(summary["positions"]["binlog"]["position"], binlog_len);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binlog_backups_find_the_logs_where_the_server_keeps_them() {
+    let dir = tempdir();
+    let elsewhere = dir.path().join("binlogs");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let log_bin = format!("--log-bin={}/db-bin", elsewhere.display());
+    let db = MariaDb::start_with(dir.path(), 1, &[log_bin]).await;
+    db.exec("CREATE DATABASE app").await;
+    db.exec("CREATE TABLE app.m (id INT PRIMARY KEY, note VARCHAR(40)) ENGINE=InnoDB").await;
+    let st = file_storage(dir.path());
+    let full = full_backup(&db, &st, &[]).await;
+    for id in 1..=20 {
+        db.exec(&format!("INSERT INTO app.m VALUES ({id}, 'after the full backup')")).await;
+    }
+    let after = db.value("SELECT @@gtid_binlog_pos").await;
+
+    // No --binlog-dir: the server says where its logs are.
+    let datadir = db.datadir.display().to_string();
+    let inc =
+        [args(&["backup", "--method", "binlog", "--mysql-url", &db.url(), "--datadir", &datadir]), st.clone()].concat();
+    let summary = agent(&inc, &[]).await.summary();
+    assert_eq!(summary["positions"]["gtid"]["binlogPos"], after.as_str());
+    assert_eq!(summary["incremental"]["base"], full["backupId"]);
+    assert!(summary["totals"]["files"].as_u64().unwrap() >= 1, "{summary}");
+    let id = summary["backupId"].as_str().unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join(format!("backups/backups/{id}/manifest.json"))).unwrap())
+            .unwrap();
+    for f in manifest["files"].as_array().unwrap() {
+        assert!(f["path"].as_str().unwrap().starts_with("db-bin.0"), "{f}");
+    }
+
+    // A --binlog-dir that holds no logs is used as given, and named.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    db.exec("INSERT INTO app.m VALUES (21, 'one more')").await;
+    let wrong = [inc.clone(), args(&["--binlog-dir", &empty.display().to_string()])].concat();
+    let err = agent(&wrong, &[]).await.error();
+    assert!(err.contains(&format!("{}/db-bin.0", empty.display())), "{err}");
+}
