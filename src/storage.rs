@@ -28,6 +28,10 @@ use url::Url;
 
 use crate::manifest::{Manifest, ManifestError, is_backup_id};
 
+/// Retries of one request: high enough that the time budget (`RetryPolicy::timeout`), not the count,
+/// ends them — with backoff from 100 ms, ten retries can be spent in a few seconds of an outage.
+const MAX_RETRIES: usize = 1_000;
+
 /// Objects larger than this are uploaded in parts (each part retried on its own by the client).
 const MULTIPART_THRESHOLD: usize = 8 * 1024 * 1024;
 
@@ -121,7 +125,7 @@ impl Storage {
             }
         }
         let parse_err = |reason: String| StorageError::ParseUrl { url: url.to_string(), reason };
-        let retry_config = RetryConfig { max_retries: 10, retry_timeout: retry.timeout, ..Default::default() };
+        let retry_config = RetryConfig { max_retries: MAX_RETRIES, retry_timeout: retry.timeout, ..Default::default() };
         let opt_err =
             |key: &str, e: object_store::Error| StorageError::Option { key: key.into(), reason: e.to_string() };
         let configure = |e| StorageError::Configure { url: url.to_string(), source: e };
