@@ -62,6 +62,24 @@ fn option_value(v: &str) -> String {
     format!("\"{escaped}\"")
 }
 
+/// The privileges mariadb-backup reported missing (`Error: missing required privilege RELOAD on *.*`).
+fn missing_privileges(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter_map(|l| l.split_once("missing required privilege ").map(|(_, rest)| rest))
+        .map(|rest| rest.split(" on ").next().unwrap_or(rest).trim().to_string())
+        .collect()
+}
+
+/// `line` without what follows `IDENTIFIED` (a grant as SHOW GRANTS prints it carries the password
+/// hash): tools' output reaches errors, Job termination messages, statuses and Events.
+pub(crate) fn redact(line: &str) -> String {
+    match line.to_ascii_uppercase().find("IDENTIFIED") {
+        Some(at) => format!("{}IDENTIFIED … (redacted)", &line[..at]),
+        None => line.to_string(),
+    }
+}
+
 /// Keeps the last lines of a child's stderr, logging each at debug level.
 pub(crate) fn collect_output(
     stderr: tokio::process::ChildStderr,
@@ -72,6 +90,7 @@ pub(crate) fn collect_output(
     let handle = tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
+            let line = redact(&line);
             tracing::debug!(tool, "{line}");
             let mut t = t.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if t.len() == OUTPUT_TAIL {
@@ -226,6 +245,14 @@ impl BackupMethod for Mariabackup {
         let status = child.wait().await.map_err(|source| MethodError::Spawn { tool: self.tool.clone(), source })?;
         let _ = tail_task.await;
         if !status.success() {
+            let missing = missing_privileges(&tail_text(&tail));
+            if !missing.is_empty() {
+                return Err(MethodError::MissingPrivileges {
+                    user: self.server.user.clone(),
+                    needed_by: "mariadb-backup",
+                    privileges: missing.join(", "),
+                });
+            }
             return Err(tool_failed(status.to_string()));
         }
         parsed?;
@@ -255,6 +282,20 @@ impl BackupMethod for Mariabackup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_privileges_are_named_and_password_hashes_never_kept() {
+        let output = "[00] 2026-11-30 15:39:58 Error: missing required privilege RELOAD on *.*\n\
+                      [00] 2026-11-30 15:39:58 Error: missing required privilege BINLOG MONITOR on *.*\n\
+                      [00] 2026-11-30 15:39:58   1.GRANT SELECT ON *.* TO `backup`@`%` IDENTIFIED BY PASSWORD '*30ED421D'";
+        assert_eq!(missing_privileges(output), ["RELOAD", "BINLOG MONITOR"]);
+        let last = output.lines().last().unwrap();
+        assert_eq!(
+            redact(last),
+            "[00] 2026-11-30 15:39:58   1.GRANT SELECT ON *.* TO `backup`@`%` IDENTIFIED … (redacted)"
+        );
+        assert_eq!(redact("no grant here"), "no grant here");
+    }
 
     #[test]
     fn the_option_file_is_read_by_a_child_and_never_on_disk() {

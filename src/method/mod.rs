@@ -51,6 +51,11 @@ pub enum MethodError {
     /// Reading positions from binary logs failed.
     #[error(transparent)]
     Binlog(#[from] BinlogFileError),
+    /// The backup user lacks privileges the method's tool needs.
+    #[error(
+        "the MySQL user {user} lacks {privileges} on *.*, which {needed_by} needs: GRANT {privileges} ON *.* TO {user}"
+    )]
+    MissingPrivileges { user: String, needed_by: &'static str, privileges: String },
     /// The server did not say where its binary logs are.
     #[error(
         "MySQL server at {endpoint} names no binary-log directory (@@log_bin_basename is {basename:?}): is binary logging on? pass --binlog-dir"
