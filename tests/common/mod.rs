@@ -260,6 +260,11 @@ pub struct S3Server {
     pub root: tempfile::TempDir,
     /// While true, uploads of chunks wait: a backup holds still at its first new chunk.
     pub hold_chunk_uploads: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// While true, downloads of chunks wait: a restore holds still at its first chunk.
+    pub hold_chunk_reads: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// While true the server is down: new connections are closed as they come, and requests on open
+    /// ones are dropped without an answer.
+    pub down: std::sync::Arc<std::sync::atomic::AtomicBool>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -284,6 +289,10 @@ impl S3Server {
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let hold = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let held = hold.clone();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let is_down = down.clone();
+        let hold_reads = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reads_held = hold_reads.clone();
         std::thread::spawn(move || {
             let rt =
                 tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
@@ -296,14 +305,28 @@ impl S3Server {
                     tokio::select! {
                         accepted = listener.accept() => {
                             let Ok((socket, _)) = accepted else { continue };
-                            let (service, held) = (service.clone(), held.clone());
+                            if is_down.load(std::sync::atomic::Ordering::SeqCst) {
+                                drop(socket);
+                                continue;
+                            }
+                            let gates = (held.clone(), reads_held.clone(), is_down.clone());
+                            let service = service.clone();
                             let gated = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                                let (service, held) = (service.clone(), held.clone());
+                                let (service, (held, reads_held, is_down)) = (service.clone(), gates.clone());
                                 async move {
-                                    if req.method() == http::Method::PUT && req.uri().path().contains("/chunks/") {
-                                        while held.load(std::sync::atomic::Ordering::SeqCst) {
+                                    let gate = match *req.method() {
+                                        http::Method::PUT => Some(held),
+                                        http::Method::GET => Some(reads_held),
+                                        _ => None,
+                                    };
+                                    if let Some(gate) = gate.filter(|_| req.uri().path().contains("/chunks/")) {
+                                        while gate.load(std::sync::atomic::Ordering::SeqCst) {
                                             tokio::time::sleep(Duration::from_millis(20)).await;
                                         }
+                                    }
+                                    if is_down.load(std::sync::atomic::Ordering::SeqCst) {
+                                        // An error closes the connection with no response, as a dying server does.
+                                        return Err(s3s::HttpError::new("the server is down".into()));
                                     }
                                     hyper::service::Service::call(&service, req).await
                                 }
@@ -317,7 +340,7 @@ impl S3Server {
                 }
             });
         });
-        Self { endpoint, root, hold_chunk_uploads: hold, shutdown: Some(tx) }
+        Self { endpoint, root, hold_chunk_uploads: hold, hold_chunk_reads: hold_reads, down, shutdown: Some(tx) }
     }
 
     /// Agent arguments for storage `s3://bucket/<prefix>` on this server.
@@ -405,7 +428,7 @@ pub async fn agent_with_open_files(
     args: &[String],
     env: &[(String, String)],
 ) -> AgentRun {
-    let mut cmd = agent_command(args, env);
+    let cmd = agent_command(args, env);
     let program = cmd.as_std().get_program().to_owned();
     let argv: Vec<_> = cmd.as_std().get_args().map(|a| a.to_owned()).collect();
     let mut wrapped = tokio::process::Command::new("bash");
