@@ -219,3 +219,73 @@ async fn binlog_backups_find_the_logs_where_the_server_keeps_them() {
     let err = agent(&wrong, &[]).await.error();
     assert!(err.contains(&format!("{}/db-bin.0", empty.display())), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_point_in_time_restore_through_a_gigabyte_segment_stays_within_the_memory_budget() {
+    let dir = tempdir();
+    let db = MariaDb::start_with(dir.path(), 1, &fast_ddl()).await;
+    db.exec("CREATE DATABASE app").await;
+    db.exec("CREATE TABLE app.m (id INT PRIMARY KEY, note VARCHAR(40)) ENGINE=InnoDB").await;
+    let st = file_storage(dir.path());
+    full_backup(&db, &st, &[]).await;
+
+    // One segment of a gigabyte: the archiver seals it by size, not age.
+    let port = free_port();
+    let a = [
+        args(&["binlog", "archive", "--mysql-url", &db.url(), "--archive", "big"]),
+        args(&["--segment-mib", "1024", "--segment-seconds", "300", "--listen", &format!("127.0.0.1:{port}")]),
+        st.clone(),
+    ]
+    .concat();
+    let archiver = agent_command(&a, &[]).spawn().expect("start the archiver");
+    write_binlog(&db, 1088).await;
+    let pool = db.pool();
+    let target_gtid = marker(&pool, 1).await;
+    marker(&pool, 2).await;
+    let want = db.value("SELECT @@gtid_binlog_pos").await;
+    // The gigabyte segment is stored once sealed; the rest on SIGTERM.
+    let first = dir.path().join("backups/binlogs/big/000000000000.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !first.exists() {
+        assert!(std::time::Instant::now() < deadline, "no segment stored in 300 s");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(&first).unwrap()).unwrap();
+    let segment_bytes = index["bytes"].as_u64().unwrap();
+    assert!(segment_bytes > 1 << 30, "{index}");
+    // Caught up (the server said it had nothing more since the markers), it stores the rest on SIGTERM.
+    let written = chrono::Utc::now();
+    while caught_up_at(port).await.is_none_or(|t| t <= written) {
+        assert!(std::time::Instant::now() < deadline, "the archiver did not catch up in 300 s");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let pid = nix::unistd::Pid::from_raw(archiver.id().expect("running") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = archiver.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = [args(&["binlog", "status", "--archive", "big", "--json"]), st.clone()].concat();
+    let report: serde_json::Value = serde_json::from_str(&agent(&status, &[]).await.stdout).unwrap();
+    assert_eq!(report["end"]["binlogPos"], want.as_str(), "{report}");
+
+    let target = dir.path().join("restored");
+    let t = target.display().to_string();
+    let restore = [args(&["restore", "--until", &target_gtid, "--datadir", &t]), st.clone()].concat();
+    let summary = agent(&restore, &[]).await.summary();
+    let peak = summary["peakRssBytes"].as_u64().unwrap();
+    eprintln!("point-in-time restore through a {} MiB segment: peak RSS {} MiB", segment_bytes >> 20, peak >> 20);
+    assert!(peak <= MEMORY_BUDGET, "peak RSS {} MiB", peak >> 20);
+    db.stop().await;
+    let copy = MariaDb::start_on(&target, 1).await;
+    assert_eq!(copy.rows("SELECT id, note FROM app.m").await, vec![vec!["1", "marker 1"]]);
+}
+
+/// When the archiver listening on `port` last heard from the server that it had nothing more to send.
+async fn caught_up_at(port: u16) -> Option<chrono::DateTime<chrono::Utc>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    s.write_all(b"GET /status HTTP/1.0\r\nHost: x\r\n\r\n").await.ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.ok()?;
+    let status: serde_json::Value = serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()?;
+    status["caughtUpAt"].as_str()?.parse().ok()
+}
