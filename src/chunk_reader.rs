@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use crate::{
-    manifest::ChunkRef,
+    manifest::{ChunkHash, ChunkRef},
     storage::{Storage, StorageError},
 };
 
@@ -13,13 +13,13 @@ use crate::{
 pub enum ChunkReadError {
     /// The object could not be fetched.
     #[error("fetching chunk {hash}: {source}")]
-    Fetch { hash: String, source: StorageError },
+    Fetch { hash: ChunkHash, source: StorageError },
     /// The object is not a valid zstd frame.
     #[error("chunk {hash} is corrupt: cannot decompress: {source}")]
-    Decompress { hash: String, source: std::io::Error },
+    Decompress { hash: ChunkHash, source: std::io::Error },
     /// The decompressed bytes do not have the recorded length or hash.
     #[error("chunk {hash} is corrupt: {reason}")]
-    Mismatch { hash: String, reason: String },
+    Mismatch { hash: ChunkHash, reason: String },
 }
 
 /// Fetches and verifies one chunk; decompression and hashing run off the async threads.
@@ -27,16 +27,16 @@ pub async fn fetch_verified(storage: &Storage, chunk: &ChunkRef) -> Result<Bytes
     let stored = storage
         .get(&storage.chunk_key(&chunk.hash))
         .await
-        .map_err(|source| ChunkReadError::Fetch { hash: chunk.hash.clone(), source })?;
-    let chunk = chunk.clone();
+        .map_err(|source| ChunkReadError::Fetch { hash: chunk.hash, source })?;
+    let (hash, chunk) = (chunk.hash, chunk.clone());
     tokio::task::spawn_blocking(move || verify_bytes(&chunk, &stored))
         .await
-        .map_err(|e| ChunkReadError::Mismatch { hash: String::new(), reason: e.to_string() })?
+        .map_err(|e| ChunkReadError::Mismatch { hash, reason: e.to_string() })?
 }
 
 /// Decompresses `stored` and checks it against `chunk`.
 pub fn verify_bytes(chunk: &ChunkRef, stored: &[u8]) -> Result<Bytes, ChunkReadError> {
-    let hash = || chunk.hash.clone();
+    let hash = || chunk.hash;
     let data = crate::codec::decompress(stored, chunk.length as usize)
         .map_err(|source| ChunkReadError::Decompress { hash: hash(), source })?;
     if data.len() as u64 != chunk.length {
@@ -45,8 +45,8 @@ pub fn verify_bytes(chunk: &ChunkRef, stored: &[u8]) -> Result<Bytes, ChunkReadE
             reason: format!("{} bytes after decompression, expected {}", data.len(), chunk.length),
         });
     }
-    let actual = blake3::hash(&data).to_hex();
-    if actual.as_str() != chunk.hash {
+    let actual = ChunkHash::of(&data);
+    if actual != chunk.hash {
         return Err(ChunkReadError::Mismatch { hash: hash(), reason: format!("content hash is {actual}") });
     }
     Ok(Bytes::from(data))
@@ -62,7 +62,7 @@ mod tests {
             offset: 0,
             length: data.len() as u64,
             stored_length: stored.len() as u64,
-            hash: blake3::hash(data).to_hex().to_string(),
+            hash: ChunkHash::of(data),
         };
         (c, stored)
     }

@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
-    manifest::{Base, ChunkRef, FileEntry, Totals},
+    manifest::{Base, ChunkHash, ChunkRef, FileEntry, Totals},
     progress::Progress,
     storage::{Storage, StorageError},
 };
@@ -69,7 +69,7 @@ struct Shared {
     storage: Storage,
     params: ChunkParams,
     /// Chunks storage holds (with their stored length) or that this run is uploading (`None` until done).
-    known: Mutex<HashMap<String, Option<u64>>>,
+    known: Mutex<HashMap<ChunkHash, Option<u64>>>,
     permits: Arc<Semaphore>,
     tasks: Mutex<JoinSet<Result<ChunkDone, ChunkWriteError>>>,
     done: Mutex<Vec<ChunkDone>>,
@@ -101,7 +101,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl ChunkWriter {
     /// Starts a writer. `known` maps the hashes storage already holds to their stored length.
-    pub fn new(storage: Storage, params: ChunkParams, known: HashMap<String, u64>, progress: Arc<Progress>) -> Self {
+    pub fn new(storage: Storage, params: ChunkParams, known: HashMap<ChunkHash, u64>, progress: Arc<Progress>) -> Self {
         let known = known.into_iter().map(|(k, v)| (k, Some(v))).collect();
         Self {
             shared: Arc::new(Shared {
@@ -139,13 +139,13 @@ impl ChunkWriter {
         let files = std::mem::take(&mut *lock(&self.shared.files));
         let mut chunks: Vec<Vec<ChunkRef>> = vec![Vec::new(); files.len()];
         let mut totals = Totals::default();
-        let mut distinct: HashMap<String, u64> = HashMap::new();
+        let mut distinct: HashMap<ChunkHash, u64> = HashMap::new();
         for d in done {
             totals.chunks += 1;
             if !d.uploaded {
                 totals.reused_chunks += 1;
             }
-            distinct.insert(d.chunk.hash.clone(), d.chunk.stored_length);
+            distinct.insert(d.chunk.hash, d.chunk.stored_length);
             chunks[d.file].push(d.chunk);
         }
         totals.stored_bytes = distinct.values().sum();
@@ -219,7 +219,7 @@ impl FileWriter {
         lock(&self.shared.tasks).spawn(async move {
             let _permit = permit;
             let length = data.len() as u64;
-            let (hash, data) = tokio::task::spawn_blocking(move || (blake3::hash(&data).to_hex().to_string(), data))
+            let (hash, data) = tokio::task::spawn_blocking(move || (ChunkHash::of(&data), data))
                 .await
                 .map_err(|e| ChunkWriteError::Worker(e.to_string()))?;
             let seen = {
@@ -227,12 +227,12 @@ impl FileWriter {
                 match known.get(&hash) {
                     Some(len) => Some(*len),
                     None => {
-                        known.insert(hash.clone(), None);
+                        known.insert(hash, None);
                         None
                     }
                 }
             };
-            let chunk = |stored_length| ChunkRef { offset, length, stored_length, hash: hash.clone() };
+            let chunk = |stored_length| ChunkRef { offset, length, stored_length, hash };
             if let Some(Some(stored_length)) = seen {
                 shared.progress.add_done(length);
                 return Ok(ChunkDone { file, chunk: chunk(stored_length), uploaded: false });
@@ -251,7 +251,7 @@ impl FileWriter {
                     .put(&shared.storage.chunk_key(&hash), Bytes::from(compressed))
                     .await
                     .map_err(|source| ChunkWriteError::Upload { path, offset, source })?;
-                lock(&shared.known).insert(hash.clone(), Some(stored_length));
+                lock(&shared.known).insert(hash, Some(stored_length));
                 shared.uploaded_bytes.fetch_add(stored_length, Ordering::Relaxed);
             }
             shared.progress.add_done(length);

@@ -83,7 +83,8 @@ async fn sweep_locked(storage: &Storage, lock: &Lock) -> Result<SweepOutcome, Gc
     }
     // Sweep.
     let chunks = storage.list_chunks().await?;
-    let doomed: Vec<(String, u64)> = chunks.into_iter().filter(|(hash, _)| !referenced.contains(hash)).collect();
+    let doomed: Vec<(crate::manifest::ChunkHash, u64)> =
+        chunks.into_iter().filter(|(hash, _)| !referenced.contains(hash)).collect();
     let kept_chunks = referenced.len() as u64;
     let freed_bytes = doomed.iter().map(|(_, len)| len).sum();
     let deleted_chunks = doomed.len() as u64;

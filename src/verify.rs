@@ -10,7 +10,7 @@ use futures::StreamExt;
 
 use crate::{
     chunk_reader::fetch_verified,
-    manifest::{ChunkRef, Manifest},
+    manifest::{ChunkHash, ChunkRef, Manifest},
     progress::Progress,
     storage::Storage,
 };
@@ -41,19 +41,19 @@ pub struct VerifyReport {
 
 /// Checks every chunk of `manifest`.
 pub async fn verify(storage: &Storage, manifest: &Manifest, parallel: usize, progress: Arc<Progress>) -> VerifyReport {
-    let mut distinct: BTreeMap<&str, &ChunkRef> = BTreeMap::new();
+    let mut distinct: BTreeMap<ChunkHash, &ChunkRef> = BTreeMap::new();
     for f in &manifest.files {
         for c in &f.chunks {
-            distinct.entry(c.hash.as_str()).or_insert(c);
+            distinct.entry(c.hash).or_insert(c);
         }
     }
-    let results: HashMap<String, Result<u64, String>> = futures::stream::iter(distinct.into_values())
+    let results: HashMap<ChunkHash, Result<u64, String>> = futures::stream::iter(distinct.into_values())
         .map(|c| {
             let progress = progress.clone();
             async move {
                 let r = fetch_verified(storage, c).await.map(|b| b.len() as u64).map_err(|e| e.to_string());
                 progress.add_done(c.length);
-                (c.hash.clone(), r)
+                (c.hash, r)
             }
         })
         .buffer_unordered(parallel.max(1) * 2)

@@ -189,9 +189,7 @@ async fn corrupted_chunk_fails_verify_and_restore_naming_the_file() {
     let id = summary["backupId"].as_str().unwrap();
 
     // Damage the first chunk of app/s.ibd with another valid zstd frame.
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join(format!("backups/backups/{id}/manifest.json"))).unwrap())
-            .unwrap();
+    let manifest = manifest_at(&dir.path().join(format!("backups/backups/{id}/manifest.json")));
     let file = manifest["files"].as_array().unwrap().iter().find(|f| f["path"] == "app/s.ibd").unwrap();
     let hash = file["chunks"][0]["hash"].as_str().unwrap();
     let chunk = dir.path().join(format!("backups/chunks/{}/{hash}", &hash[..2]));

@@ -50,10 +50,7 @@ async fn incrementals_store_the_closed_binlogs_after_the_newest_backup() {
     assert_eq!(inc["positions"]["gtid"]["binlogPos"], after.as_str(), "ends where the server was at the flush");
     let inc_id = inc["backupId"].as_str().unwrap().to_string();
     assert_eq!(inc["incremental"]["base"], full_id.as_str(), "the summary says what it builds on");
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.path().join(format!("backups/backups/{inc_id}/manifest.json"))).unwrap(),
-    )
-    .unwrap();
+    let manifest = manifest_at(&dir.path().join(format!("backups/backups/{inc_id}/manifest.json")));
     assert_eq!(manifest["incremental"]["base"], full_id.as_str());
     assert_eq!(manifest["incremental"]["from"]["binlogPos"], full_pos.as_str());
     // Every stored file is a closed binary log of the server, byte for byte, and together they hold the

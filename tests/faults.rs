@@ -189,9 +189,7 @@ async fn a_chunk_changed_while_a_restore_runs_is_refused_by_its_hash() {
     let data = make_datadir(dir.path(), 2, 4);
     let s3 = S3Server::start();
     let id = backup_to(&s3, "changed", &data).await;
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(s3.object_path(&format!("changed/backups/{id}/manifest.json"))).unwrap())
-            .unwrap();
+    let manifest = manifest_at(&s3.object_path(&format!("changed/backups/{id}/manifest.json")));
     let file = manifest["files"].as_array().unwrap().iter().find(|f| f["path"] == "app/t1.ibd").unwrap();
     let hash = file["chunks"][2]["hash"].as_str().unwrap().to_string();
 

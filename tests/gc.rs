@@ -60,7 +60,7 @@ impl Store {
     }
 
     fn manifest(&self, id: &str) -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(self.path(&format!("backups/{id}/manifest.json"))).unwrap()).unwrap()
+        manifest_at(&self.path(&format!("backups/{id}/manifest.json")))
     }
 
     /// Chunk hashes of backups `ids`.

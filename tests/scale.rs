@@ -204,9 +204,7 @@ async fn binlog_backups_find_the_logs_where_the_server_keeps_them() {
     assert_eq!(summary["incremental"]["base"], full["backupId"]);
     assert!(summary["totals"]["files"].as_u64().unwrap() >= 1, "{summary}");
     let id = summary["backupId"].as_str().unwrap();
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join(format!("backups/backups/{id}/manifest.json"))).unwrap())
-            .unwrap();
+    let manifest = manifest_at(&dir.path().join(format!("backups/backups/{id}/manifest.json")));
     for f in manifest["files"].as_array().unwrap() {
         assert!(f["path"].as_str().unwrap().starts_with("db-bin.0"), "{f}");
     }

@@ -624,3 +624,10 @@ pub async fn marker(pool: &mysql_async::Pool, id: u32) -> String {
     conn.query_drop(format!("INSERT INTO app.m VALUES ({id}, 'marker {id}')")).await.unwrap();
     conn.query_first::<String, _>("SELECT @@last_gtid").await.unwrap().unwrap()
 }
+
+/// A stored manifest as JSON, in either format (format 2 is a zstd frame of the document).
+pub fn manifest_at(path: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let json = if bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) { zstd::decode_all(&bytes[..]).unwrap() } else { bytes };
+    serde_json::from_slice(&json).unwrap()
+}
