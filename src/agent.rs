@@ -514,7 +514,7 @@ async fn backup_locked<M: BackupMethod>(
     let backup_id = backup_id.to_string();
     let known = storage.list_chunks().await?;
     tracing::info!(chunks = known.len(), "chunks already in storage");
-    let progress = Progress::new(method.estimated_bytes());
+    let progress = Progress::new(method.estimated_bytes().await);
     let reporter = progress.report("backup", settings.progress_interval);
     let writer = ChunkWriter::new(storage.clone(), settings.chunks, known, progress.clone());
     let ran = method.run(&writer).await;

@@ -223,10 +223,16 @@ pub async fn restore(
     let started = Instant::now();
     let datadir = &opts.datadir;
     let binlog_dir = opts.binlog_dir.clone().unwrap_or_else(|| datadir.clone());
-    make_empty(datadir, opts.overwrite)?;
-    if binlog_dir != *datadir {
-        make_empty(&binlog_dir, opts.overwrite)?;
-    }
+    // Emptying a datadir (--overwrite) is blocking I/O over every file: off the async threads.
+    let (dirs, overwrite) = (vec![datadir.clone(), binlog_dir.clone()], opts.overwrite);
+    tokio::task::spawn_blocking(move || {
+        dirs.iter()
+            .enumerate()
+            .filter(|(i, d)| *i == 0 || **d != dirs[0])
+            .try_for_each(|(_, d)| make_empty(d, overwrite))
+    })
+    .await
+    .map_err(|e| RestoreError::Target { path: datadir.clone(), source: std::io::Error::other(e) })??;
     let marker = datadir.join(IN_PROGRESS_MARKER);
     std::fs::write(&marker, format!("{{\"backupId\":\"{}\"}}\n", manifest.backup_id)).map_err(target_err(&marker))?;
 

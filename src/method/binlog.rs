@@ -63,7 +63,7 @@ impl BackupMethod for Binlog {
         Prepare::None
     }
 
-    fn estimated_bytes(&self) -> u64 {
+    async fn estimated_bytes(&self) -> u64 {
         0
     }
 

@@ -128,9 +128,9 @@ impl BackupMethod for Cold {
         Prepare::None
     }
 
-    fn estimated_bytes(&self) -> u64 {
-        super::dir_size(&self.datadir, false)
-            + self.binlog_dir.as_deref().map(|d| super::dir_size(d, false)).unwrap_or(0)
+    async fn estimated_bytes(&self) -> u64 {
+        let dirs = std::iter::once(self.datadir.clone()).chain(self.binlog_dir.clone()).collect();
+        super::dir_size(dirs, false).await
     }
 
     async fn run(&self, writer: &ChunkWriter) -> Result<Positions, MethodError> {

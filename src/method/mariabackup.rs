@@ -158,9 +158,9 @@ impl BackupMethod for Mariabackup {
         Prepare::Mariabackup
     }
 
-    fn estimated_bytes(&self) -> u64 {
+    async fn estimated_bytes(&self) -> u64 {
         // mariadb-backup does not copy binary logs.
-        super::dir_size(&self.datadir, true)
+        super::dir_size(vec![self.datadir.clone()], true).await
     }
 
     async fn run(&self, writer: &ChunkWriter) -> Result<Positions, MethodError> {
