@@ -180,13 +180,27 @@ impl Roots<'_> {
 }
 
 impl Target {
-    /// Makes the file durable and gives it its recorded mode; its descriptor closes with the last
-    /// reference.
+    /// Gives the file its recorded mode; its descriptor closes with the last reference. Durability
+    /// comes after every file is written, with one `syncfs` (see [`sync_filesystems`]): a sync per
+    /// file made a restore of 40,000 files twice as slow as `tar -x`.
     fn close(&self) -> Result<(), RestoreError> {
         let err = |source| RestoreError::Write { path: self.path.clone(), source };
-        self.file.sync_all().map_err(err)?;
         self.file.set_permissions(std::fs::Permissions::from_mode(self.mode & 0o7777)).map_err(err)
     }
+}
+
+/// Makes everything written under `dirs` durable: one `syncfs(2)` per directory's filesystem, which
+/// also reports a write-back error (ENOSPC, EIO) of any file written there since.
+async fn sync_filesystems(dirs: Vec<PathBuf>) -> Result<(), RestoreError> {
+    tokio::task::spawn_blocking(move || {
+        for dir in dirs {
+            let sync = std::fs::File::open(&dir).and_then(|d| nix::unistd::syncfs(&d).map_err(std::io::Error::from));
+            sync.map_err(|source| RestoreError::Write { path: dir.clone(), source })?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| RestoreError::Write { path: PathBuf::new(), source: std::io::Error::other(e) })?
 }
 
 /// Runs `mariadb-backup --prepare` on a restored directory.
@@ -277,6 +291,11 @@ pub async fn restore(
         .try_buffer_unordered(in_flight)
         .try_collect::<()>()
         .await?;
+    let mut dirs = vec![datadir.clone()];
+    if binlog_dir != *datadir {
+        dirs.push(binlog_dir.clone());
+    }
+    sync_filesystems(dirs).await?;
     let transfer_seconds = started.elapsed().as_secs_f64();
 
     let prepare_started = Instant::now();
