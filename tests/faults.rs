@@ -53,39 +53,54 @@ fn count_files(dir: &Path) -> usize {
 
 const MARKER: &str = ".mysql-backup-operator-restore-in-progress";
 
-/// Starts a cold backup of `data` to `prefix` on `s3` whose chunk uploads are held, and returns once
-/// it is holding (its lock is written and an upload waits).
-async fn held_backup(s3: &S3Server, prefix: &str, data: &Path, retry_seconds: u64) -> tokio::process::Child {
-    s3.hold_chunk_uploads.store(true, Ordering::SeqCst);
-    let data = data.display().to_string();
-    let retry = retry_seconds.to_string();
-    let a = [
-        args(&["backup", "--method", "cold", "--datadir", &data, "--chunk-size-kib", "1024"]),
-        args(&["--storage-retry-timeout", &retry]),
-        s3.storage_args(prefix),
-    ]
-    .concat();
-    let child = agent_command(&a, &s3.env()).spawn().unwrap();
-    let locks = s3.object_path(&format!("{prefix}/locks"));
-    wait_for("the backup's lock", Duration::from_secs(60), || count_files(&locks) > 0).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    child
+/// A cold backup of a 32 MiB datadir to `prefix` on a new S3 server that goes down while uploads are
+/// in flight: the backup's chunk uploads are held until its lock is written, then the server goes down
+/// and they are let go. The backup retries for `retry_seconds`.
+struct Outage {
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    s3: S3Server,
+    backup: tokio::process::Child,
+}
+
+impl Outage {
+    async fn start(prefix: &str, retry_seconds: u64) -> Self {
+        let dir = tempdir();
+        let data = make_datadir(dir.path(), 4, 8);
+        let s3 = S3Server::start();
+        s3.hold_chunk_uploads.store(true, Ordering::SeqCst);
+        let d = data.display().to_string();
+        let retry = retry_seconds.to_string();
+        let a = [
+            args(&["backup", "--method", "cold", "--datadir", &d, "--chunk-size-kib", "1024"]),
+            args(&["--storage-retry-timeout", &retry]),
+            s3.storage_args(prefix),
+        ]
+        .concat();
+        let backup = agent_command(&a, &s3.env()).spawn().unwrap();
+        let locks = s3.object_path(&format!("{prefix}/locks"));
+        wait_for("the backup's lock", Duration::from_secs(60), || count_files(&locks) > 0).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        s3.down.store(true, Ordering::SeqCst);
+        s3.hold_chunk_uploads.store(false, Ordering::SeqCst);
+        Self { dir, data, s3, backup }
+    }
+
+    /// Waits for the backup to end: its status, summary and standard error.
+    async fn finish(self) -> (tempfile::TempDir, PathBuf, S3Server, std::process::Output) {
+        let out =
+            tokio::time::timeout(Duration::from_secs(180), self.backup.wait_with_output()).await.unwrap().unwrap();
+        (self.dir, self.data, self.s3, out)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_down_mid_backup_and_back_within_the_retry_window_completes_and_verifies() {
-    let dir = tempdir();
-    let data = make_datadir(dir.path(), 4, 8);
-    let s3 = S3Server::start();
-    let child = held_backup(&s3, "outage", &data, 120).await;
-
-    // The server goes down with uploads in flight, for five seconds.
-    s3.down.store(true, Ordering::SeqCst);
-    s3.hold_chunk_uploads.store(false, Ordering::SeqCst);
+    // Down for five seconds.
+    let outage = Outage::start("outage", 120).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    s3.down.store(false, Ordering::SeqCst);
-
-    let out = tokio::time::timeout(Duration::from_secs(180), child.wait_with_output()).await.unwrap().unwrap();
+    outage.s3.down.store(false, Ordering::SeqCst);
+    let (dir, data, s3, out) = outage.finish().await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -100,14 +115,7 @@ async fn storage_down_mid_backup_and_back_within_the_retry_window_completes_and_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_down_past_the_retry_window_fails_naming_it_and_leaves_what_a_sweep_removes() {
-    let dir = tempdir();
-    let data = make_datadir(dir.path(), 4, 8);
-    let s3 = S3Server::start();
-    let child = held_backup(&s3, "gone", &data, 3).await;
-    s3.down.store(true, Ordering::SeqCst);
-    s3.hold_chunk_uploads.store(false, Ordering::SeqCst);
-
-    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output()).await.unwrap().unwrap();
+    let (_dir, _data, s3, out) = Outage::start("gone", 3).await.finish().await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the backup cannot succeed with storage down:\n{stderr}");
     let error = stderr.lines().rfind(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("{stderr}"));
@@ -268,15 +276,9 @@ async fn a_backup_user_without_a_needed_privilege_is_told_which() {
     db.exec("CREATE USER backup@'127.0.0.1' IDENTIFIED BY 'pw-for-backup'").await;
     // Everything mariadb-backup needs but RELOAD.
     db.exec("GRANT PROCESS, LOCK TABLES, BINLOG MONITOR, SELECT ON *.* TO backup@'127.0.0.1'").await;
-    let datadir = db.datadir.display().to_string();
     let url = format!("mysql://backup@127.0.0.1:{}", db.port);
     let storage = vec!["--storage".to_string(), format!("file://{}", dir.path().join("backups").display())];
-    let a = [
-        args(&["backup", "--method", "mariabackup", "--mysql-url", &url, "--datadir", &datadir]),
-        args(&["--mariabackup-defaults-file", "/dev/null"]),
-        storage.clone(),
-    ]
-    .concat();
+    let a = mariabackup_args(&url, &db.datadir, &storage);
     let env = vec![("MYSQL_PWD".to_string(), "pw-for-backup".to_string())];
     let failed = agent(&a, &env).await;
     assert_eq!(

@@ -106,13 +106,7 @@ async fn thousands_of_tables_back_up_and_restore_with_mariabackup_under_1024_ope
     create_tables(&db, TABLES).await;
     let st = file_storage(dir.path());
 
-    let datadir = db.datadir.display().to_string();
-    let backup = [
-        args(&["backup", "--method", "mariabackup", "--mysql-url", &db.url(), "--datadir", &datadir]),
-        args(&["--mariabackup-defaults-file", "/dev/null"]),
-        st.clone(),
-    ]
-    .concat();
+    let backup = mariabackup_args(&db.url(), &db.datadir, &st);
     // mariadb-backup opens every tablespace at once: it needs the headroom the agent raises its soft
     // limit to (the hard one stays as the machine has it, as in a container).
     let summary = agent_with_open_files(OPEN_FILES, None, &backup, &[]).await.summary();

@@ -606,16 +606,20 @@ impl Writer {
     }
 }
 
-/// A full `mariabackup` backup of `db` into `st` (with `env`, e.g. storage credentials); its summary.
-pub async fn full_backup(db: &MariaDb, st: &[String], env: &[(String, String)]) -> serde_json::Value {
-    let datadir = db.datadir.display().to_string();
-    let full_args = [
-        args(&["backup", "--method", "mariabackup", "--mysql-url", &db.url(), "--datadir", &datadir]),
+/// Arguments of a `mariabackup` backup of the server at `url` with datadir `datadir` into `st`.
+pub fn mariabackup_args(url: &str, datadir: &Path, st: &[String]) -> Vec<String> {
+    let datadir = datadir.display().to_string();
+    [
+        args(&["backup", "--method", "mariabackup", "--mysql-url", url, "--datadir", &datadir]),
         args(&["--mariabackup-defaults-file", "/dev/null"]),
         st.to_vec(),
     ]
-    .concat();
-    agent(&full_args, env).await.summary()
+    .concat()
+}
+
+/// A full `mariabackup` backup of `db` into `st` (with `env`, e.g. storage credentials); its summary.
+pub async fn full_backup(db: &MariaDb, st: &[String], env: &[(String, String)]) -> serde_json::Value {
+    agent(&mariabackup_args(&db.url(), &db.datadir, st), env).await.summary()
 }
 
 /// Inserts marker row `id` and returns its GTID.
