@@ -83,9 +83,6 @@ pub enum AgentError {
     /// The server connection settings are wrong.
     #[error(transparent)]
     Server(#[from] crate::server::ServerError),
-    /// The controller stopped with an error.
-    #[error(transparent)]
-    Controller(#[from] crate::controller::run::RunError),
     /// Copying the binary failed.
     #[error("installing the binary into {dir}: {source}")]
     Install { dir: PathBuf, source: std::io::Error },
@@ -587,9 +584,9 @@ pub async fn incremental_from(
         };
         return Ok(crate::manifest::Incremental { base: None, from: state });
     }
-    let schedule = tags.get(crate::jobs::LABEL_SCHEDULE);
+    let schedule = tags.get(crate::manifest::TAG_SCHEDULE);
     let newest = storage
-        .newest_manifest(|m| schedule.is_none_or(|s| m.tags.get(crate::jobs::LABEL_SCHEDULE) == Some(s)))
+        .newest_manifest(|m| schedule.is_none_or(|s| m.tags.get(crate::manifest::TAG_SCHEDULE) == Some(s)))
         .await?;
     let Some((newest, manifest)) = newest else {
         return Err(AgentError::From(format!(

@@ -36,7 +36,7 @@ pub const PASSWORD_DIR: &str = "/var/run/secrets/mysql-backup-operator/mysql";
 /// Label naming the custom resource a Job belongs to.
 pub const LABEL_BACKUP: &str = "mysqlbackup.dev/backup";
 /// Label of the MySQLBackups a schedule creates, and tag of their backups in storage.
-pub const LABEL_SCHEDULE: &str = "mysqlbackup.dev/schedule";
+pub const LABEL_SCHEDULE: &str = crate::manifest::TAG_SCHEDULE;
 
 /// Why a Job cannot be built (yet). Each message names the object and field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

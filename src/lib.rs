@@ -33,5 +33,6 @@ pub mod retention;
 pub mod schedule;
 pub mod segment;
 pub mod server;
+pub mod shutdown;
 pub mod storage;
 pub mod verify;

@@ -477,7 +477,7 @@ async fn run_archiver(args: ArchiveArgs) -> Result<(), AgentError> {
     };
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        mysql_backup_operator::controller::run::shutdown_signal().await;
+        mysql_backup_operator::shutdown::signal().await;
         let _ = stop_tx.send(true);
     });
     let started = std::time::Instant::now();
@@ -505,7 +505,18 @@ fn host_name() -> String {
         .unwrap_or_else(|| format!("pid-{}", std::process::id()))
 }
 
-async fn run(cli: Cli) -> Result<(), AgentError> {
+/// What the binary fails with: the agent's errors, or the controller's.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// An agent command failed.
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    /// The controller stopped with an error.
+    #[error(transparent)]
+    Controller(#[from] mysql_backup_operator::controller::run::RunError),
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Controller { operator_image, listen, no_leader_election, lease_name, lease_namespace, identity } => {
             use mysql_backup_operator::controller::run::{ControllerOptions, LeaderElection};
@@ -515,7 +526,7 @@ async fn run(cli: Cli) -> Result<(), AgentError> {
                 identity: identity.unwrap_or_else(host_name),
             });
             let opts = ControllerOptions { operator_image, listen, leader_election };
-            mysql_backup_operator::controller::run::run(opts).await.map_err(AgentError::Controller)
+            Ok(mysql_backup_operator::controller::run::run(opts).await?)
         }
         Command::Crd => {
             print!("{}", mysql_backup_operator::crd::crds_yaml());
@@ -542,7 +553,7 @@ async fn run(cli: Cli) -> Result<(), AgentError> {
                 // The controller reads the reason of a failed Job from here (its termination message).
                 let _ = std::fs::write(path, serde_json::json!({ "error": error_chain(e) }).to_string());
             }
-            result
+            Ok(result?)
         }
     }
 }
@@ -623,15 +634,15 @@ async fn run_agent(command: AgentCommand) -> Result<(), AgentError> {
             if summary.gaps.is_empty() { Ok(()) } else { Err(AgentError::ArchiveHasGaps(summary.gaps.len())) }
         }
         AgentCommand::Prune(args) => {
-            let spec = mysql_backup_operator::crd::RetentionSpec {
+            let rules = mysql_backup_operator::retention::Rules {
                 keep_last: Some(args.keep_last as i32),
                 keep_hourly: Some(args.keep_hourly as i32),
                 keep_daily: Some(args.keep_daily as i32),
                 keep_weekly: Some(args.keep_weekly as i32),
                 keep_monthly: Some(args.keep_monthly as i32),
-                max_age: args.max_age.clone(),
+                max_age: args.max_age.as_deref(),
             };
-            let policy = mysql_backup_operator::retention::Policy::from_spec(&spec).map_err(AgentError::Retention)?;
+            let policy = mysql_backup_operator::retention::Policy::from_rules(&rules).map_err(AgentError::Retention)?;
             let tz = match &args.time_zone {
                 None => jiff::tz::TimeZone::UTC,
                 Some(zone) => jiff::tz::TimeZone::get(zone)

@@ -252,6 +252,11 @@ pub struct Incremental {
     pub from: crate::position::GtidState,
 }
 
+/// The tag naming the BackupSchedule that took a backup (`<namespace>/<name>`): retention applies to a
+/// schedule's backups, and an incremental (`--from auto`) continues the newest backup of its schedule.
+/// The operator labels its objects with the same key.
+pub const TAG_SCHEDULE: &str = "mysqlbackup.dev/schedule";
+
 /// Makes a new backup id from the start time and a random suffix; ids sort by start time.
 pub fn new_backup_id(started_at: DateTime<Utc>) -> String {
     format!("{}-{:06x}", started_at.format("%Y%m%dT%H%M%SZ"), rand::random::<u32>() & 0xff_ffff)

@@ -108,9 +108,27 @@ pub fn parse_duration(text: &str) -> Result<SignedDuration, PolicyError> {
     Ok(SignedDuration::from_secs(total))
 }
 
+/// A policy's rules as given — a BackupSchedule's `spec.retention`, or `agent prune`'s flags — before
+/// they are checked; errors name them as `spec.retention` fields.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rules<'a> {
+    /// Keep the newest N backups.
+    pub keep_last: Option<i32>,
+    /// Keep the newest backup of each of the last N hours.
+    pub keep_hourly: Option<i32>,
+    /// Keep the newest backup of each of the last N days.
+    pub keep_daily: Option<i32>,
+    /// Keep the newest backup of each of the last N weeks.
+    pub keep_weekly: Option<i32>,
+    /// Keep the newest backup of each of the last N months.
+    pub keep_monthly: Option<i32>,
+    /// Keep every backup younger than this duration (`720h`, `30d`, `2w`).
+    pub max_age: Option<&'a str>,
+}
+
 impl Policy {
-    /// The policy of `spec.retention`, checked.
-    pub fn from_spec(spec: &crate::crd::RetentionSpec) -> Result<Self, PolicyError> {
+    /// The policy of `rules`, checked.
+    pub fn from_rules(spec: &Rules) -> Result<Self, PolicyError> {
         let count = |field: &'static str, v: Option<i32>| match v {
             Some(v) if v < 0 => Err(PolicyError::Negative { field, value: v }),
             v => Ok(v.unwrap_or(0) as u32),
@@ -121,7 +139,7 @@ impl Policy {
             keep_daily: count("keepDaily", spec.keep_daily)?,
             keep_weekly: count("keepWeekly", spec.keep_weekly)?,
             keep_monthly: count("keepMonthly", spec.keep_monthly)?,
-            max_age: spec.max_age.as_deref().map(parse_duration).transpose()?,
+            max_age: spec.max_age.map(parse_duration).transpose()?,
         };
         if policy == Self::default() {
             return Err(PolicyError::KeepsNothing);
@@ -270,22 +288,22 @@ mod tests {
 
     #[test]
     fn spec_errors_name_the_field() {
-        use crate::crd::RetentionSpec;
+        type RetentionSpec<'a> = Rules<'a>;
         assert_eq!(
-            Policy::from_spec(&RetentionSpec::default()).unwrap_err().to_string(),
+            Policy::from_rules(&RetentionSpec::default()).unwrap_err().to_string(),
             "spec.retention keeps nothing: set at least one of keepLast, keepHourly, keepDaily, keepWeekly, \
              keepMonthly, maxAge above zero, or remove spec.retention to keep every backup"
         );
         let zeros = RetentionSpec { keep_last: Some(0), keep_daily: Some(0), ..Default::default() };
-        assert_eq!(Policy::from_spec(&zeros).unwrap_err(), PolicyError::KeepsNothing);
+        assert_eq!(Policy::from_rules(&zeros).unwrap_err(), PolicyError::KeepsNothing);
         let neg = RetentionSpec { keep_daily: Some(-1), ..Default::default() };
         assert_eq!(
-            Policy::from_spec(&neg).unwrap_err().to_string(),
+            Policy::from_rules(&neg).unwrap_err().to_string(),
             "spec.retention.keepDaily is -1; counts cannot be negative"
         );
-        let bad = RetentionSpec { max_age: Some("30 days".into()), ..Default::default() };
+        let bad = RetentionSpec { max_age: Some("30 days"), ..Default::default() };
         assert_eq!(
-            Policy::from_spec(&bad).unwrap_err().to_string(),
+            Policy::from_rules(&bad).unwrap_err().to_string(),
             "spec.retention.maxAge \"30 days\" is not a duration like 720h, 30d or 2w: unknown unit ' '"
         );
         assert_eq!(parse_duration("1d12h").unwrap(), SignedDuration::from_hours(36));

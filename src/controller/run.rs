@@ -201,25 +201,6 @@ async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Context>, ready: Arc<
     axum::serve(listener, app).await
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the controller");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
 /// Waits until this replica holds the Lease. `None` when a signal came first.
 async fn acquire(
     client: Client,
@@ -243,7 +224,7 @@ async fn acquire(
                 return Err(RunError::LeaseLost);
             }
         }
-        _ = shutdown_signal() => return Ok(None),
+        _ = crate::shutdown::signal() => return Ok(None),
     }
     tracing::info!(identity = %election.identity, "leading");
     Ok(Some((leading, task)))

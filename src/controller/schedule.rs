@@ -157,7 +157,8 @@ fn validate(s: &BackupSchedule) -> Result<(Schedule, Option<Policy>), String> {
         s.metadata.uid.as_deref().unwrap_or(&name),
     )
     .map_err(|e| e.to_string())?;
-    let policy = s.spec.retention.as_ref().map(Policy::from_spec).transpose().map_err(|e| e.to_string())?;
+    let policy =
+        s.spec.retention.as_ref().map(|r| Policy::from_rules(&r.rules())).transpose().map_err(|e| e.to_string())?;
     Ok((schedule, policy))
 }
 

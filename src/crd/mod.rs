@@ -375,6 +375,20 @@ pub struct RetentionSpec {
     pub max_age: Option<String>,
 }
 
+impl RetentionSpec {
+    /// The rules the retention policy is checked from.
+    pub fn rules(&self) -> crate::retention::Rules<'_> {
+        crate::retention::Rules {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            max_age: self.max_age.as_deref(),
+        }
+    }
+}
+
 /// Backups on a cron schedule, kept by a retention policy.
 #[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[kube(
