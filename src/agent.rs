@@ -111,8 +111,11 @@ pub struct BackupSettings {
     pub progress_interval: Duration,
 }
 
-/// The JSON summary of an operation.
-#[derive(Debug, Clone, Serialize)]
+/// The JSON summary of an operation: printed on stdout and written to `--summary-file`, which a Job's
+/// termination message carries to the controller. This one type is written by the agent and read by
+/// the controller — whichever release each is (a Job started by one operator can report to the next):
+/// a field is only ever added, with a default.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase", tag = "operation")]
 pub enum Summary {
     /// A backup was taken.
@@ -428,7 +431,7 @@ pub async fn archive_status(storage: &Storage, name: &str) -> Result<ArchiveRepo
 }
 
 /// What a point-in-time restore replayed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PitrSummary {
     /// The target asked for.
@@ -443,7 +446,7 @@ pub struct PitrSummary {
     /// Archive segments replayed.
     pub segments: u64,
     /// Gaps a forced restore crossed: their transactions are missing.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gaps_crossed: Vec<String>,
     /// Transactions replayed.
     pub transactions: u64,
@@ -475,7 +478,31 @@ pub fn raise_open_files_limit() -> u64 {
     soft
 }
 
+/// What a failed agent leaves in its summary file: the error, with its causes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Failure {
+    /// The error and its causes, as printed.
+    pub error: String,
+}
+
 impl Summary {
+    /// The operation's name, as the summary's `operation` field has it.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Self::Backup { .. } => "backup",
+            Self::Verify { .. } => "verify",
+            Self::Restore { .. } => "restore",
+            Self::Delete { .. } => "delete",
+            Self::BinlogArchive { .. } => "binlogArchive",
+            Self::Prune { .. } => "prune",
+        }
+    }
+
+    /// Parses a summary the agent wrote (this release's or an earlier one's).
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
     /// Writes the summary as JSON to `path`.
     pub fn write_to(&self, path: &PathBuf) -> Result<(), AgentError> {
         let json = serde_json::to_string(self).expect("summaries always serialise");

@@ -53,7 +53,7 @@ pub struct SweepOutcome {
     /// Chunks left: those some manifest references.
     pub kept_chunks: u64,
     /// Locks of running backups that made the sweep wait for a later run (empty when it ran).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deferred_by: Vec<String>,
 }
 

@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// One damaged place of a backup.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Damage {
     /// File path.
@@ -28,7 +28,7 @@ pub struct Damage {
 }
 
 /// Result of a verification.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyReport {
     /// Distinct chunks read.

@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 const BACKUP: &str = include_str!("fixtures/mysqlbackup.yaml");
+/// Agent summaries as release 0.1.0 wrote them, one per line (see tests/summaries.rs).
+const SUMMARIES: &str = include_str!("fixtures/agent-summaries-0.1.0.jsonl");
 
 fn pod() -> Value {
     json!({
@@ -312,7 +314,13 @@ async fn restore_job_success_completes_with_the_restored_position() {
         )
         .unwrap(),
     );
-    let summary = r#"{"operation":"restore","backupId":"20261122T020001Z-00abcd","positions":{"flavor":"mariadb","gtid":{"flavor":"mariadb","binlogPos":"0-1-42"}},"files":3,"bytes":1000,"durationSeconds":1.5}"#;
+    // A summary as the agent writes it (the previous release's, from the contract's fixture).
+    let summary = SUMMARIES
+        .lines()
+        .find(|l| l.starts_with(r#"{"operation":"restore""#))
+        .unwrap()
+        .replace("20261130T170734Z-b53906", "20261122T020001Z-00abcd");
+    let summary = summary.as_str();
     let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "restore-r1", "namespace": "db"},
         "status": {"succeeded": 1, "completionTime": "2026-11-22T03:00:00Z", "conditions": [{"type": "Complete", "status": "True"}]}});
     let job_pods = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{"metadata": {"name": "p"},
@@ -329,7 +337,7 @@ async fn restore_job_success_completes_with_the_restored_position() {
         let s = &status["status"];
         assert_eq!(s["phase"], "Complete");
         assert_eq!(s["positions"]["gtidExecuted"], "0-1-42");
-        assert_eq!((s["bytes"].as_i64(), s["durationSeconds"].as_f64()), (Some(1000), Some(1.5)));
+        assert_eq!((s["bytes"].as_i64(), s["durationSeconds"].as_f64()), (Some(3_000_000), Some(0.298217288)));
         let event = expect(&mut h, "POST", EVENTS, (201, json!({}))).await;
         assert_eq!(event["note"], "backup 20261122T020001Z-00abcd restored into PersistentVolumeClaim restore-r1");
     })

@@ -17,9 +17,10 @@ use super::{
     job_outcome::{JobOutcome, job_outcome},
 };
 use crate::{
+    agent::Summary,
     crd::{MySQLBackup, MySQLBackupStatus, Phase, PositionsStatus, SizesStatus},
     jobs::{BuildError, backup_job, resolve_method},
-    manifest::{MethodKind, Totals},
+    manifest::MethodKind,
     position::Positions,
 };
 
@@ -70,20 +71,6 @@ pub struct Decision {
 
 /// How long to wait before looking again at a blocked backup.
 pub const BLOCKED_RETRY: Duration = Duration::from_secs(30);
-
-/// The agent's summary of a finished backup, as written to the termination message.
-#[derive(Debug, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AgentSummary {
-    backup_id: String,
-    storage: String,
-    method: MethodKind,
-    positions: Positions,
-    totals: Totals,
-    duration_seconds: f64,
-    #[serde(default)]
-    incremental: Option<crate::manifest::Incremental>,
-}
 
 /// Secrets the spec names that are missing, or lack the named key.
 fn missing_secrets(backup: &MySQLBackup, secrets: &BTreeMap<String, BTreeSet<String>>) -> Option<String> {
@@ -183,20 +170,26 @@ pub fn decide(o: &Observed) -> Decision {
         }
         let outcome = job_outcome(job, o.agent_message);
         if let JobOutcome::Succeeded(message) = &outcome {
-            match message.as_deref().map(serde_json::from_str::<AgentSummary>) {
-                Some(Ok(summary)) => {
+            match message.as_deref().map(Summary::parse) {
+                Some(Ok(Summary::Backup {
+                    backup_id,
+                    storage,
+                    method,
+                    positions,
+                    totals,
+                    duration_seconds,
+                    incremental,
+                    ..
+                })) => {
                     status.phase = Some(Phase::Complete);
-                    status.backup_id = Some(summary.backup_id.clone());
+                    status.backup_id = Some(backup_id.clone());
                     // The storage layout is a compatibility promise: the manifest's URL follows from the id.
-                    status.manifest = Some(format!(
-                        "{}/backups/{}/manifest.json",
-                        summary.storage.trim_end_matches('/'),
-                        summary.backup_id
-                    ));
-                    status.method = Some(summary.method.as_str().to_string());
-                    status.positions = Some(PositionsStatus::from(&summary.positions));
-                    status.sizes = Some(SizesStatus::from(&summary.totals));
-                    status.incremental = summary.incremental.as_ref().map(|i| crate::crd::IncrementalStatus {
+                    status.manifest =
+                        Some(format!("{}/backups/{}/manifest.json", storage.trim_end_matches('/'), backup_id));
+                    status.method = Some(method.as_str().to_string());
+                    status.positions = Some(PositionsStatus::from(&positions));
+                    status.sizes = Some(SizesStatus::from(&totals));
+                    status.incremental = incremental.as_ref().map(|i| crate::crd::IncrementalStatus {
                         base_backup_id: i.base.clone(),
                         from_gtid: PositionsStatus::from(&Positions {
                             gtid: Some(i.from.clone()),
@@ -204,12 +197,12 @@ pub fn decide(o: &Observed) -> Decision {
                         })
                         .gtid_executed,
                     });
-                    status.duration_seconds = Some(summary.duration_seconds);
+                    status.duration_seconds = Some(duration_seconds);
                     status.completion_time =
                         job.status.as_ref().and_then(|s| s.completion_time.clone()).or(Some(o.now.clone()));
                     let message = format!(
-                        "backup {} stored: {} bytes of data, {} uploaded",
-                        summary.backup_id, summary.totals.data_bytes, summary.totals.uploaded_bytes
+                        "backup {backup_id} stored: {} bytes of data, {} uploaded",
+                        totals.data_bytes, totals.uploaded_bytes
                     );
                     conditions::set(
                         &mut status.conditions,
@@ -226,7 +219,8 @@ pub fn decide(o: &Observed) -> Decision {
                 other => {
                     let why = match other {
                         Some(Err(e)) => format!("the agent's summary cannot be read: {e}"),
-                        _ => "the agent left no summary".to_string(),
+                        Some(Ok(s)) => format!("the agent's summary is not a backup's: {}", s.operation()),
+                        None => "the agent left no summary".to_string(),
                     };
                     fail(&mut status, &mut events, "SummaryUnreadable", why);
                 }

@@ -24,7 +24,6 @@ use super::{
 };
 use crate::{
     crd::{DeletionPolicy, MySQLBackup, MySQLBackupStatus},
-    gc::DeleteOutcome,
     jobs::cleanup_job,
 };
 
@@ -100,12 +99,6 @@ pub struct Decision {
     pub requeue: Option<Duration>,
 }
 
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct IdOnly {
-    backup_id: String,
-}
-
 /// When the Failed condition of `job` became true.
 fn failed_at(job: &Job) -> Option<&Time> {
     job.status
@@ -152,7 +145,10 @@ pub fn decide(o: &Observed) -> Decision {
     }
     let skip = b.metadata.annotations.as_ref().and_then(|a| a.get(SKIP_CLEANUP_ANNOTATION)).map(String::as_str);
     let id = d.status.backup_id.clone().or_else(|| match o.backup_job.map(|j| job_outcome(j, o.backup_message)) {
-        Some(JobOutcome::Succeeded(Some(m))) => serde_json::from_str::<IdOnly>(&m).ok().map(|s| s.backup_id),
+        Some(JobOutcome::Succeeded(Some(m))) => match crate::agent::Summary::parse(&m) {
+            Ok(crate::agent::Summary::Backup { backup_id, .. }) => Some(backup_id),
+            _ => None,
+        },
         _ => None,
     });
     if skip == Some("true") {
@@ -227,7 +223,10 @@ pub fn decide(o: &Observed) -> Decision {
             d
         }
         Some((_, JobOutcome::Succeeded(message))) => {
-            let summary = message.as_deref().and_then(|m| serde_json::from_str::<DeleteOutcome>(m).ok());
+            let summary = match message.as_deref().map(crate::agent::Summary::parse) {
+                Some(Ok(crate::agent::Summary::Delete { outcome, .. })) => Some(outcome),
+                _ => None,
+            };
             let url = &b.spec.storage.url;
             let message = match summary {
                 Some(s) if s.already_deleted => format!("backup {id} was already gone from {url}"),
@@ -425,13 +424,19 @@ status: {phase: Complete, backupId: 20261122T020001Z-00abcd}
 
     #[test]
     fn a_succeeded_backup_job_not_yet_in_status_still_has_its_data_deleted() {
+        // A backup's summary as the agent writes it (the contract's fixture), of backup …-00ffff.
+        let summary = include_str!("../../tests/fixtures/agent-summaries-0.1.0.jsonl")
+            .lines()
+            .next()
+            .unwrap()
+            .replace("20261130T170734Z-b53906", "20261122T040000Z-00ffff");
         let mut w = World::new(
             &BACKUP.replace("status: {phase: Complete, backupId: 20261122T020001Z-00abcd}", "status: {phase: Running}"),
         );
         w.backup_job = Some(parse(
             "{metadata: {name: backup-nightly-1}, status: {succeeded: 1, conditions: [{type: Complete, status: 'True'}]}}",
         ));
-        w.backup_message = Some(r#"{"operation":"backup","backupId":"20261122T040000Z-00ffff"}"#);
+        w.backup_message = Some(&summary);
         let d = w.decide();
         assert!(!d.remove_finalizer);
         let args = d.job.unwrap().spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
@@ -445,7 +450,7 @@ status: {phase: Complete, backupId: 20261122T020001Z-00abcd}
             "{metadata: {name: cleanup-nightly-1}, status: {succeeded: 1, conditions: [{type: Complete, status: 'True'}]}}",
         ));
         w.cleanup_message = Some(
-            r#"{"operation":"delete","backupId":"20261122T020001Z-00abcd","alreadyDeleted":false,"deletedChunks":12,"freedBytes":4096,"keptChunks":3,"durationSeconds":0.5}"#,
+            r#"{"operation":"delete","backupId":"20261122T020001Z-00abcd","storage":"s3://backups/prod","alreadyDeleted":false,"deletedChunks":12,"freedBytes":4096,"keptChunks":3,"durationSeconds":0.5}"#,
         );
         let d = w.decide();
         assert!(d.remove_finalizer);
@@ -466,7 +471,7 @@ status: {phase: Complete, backupId: 20261122T020001Z-00abcd}
             "{metadata: {name: cleanup-nightly-1}, status: {succeeded: 1, conditions: [{type: Complete, status: 'True'}]}}",
         ));
         w.cleanup_message = Some(
-            r#"{"operation":"delete","backupId":"20261122T020001Z-00abcd","alreadyDeleted":false,"deletedChunks":0,"freedBytes":0,"keptChunks":0,"deferredBy":["backup-20261122T050000Z-00ffff"],"durationSeconds":0.1}"#,
+            r#"{"operation":"delete","backupId":"20261122T020001Z-00abcd","storage":"s3://backups/prod","alreadyDeleted":false,"deletedChunks":0,"freedBytes":0,"keptChunks":0,"deferredBy":["backup-20261122T050000Z-00ffff"],"durationSeconds":0.1}"#,
         );
         let d = w.decide();
         assert!(d.remove_finalizer, "the backup is gone from storage; its chunks follow at the next sweep");

@@ -14,11 +14,6 @@ pub enum JobOutcome {
     Failed(String),
 }
 
-#[derive(serde::Deserialize)]
-struct AgentFailure {
-    error: String,
-}
-
 fn condition_true<'a>(job: &'a Job, type_: &str) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
     job.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_ && c.status == "True")
 }
@@ -30,7 +25,7 @@ pub fn job_outcome(job: &Job, message: Option<&str>) -> JobOutcome {
     }
     if let Some(failed) = condition_true(job, "Failed") {
         let reason = message
-            .and_then(|m| serde_json::from_str::<AgentFailure>(m).ok())
+            .and_then(|m| serde_json::from_str::<crate::agent::Failure>(m).ok())
             .map(|f| f.error)
             .or_else(|| failed.message.clone())
             .unwrap_or_else(|| "the agent Job failed".into());

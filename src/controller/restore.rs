@@ -19,9 +19,9 @@ use super::{
     job_outcome::{JobOutcome, job_outcome},
 };
 use crate::{
+    agent::Summary,
     crd::{MySQLBackup, MySQLRestore, MySQLRestoreStatus, Phase, PositionsStatus},
     jobs::{RestorePlan, restore_claim, restore_job, restore_target_claim},
-    position::Positions,
 };
 
 /// What was observed around one MySQLRestore.
@@ -60,31 +60,6 @@ pub struct Decision {
     pub requeue: Option<Duration>,
 }
 
-#[derive(Debug, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RestoreSummary {
-    backup_id: String,
-    positions: Positions,
-    bytes: u64,
-    duration_seconds: f64,
-    #[serde(default)]
-    until: Option<UntilSummary>,
-}
-
-#[derive(Debug, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct UntilSummary {
-    transactions: u64,
-    #[serde(default)]
-    incrementals: Vec<String>,
-    #[serde(default)]
-    archive: Option<String>,
-    #[serde(default)]
-    segments: u64,
-    #[serde(default)]
-    gaps_crossed: Vec<String>,
-}
-
 /// Decides what `o.restore` needs now.
 pub fn decide(o: &Observed) -> Decision {
     let r = o.restore;
@@ -119,14 +94,14 @@ pub fn decide(o: &Observed) -> Decision {
                 done(status, events)
             }
             JobOutcome::Failed(reason) => fail(status, "AgentFailed", reason),
-            JobOutcome::Succeeded(message) => match message.as_deref().map(serde_json::from_str::<RestoreSummary>) {
-                Some(Ok(summary)) => {
+            JobOutcome::Succeeded(message) => match message.as_deref().map(Summary::parse) {
+                Some(Ok(Summary::Restore { backup_id, positions, bytes, duration_seconds, until, .. })) => {
                     status.phase = Some(Phase::Complete);
-                    status.backup_id = Some(summary.backup_id.clone());
-                    status.positions = Some(PositionsStatus::from(&summary.positions));
-                    status.bytes = i64::try_from(summary.bytes).ok();
-                    status.duration_seconds = Some(summary.duration_seconds);
-                    if let Some(u) = summary.until {
+                    status.backup_id = Some(backup_id.clone());
+                    status.positions = Some(PositionsStatus::from(&positions));
+                    status.bytes = i64::try_from(bytes).ok();
+                    status.duration_seconds = Some(duration_seconds);
+                    if let Some(u) = until {
                         if !u.gaps_crossed.is_empty() {
                             events.push(EventNote {
                                 warning: true,
@@ -150,8 +125,7 @@ pub fn decide(o: &Observed) -> Decision {
                     status.completion_time =
                         job.status.as_ref().and_then(|s| s.completion_time.clone()).or(Some(o.now.clone()));
                     let message = format!(
-                        "backup {} restored into PersistentVolumeClaim {}",
-                        summary.backup_id,
+                        "backup {backup_id} restored into PersistentVolumeClaim {}",
                         status.persistent_volume_claim.clone().unwrap_or_default()
                     );
                     conditions::set(&mut status.conditions, COMPLETE, true, "Restored", &message, generation, &o.now);
@@ -159,6 +133,11 @@ pub fn decide(o: &Observed) -> Decision {
                     done(status, events)
                 }
                 Some(Err(e)) => fail(status, "SummaryUnreadable", format!("the agent's summary cannot be read: {e}")),
+                Some(Ok(s)) => fail(
+                    status,
+                    "SummaryUnreadable",
+                    format!("the agent's summary is not a restore's: {}", s.operation()),
+                ),
                 None => fail(status, "SummaryUnreadable", "the agent left no summary".into()),
             },
         };
@@ -412,13 +391,14 @@ status: {phase: Complete, method: mariabackup, backupId: 20261122T020001Z-00abcd
         let job: Job = parse(
             "{metadata: {name: restore-r1}, status: {completionTime: '2026-11-22T03:00:00Z', conditions: [{type: Complete, status: 'True'}]}}",
         );
-        let summary = r#"{"operation":"restore","backupId":"b1","positions":{"flavor":"mariadb","gtid":{"flavor":"mariadb","binlogPos":"0-1-4242"}},"bytes":1,"durationSeconds":2.0,"until":{"target":"GTID 0-1-4242","incrementals":[],"binlogFiles":0,"archive":"db.nightly","segments":12,"gapsCrossed":["gap before segment 7: the data of segment 6 is missing"],"transactions":4000}}"#;
+        // A point-in-time restore's summary as the agent writes it (the contract's fixture).
+        let summary = include_str!("../../tests/fixtures/agent-summaries-0.1.0.jsonl")
+            .lines()
+            .find(|l| l.contains(r#""until":"#))
+            .unwrap();
         let d = run(&parse(&forced), Some(&parse(BACKUP)), None, Some(&job), Some(summary));
         let replayed = d.status.replayed.clone().unwrap();
-        assert_eq!(
-            (replayed.transactions, replayed.segments, replayed.archive.as_deref()),
-            (4000, 12, Some("db.nightly"))
-        );
+        assert_eq!((replayed.transactions, replayed.segments, replayed.archive.as_deref()), (8, 3, Some("db.nightly")));
         let warning = d.events.iter().find(|e| e.reason == "GapsCrossed").expect("a Warning for the crossed gap");
         assert_eq!(
             warning.message,

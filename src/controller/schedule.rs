@@ -37,7 +37,6 @@ use crate::{
         BackupSchedule, BackupScheduleStatus, BinlogArchiveStatus, ConcurrencyPolicy, MySQLBackup, Phase, PruneStatus,
         ScheduledBackupStatus, WindowStatus,
     },
-    gc::PruneOutcome,
     jobs::{LABEL_SCHEDULE, archive_name, archiver_deployment, prune_job},
     retention::Policy,
     schedule::{MAX_SCHEDULE_NAME, Schedule, child_name, incremental_name, on_demand_name},
@@ -366,7 +365,10 @@ pub fn decide(o: &Observed) -> Decision {
                 let mut p = p;
                 match outcome {
                     Some(JobOutcome::Succeeded(message)) => {
-                        let summary = message.as_deref().and_then(|m| serde_json::from_str::<PruneOutcome>(m).ok());
+                        let summary = match message.as_deref().map(crate::agent::Summary::parse) {
+                            Some(Ok(crate::agent::Summary::Prune { outcome, .. })) => Some(outcome),
+                            _ => None,
+                        };
                         if let Some(summary) = summary {
                             if p.phase != Phase::Complete {
                                 d.events.push(EventNote {
