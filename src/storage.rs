@@ -76,6 +76,8 @@ pub struct Storage {
     store: Arc<dyn ObjectStore>,
     prefix: ObjPath,
     url: String,
+    /// The retry budget of one request, for the failures the client does not retry itself.
+    retry: Duration,
 }
 
 impl std::fmt::Debug for Storage {
@@ -99,6 +101,20 @@ pub fn parse_option(text: &str) -> Result<(String, String), StorageError> {
         reason: "expected key=value, e.g. endpoint=http://127.0.0.1:9000".into(),
     })?;
     Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+/// Whether `e` is a failure of the transport (the request may not even have been sent: a connection
+/// reset, cancelled or not ready) rather than an answer of the server. The client retries most of
+/// these itself, but not a request cancelled on a connection a restarting server dropped.
+fn is_transport_failure(e: &object_store::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(http) = err.downcast_ref::<object_store::client::HttpError>() {
+            return http.kind() != object_store::client::HttpErrorKind::Decode;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// How long the client keeps retrying one request before giving up.
@@ -165,7 +181,7 @@ impl Storage {
                 return Err(parse_err(format!("unsupported scheme {other:?}; use file://, s3://, az:// or gs://")));
             }
         };
-        Ok(Self { store, prefix, url: url.to_string() })
+        Ok(Self { store, prefix, url: url.to_string(), retry: retry.timeout })
     }
 
     fn open_local(url: &str, dir: PathBuf, options: &[(String, String)]) -> Result<Self, StorageError> {
@@ -179,7 +195,7 @@ impl Storage {
         })?;
         let store = LocalFileSystem::new_with_prefix(&dir)
             .map_err(|e| StorageError::Configure { url: url.to_string(), source: e })?;
-        Ok(Self { store: Arc::new(store), prefix: ObjPath::default(), url: url.to_string() })
+        Ok(Self { store: Arc::new(store), prefix: ObjPath::default(), url: url.to_string(), retry: Duration::ZERO })
     }
 
     /// The URL this storage was opened with (never contains credentials).
@@ -212,23 +228,40 @@ impl Storage {
         self.key(&format!("backups/{backup_id}/deleting.json"))
     }
 
-    /// Writes an object, in parts when it is large.
+    /// Writes an object, in parts when it is large. Writes are idempotent (chunks are named by their
+    /// content, manifests written once): a transport failure the client gave up on is tried again
+    /// within the retry budget.
     pub async fn put(&self, key: &ObjPath, data: Bytes) -> Result<(), StorageError> {
         let err = |source| StorageError::Put { url: self.url.clone(), key: key.to_string(), source };
+        let deadline = std::time::Instant::now() + self.retry;
+        let mut pause = Duration::from_millis(200);
+        loop {
+            match self.put_once(key, data.clone()).await {
+                Err(e) if is_transport_failure(&e) && std::time::Instant::now() + pause < deadline => {
+                    tracing::info!(key = %key, error = %e, "storage request failed in transport; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(10));
+                }
+                other => return other.map_err(err),
+            }
+        }
+    }
+
+    async fn put_once(&self, key: &ObjPath, data: Bytes) -> Result<(), object_store::Error> {
         if data.len() <= MULTIPART_THRESHOLD {
-            self.store.put(key, PutPayload::from_bytes(data)).await.map_err(err)?;
+            self.store.put(key, PutPayload::from_bytes(data)).await?;
             return Ok(());
         }
-        let mut upload = self.store.put_multipart(key).await.map_err(err)?;
+        let mut upload = self.store.put_multipart(key).await?;
         for part in data.chunks(MULTIPART_THRESHOLD) {
             if let Err(e) = upload.put_part(PutPayload::from_bytes(data.slice_ref(part))).await {
                 let _ = upload.abort().await;
-                return Err(err(e));
+                return Err(e);
             }
         }
         if let Err(e) = upload.complete().await {
             let _ = upload.abort().await;
-            return Err(err(e));
+            return Err(e);
         }
         Ok(())
     }
