@@ -240,10 +240,8 @@ pub async fn restore(
     // Emptying a datadir (--overwrite) is blocking I/O over every file: off the async threads.
     let (dirs, overwrite) = (vec![datadir.clone(), binlog_dir.clone()], opts.overwrite);
     tokio::task::spawn_blocking(move || {
-        dirs.iter()
-            .enumerate()
-            .filter(|(i, d)| *i == 0 || **d != dirs[0])
-            .try_for_each(|(_, d)| make_empty(d, overwrite))
+        make_empty(&dirs[0], overwrite)?;
+        if dirs[1] != dirs[0] { make_empty(&dirs[1], overwrite) } else { Ok(()) }
     })
     .await
     .map_err(|e| RestoreError::Target { path: datadir.clone(), source: std::io::Error::other(e) })??;
