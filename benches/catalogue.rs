@@ -19,11 +19,11 @@ use std::{
 };
 
 use chrono::DateTime;
-use mysql_backup_operator::{
-    manifest::{Base, ChunkHash, ChunkRef, Chunking, FileEntry, Manifest, MethodKind, Prepare, Totals},
-    position::Positions,
-    storage::{RetryPolicy, Storage},
+use mysql_backup_operator::format::manifest::{
+    Base, ChunkHash, ChunkRef, Chunking, FileEntry, Manifest, MethodKind, Prepare, Totals,
 };
+use mysql_backup_operator::mysql::position::Positions;
+use mysql_backup_operator::storage::{RetryPolicy, Storage};
 
 const CHUNK: u64 = 4 << 20;
 const FILES: u64 = 20_000;
@@ -63,7 +63,7 @@ fn manifest(chunks: u64) -> Manifest {
         })
         .collect();
     Manifest {
-        format_version: mysql_backup_operator::manifest::FORMAT_VERSION,
+        format_version: mysql_backup_operator::format::manifest::FORMAT_VERSION,
         backup_id: BACKUP_ID.into(),
         method: MethodKind::Mariabackup,
         started_at: DateTime::from_timestamp(1_795_000_000, 0).unwrap_or_default(),

@@ -60,7 +60,7 @@ async fn client() -> Client {
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .unwrap_or_else(|e| panic!("kubeconfig {path}: {e}"));
-    mysql_backup_operator::controller::client::from_config(config).expect("a client")
+    mysql_backup_operator::controller::context::from_config(config).expect("a client")
 }
 
 /// A namespace for one test, deleted (with everything in it) when dropped.

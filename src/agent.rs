@@ -8,17 +8,15 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::{
-    chunk_writer::{ChunkParams, ChunkWriteError, ChunkWriter},
-    lock::Lock,
-    manifest::{Chunking, FORMAT_VERSION, Manifest, MethodKind, Totals, new_backup_id},
-    method::{BackupMethod, MethodError},
-    position::Positions,
-    progress::Progress,
-    restore::{RestoreError, RestoreOptions},
-    storage::{Storage, StorageError},
-    verify::{Damage, VerifyReport},
-};
+use crate::datapath::chunk::writer::{ChunkParams, ChunkWriteError, ChunkWriter};
+use crate::datapath::method::{BackupMethod, MethodError};
+use crate::datapath::progress::Progress;
+use crate::datapath::restore::{RestoreError, RestoreOptions};
+use crate::datapath::verify::{Damage, VerifyReport};
+use crate::format::manifest::{Chunking, FORMAT_VERSION, Manifest, MethodKind, Totals, new_backup_id};
+use crate::gc::lock::Lock;
+use crate::mysql::position::Positions;
+use crate::storage::{Storage, StorageError};
 
 /// Errors of agent operations.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +38,7 @@ pub enum AgentError {
     Damaged { backup: String, damaged: Vec<Damage> },
     /// Point-in-time restore failed.
     #[error(transparent)]
-    Pitr(#[from] crate::pitr::PitrError),
+    Pitr(#[from] crate::datapath::pitr::PitrError),
     /// A work directory could not be made.
     #[error("creating a work directory in {dir}: {source}")]
     WorkDir { dir: PathBuf, source: std::io::Error },
@@ -58,7 +56,7 @@ pub enum AgentError {
     Archive(#[from] crate::archive::ArchiveError),
     /// The archiver failed.
     #[error(transparent)]
-    Archiver(#[from] crate::archiver::ArchiverError),
+    Archiver(#[from] crate::archive::archiver::ArchiverError),
     /// The archive has gaps (reported by `agent binlog status`).
     #[error("the archive has {0} gap(s)")]
     ArchiveHasGaps(usize),
@@ -70,19 +68,19 @@ pub enum AgentError {
     Gc(#[from] crate::gc::GcError),
     /// The retention policy is invalid.
     #[error("{}", .0.cli_message())]
-    Retention(crate::retention::PolicyError),
+    Retention(crate::gc::retention::PolicyError),
     /// The time zone is unknown.
     #[error("--time-zone {zone:?} is not an IANA time zone: {reason}")]
     TimeZone { zone: String, reason: String },
     /// The storage lock failed.
     #[error(transparent)]
-    Lock(#[from] crate::lock::LockError),
+    Lock(#[from] crate::gc::lock::LockError),
     /// A required option is missing.
     #[error("{needed_by} needs {option}")]
     MissingOption { option: &'static str, needed_by: &'static str },
     /// The server connection settings are wrong.
     #[error(transparent)]
-    Server(#[from] crate::server::ServerError),
+    Server(#[from] crate::mysql::server::ServerError),
     /// Copying the binary failed.
     #[error("installing the binary into {dir}: {source}")]
     Install { dir: PathBuf, source: std::io::Error },
@@ -104,7 +102,7 @@ pub struct BackupSettings {
     /// Tags recorded in the manifest.
     pub tags: std::collections::BTreeMap<String, String>,
     /// For an incremental: what it builds on.
-    pub incremental: Option<crate::manifest::Incremental>,
+    pub incremental: Option<crate::format::manifest::Incremental>,
     /// Chunking parameters.
     pub chunks: ChunkParams,
     /// Interval of progress log lines when not on a terminal.
@@ -134,7 +132,7 @@ pub enum Summary {
         peak_rss_bytes: u64,
         /// For an incremental: what it builds on.
         #[serde(skip_serializing_if = "Option::is_none")]
-        incremental: Option<crate::manifest::Incremental>,
+        incremental: Option<crate::format::manifest::Incremental>,
     },
     /// A backup was verified.
     #[serde(rename = "verify", rename_all = "camelCase")]
@@ -209,7 +207,7 @@ pub async fn delete(storage: &Storage, id: &str, ignore_missing: bool) -> Result
 /// `archive` no kept backup needs; `dry` only reports.
 pub async fn prune(
     storage: &Storage,
-    policy: &crate::retention::Policy,
+    policy: &crate::gc::retention::Policy,
     tz: &jiff::tz::TimeZone,
     tags: &std::collections::BTreeMap<String, String>,
     archive: Option<&str>,
@@ -238,12 +236,12 @@ pub enum ArchiveChoice {
 
 /// Restores to a point in time: the newest full backup before `target`, then a replay of the
 /// incrementals' binary logs and of the archive's segments up to and including it (see
-/// [`crate::pitr`]). Gaps in the archive are crossed only with `force`.
+/// [`crate::datapath::pitr`]). Gaps in the archive are crossed only with `force`.
 pub async fn restore_until(
     storage: &Storage,
-    target: &crate::pitr::Target,
+    target: &crate::datapath::pitr::Target,
     opts: &RestoreOptions,
-    tools: &crate::pitr::Tools,
+    tools: &crate::datapath::pitr::Tools,
     progress_interval: Duration,
     archive: ArchiveChoice,
     force: bool,
@@ -269,10 +267,11 @@ pub async fn restore_until(
         Some(name) => Some(crate::archive::read_timeline(storage, name).await?),
         None => None,
     };
-    let plan = crate::pitr::plan_with_archive(&manifests, target, archive.as_deref().zip(timeline.as_ref()), force)?;
+    let plan =
+        crate::datapath::pitr::plan_with_archive(&manifests, target, archive.as_deref().zip(timeline.as_ref()), force)?;
     let full = plan.full;
-    let Some(crate::position::GtidState::Mariadb { binlog_pos: from, .. }) = full.positions.gtid.clone() else {
-        return Err(AgentError::Pitr(crate::pitr::PitrError::NoFullBefore(target.to_string())));
+    let Some(crate::mysql::position::GtidState::Mariadb { binlog_pos: from, .. }) = full.positions.gtid.clone() else {
+        return Err(AgentError::Pitr(crate::datapath::pitr::PitrError::NoFullBefore(target.to_string())));
     };
     for gap in &plan.gaps_crossed {
         tracing::warn!(%gap, "forced across a gap: its transactions are not restored");
@@ -286,7 +285,7 @@ pub async fn restore_until(
     );
     let progress = Progress::new(full.totals.data_bytes);
     let reporter = progress.report("restore", progress_interval);
-    let outcome = crate::restore::restore(storage, full, opts, Arc::clone(&progress)).await;
+    let outcome = crate::datapath::restore::restore(storage, full, opts, Arc::clone(&progress)).await;
     reporter.stop();
     let outcome = outcome?;
 
@@ -319,7 +318,7 @@ pub async fn restore_until(
             parallel: opts.parallel,
             mariabackup_tool: opts.mariabackup_tool.clone(),
         };
-        crate::restore::restore(storage, inc, &inc_opts, Progress::new(inc.totals.data_bytes)).await?;
+        crate::datapath::restore::restore(storage, inc, &inc_opts, Progress::new(inc.totals.data_bytes)).await?;
         for f in &inc.files {
             if !binlogs.iter().any(|b| b.file_name() == std::path::Path::new(&f.path).file_name()) {
                 binlogs.push(dir.join(&f.path));
@@ -327,7 +326,7 @@ pub async fn restore_until(
         }
     }
     binlogs.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    let mut steps = vec![crate::pitr::ReplayStep { files: binlogs.clone(), from: from.clone() }];
+    let mut steps = vec![crate::datapath::pitr::ReplayStep { files: binlogs.clone(), from: from.clone() }];
     if let (Some(name), Some(seg_from)) = (&archive, &plan.segments_from) {
         let mut files = Vec::new();
         for seg in &plan.segments {
@@ -335,12 +334,12 @@ pub async fn restore_until(
             crate::archive::download_segment(storage, name, seg, &path).await?;
             files.push(path);
         }
-        steps.push(crate::pitr::ReplayStep { files, from: seg_from.clone() });
+        steps.push(crate::datapath::pitr::ReplayStep { files, from: seg_from.clone() });
     }
-    let replayed = crate::pitr::replay(&opts.datadir, work.path(), &steps, target, tools).await?;
+    let replayed = crate::datapath::pitr::replay(&opts.datadir, work.path(), &steps, target, tools).await?;
     tracing::info!(reached = %replayed.reached, transactions = replayed.transactions, "point-in-time restore complete");
     let mut positions = full.positions.clone();
-    positions.gtid = Some(crate::position::GtidState::Mariadb {
+    positions.gtid = Some(crate::mysql::position::GtidState::Mariadb {
         binlog_pos: replayed.reached.clone(),
         current_pos: None,
         purged: None,
@@ -374,9 +373,9 @@ pub struct ArchiveReport {
     /// Bytes stored.
     pub stored_bytes: u64,
     /// Where the first segment starts.
-    pub start: Option<crate::position::GtidState>,
+    pub start: Option<crate::mysql::position::GtidState>,
     /// Where the last segment ends.
-    pub end: Option<crate::position::GtidState>,
+    pub end: Option<crate::mysql::position::GtidState>,
     /// Time of the first event.
     pub first_event_time: Option<DateTime<Utc>>,
     /// Time of the last event.
@@ -388,9 +387,9 @@ pub struct ArchiveReport {
 impl ArchiveReport {
     /// The report for people.
     pub fn text(&self) -> String {
-        let pos = |p: &Option<crate::position::GtidState>| match p {
-            Some(crate::position::GtidState::Mariadb { binlog_pos, .. }) => binlog_pos.to_string(),
-            Some(crate::position::GtidState::Mysql { executed, .. }) => executed.to_string(),
+        let pos = |p: &Option<crate::mysql::position::GtidState>| match p {
+            Some(crate::mysql::position::GtidState::Mariadb { binlog_pos, .. }) => binlog_pos.to_string(),
+            Some(crate::mysql::position::GtidState::Mysql { executed, .. }) => executed.to_string(),
             None => "-".into(),
         };
         let time = |t: &Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into());
@@ -601,19 +600,19 @@ pub async fn incremental_from(
     storage: &Storage,
     from: &str,
     tags: &std::collections::BTreeMap<String, String>,
-) -> Result<crate::manifest::Incremental, AgentError> {
-    use crate::position::GtidState;
+) -> Result<crate::format::manifest::Incremental, AgentError> {
+    use crate::mysql::position::GtidState;
     if from != "auto" {
         let state = if from.contains(':') {
             GtidState::Mysql { executed: from.parse().map_err(|e| AgentError::From(format!("{e}")))?, purged: None }
         } else {
-            crate::binlog_range::mariadb(from).map_err(|e| AgentError::From(format!("{e}")))?
+            crate::mysql::binlog::range::mariadb(from).map_err(|e| AgentError::From(format!("{e}")))?
         };
-        return Ok(crate::manifest::Incremental { base: None, from: state });
+        return Ok(crate::format::manifest::Incremental { base: None, from: state });
     }
-    let schedule = tags.get(crate::manifest::TAG_SCHEDULE);
+    let schedule = tags.get(crate::format::manifest::TAG_SCHEDULE);
     let newest = storage
-        .newest_manifest(|m| schedule.is_none_or(|s| m.tags.get(crate::manifest::TAG_SCHEDULE) == Some(s)))
+        .newest_manifest(|m| schedule.is_none_or(|s| m.tags.get(crate::format::manifest::TAG_SCHEDULE) == Some(s)))
         .await?;
     let Some((newest, manifest)) = newest else {
         return Err(AgentError::From(format!(
@@ -626,7 +625,7 @@ pub async fn incremental_from(
             "the newest backup, {newest}, records no GTID position (binary logging or GTIDs off?); give --from"
         )));
     };
-    Ok(crate::manifest::Incremental { base: Some(newest), from: state })
+    Ok(crate::format::manifest::Incremental { base: Some(newest), from: state })
 }
 
 /// One line of `list`.
@@ -676,7 +675,7 @@ pub async fn verify(
     let manifest = storage.read_manifest(&id).await?;
     let progress = Progress::new(manifest.totals.data_bytes);
     let reporter = progress.report("verify", progress_interval);
-    let report = crate::verify::verify(storage, &manifest, parallel, progress).await;
+    let report = crate::datapath::verify::verify(storage, &manifest, parallel, progress).await;
     reporter.stop();
     if !report.damaged.is_empty() {
         return Err(AgentError::Damaged { backup: id, damaged: report.damaged });
@@ -718,7 +717,7 @@ pub async fn restore(
     tracing::info!(backup_id = id, datadir = %opts.datadir.display(), "restore starting");
     let progress = Progress::new(manifest.totals.data_bytes);
     let reporter = progress.report("restore", progress_interval);
-    let outcome = crate::restore::restore(storage, &manifest, opts, Arc::clone(&progress)).await;
+    let outcome = crate::datapath::restore::restore(storage, &manifest, opts, Arc::clone(&progress)).await;
     reporter.stop();
     let outcome = outcome?;
     tracing::info!(backup_id = id, bytes = outcome.bytes, "restore complete");
@@ -733,7 +732,7 @@ fn restore_summary(
     backup_id: String,
     method: MethodKind,
     positions: Positions,
-    outcome: crate::restore::RestoreOutcome,
+    outcome: crate::datapath::restore::RestoreOutcome,
     started: std::time::Instant,
     until: Option<PitrSummary>,
 ) -> Summary {

@@ -3,15 +3,16 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use mysql_backup_operator::{
-    agent::{self, AgentError, BackupSettings, Summary},
-    chunk_writer::ChunkParams,
-    manifest::MethodKind,
-    method::{binlog::Binlog, cold::Cold, mariabackup::Mariabackup},
-    restore::RestoreOptions,
-    server::ServerConfig,
-    storage::{RetryPolicy, Storage, parse_option},
-};
+use mysql_backup_operator::agent;
+use mysql_backup_operator::agent::{AgentError, BackupSettings, Summary};
+use mysql_backup_operator::datapath::chunk::writer::ChunkParams;
+use mysql_backup_operator::datapath::method::binlog::Binlog;
+use mysql_backup_operator::datapath::method::cold::Cold;
+use mysql_backup_operator::datapath::method::mariabackup::Mariabackup;
+use mysql_backup_operator::datapath::restore::RestoreOptions;
+use mysql_backup_operator::format::manifest::MethodKind;
+use mysql_backup_operator::mysql::server::ServerConfig;
+use mysql_backup_operator::storage::{RetryPolicy, Storage, parse_option};
 
 /// Physical backups of MySQL and MariaDB to object storage: a Kubernetes operator and a standalone agent.
 #[derive(Parser)]
@@ -453,12 +454,13 @@ async fn run_backup(args: BackupArgs) -> Result<(), AgentError> {
 }
 
 async fn run_archiver(args: ArchiveArgs) -> Result<(), AgentError> {
-    use mysql_backup_operator::{archiver, segment::Bounds};
+    use mysql_backup_operator::archive::archiver;
+    use mysql_backup_operator::archive::segment::Bounds;
     let storage = args.storage.open()?;
     let server = ServerConfig::from_url(&args.mysql_url, args.mysql_password_file.as_ref())?;
     let from = match &args.from {
         Some(pos) => Some(
-            mysql_backup_operator::binlog_range::mariadb(pos)
+            mysql_backup_operator::mysql::binlog::range::mariadb(pos)
                 .map_err(|e| AgentError::From(format!("{pos:?} is not a MariaDB GTID position: {e}")))?,
         ),
         None => None,
@@ -602,8 +604,9 @@ async fn run_agent(command: AgentCommand) -> Result<(), AgentError> {
             let interval = Duration::from_secs(args.common.progress_interval);
             let summary = match &args.until {
                 Some(until) => {
-                    let target: mysql_backup_operator::pitr::Target = until.parse().map_err(AgentError::Pitr)?;
-                    let tools = mysql_backup_operator::pitr::Tools {
+                    let target: mysql_backup_operator::datapath::pitr::Target =
+                        until.parse().map_err(AgentError::Pitr)?;
+                    let tools = mysql_backup_operator::datapath::pitr::Tools {
                         server: args.mariadbd_path.clone(),
                         binlog: args.mariadb_binlog_path.clone(),
                         client: args.mariadb_client_path.clone(),
@@ -635,7 +638,7 @@ async fn run_agent(command: AgentCommand) -> Result<(), AgentError> {
             if summary.gaps.is_empty() { Ok(()) } else { Err(AgentError::ArchiveHasGaps(summary.gaps.len())) }
         }
         AgentCommand::Prune(args) => {
-            let rules = mysql_backup_operator::retention::Rules {
+            let rules = mysql_backup_operator::gc::retention::Rules {
                 keep_last: Some(args.keep_last as i32),
                 keep_hourly: Some(args.keep_hourly as i32),
                 keep_daily: Some(args.keep_daily as i32),
@@ -643,7 +646,8 @@ async fn run_agent(command: AgentCommand) -> Result<(), AgentError> {
                 keep_monthly: Some(args.keep_monthly as i32),
                 max_age: args.max_age.as_deref(),
             };
-            let policy = mysql_backup_operator::retention::Policy::from_rules(&rules).map_err(AgentError::Retention)?;
+            let policy =
+                mysql_backup_operator::gc::retention::Policy::from_rules(&rules).map_err(AgentError::Retention)?;
             let tz = match &args.time_zone {
                 None => jiff::tz::TimeZone::UTC,
                 Some(zone) => jiff::tz::TimeZone::get(zone)

@@ -26,7 +26,7 @@ use object_store::{
 };
 use url::Url;
 
-use crate::manifest::{ChunkHash, Manifest, ManifestError, is_backup_id};
+use crate::format::manifest::{ChunkHash, Manifest, ManifestError, is_backup_id};
 
 /// Retries of one request: high enough that the time budget (`RetryPolicy::timeout`), not the count,
 /// ends them — with backoff from 100 ms, ten retries can be spent in a few seconds of an outage.
@@ -371,7 +371,7 @@ impl Storage {
         }
     }
 
-    /// Object key of a lock (see [`crate::lock`]).
+    /// Object key of a lock (see [`crate::gc::lock`]).
     pub fn lock_key(&self, name: &str) -> ObjPath {
         self.key(&format!("locks/{name}.json"))
     }

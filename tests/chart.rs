@@ -89,10 +89,8 @@ fn chart_version_follows_the_crate_and_uses_the_same_image() {
 
 #[test]
 fn alert_rules_use_metrics_the_controller_exports() {
-    use mysql_backup_operator::{
-        controller::metrics::{Metrics, ScheduleLabels},
-        crd::BackupScheduleStatus,
-    };
+    use mysql_backup_operator::controller::metrics::{Metrics, ScheduleLabels};
+    use mysql_backup_operator::crd::BackupScheduleStatus;
     let metrics = Metrics::default();
     let status: BackupScheduleStatus = serde_json::from_value(serde_json::json!({
         "lastSuccessfulBackup": {"name": "db-nightly-20261122-0200", "time": "2026-11-22T02:10:00Z"},

@@ -6,10 +6,8 @@ use std::{sync::Arc, time::Duration};
 
 use http::{Request, Response};
 use kube::{Client, client::Body, runtime::controller::Action};
-use mysql_backup_operator::{
-    controller::reconcile::{Context, reconcile_backup, reconcile_restore},
-    crd::{MySQLBackup, MySQLRestore},
-};
+use mysql_backup_operator::controller::reconcile::{Context, reconcile_backup, reconcile_restore};
+use mysql_backup_operator::crd::{MySQLBackup, MySQLRestore};
 use serde_json::{Value, json};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;

@@ -57,7 +57,7 @@ async fn the_client_talks_tls_to_an_api_server() {
     let (url, ca) = serve_version().await;
     let mut config = Config::new(url.parse().expect("a URL"));
     config.root_cert = Some(vec![ca]);
-    let client = mysql_backup_operator::controller::client::from_config(config).expect("a client");
+    let client = mysql_backup_operator::controller::context::from_config(config).expect("a client");
     let version = client.apiserver_version().await.expect("GET /version over TLS");
     assert_eq!(version.git_version, "v1.36.3");
 }

@@ -3,12 +3,12 @@
 //! apply with one field manager), status (server-side apply of status).
 
 pub mod backup;
-pub mod client;
-pub mod conditions;
-pub mod deletion;
+pub mod build;
+pub mod context;
 pub mod job_outcome;
 pub mod metrics;
 pub mod reconcile;
 pub mod restore;
 pub mod run;
 pub mod schedule;
+pub mod status;

@@ -1,6 +1,6 @@
 //! The reconciles of MySQLBackup and MySQLRestore against the API: observe (the source pod, or the
 //! backup and target claim; the Job, its agent's termination message and the Secrets named), decide
-//! (pure, in [`super::backup`] and [`super::restore`]), apply the claim and Job (server-side apply),
+//! (pure, in [`crate::controller::backup::decide`] and [`crate::controller::restore::decide`]), apply the claim and Job (server-side apply),
 //! write the status (server-side apply on the status subresource) and publish Events. Secret values are read only to learn their keys and are never logged or copied.
 
 use std::{
@@ -25,14 +25,12 @@ use kube::{
     },
 };
 
-use super::{
-    backup::{self, Decision, Observed},
-    deletion, restore as restore_decision, schedule as schedule_decision,
-};
-use crate::{
-    crd::{BackupSchedule, MySQLBackup, MySQLRestore},
-    jobs,
-};
+use crate::controller::backup::decide::{Decision, Observed};
+use crate::controller::backup::{decide, deletion};
+use crate::controller::build;
+use crate::controller::restore::decide as restore_decision;
+use crate::controller::schedule::decide as schedule_decision;
+use crate::crd::{BackupSchedule, MySQLBackup, MySQLRestore};
 
 /// The field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "mysql-backup-operator";
@@ -107,7 +105,7 @@ pub struct Context {
     /// Publishes Events.
     pub recorder: Recorder,
     /// Prometheus metrics.
-    pub metrics: super::metrics::Metrics,
+    pub metrics: crate::controller::metrics::Metrics,
     /// Reads the archivers' status endpoints.
     pub http: Option<reqwest::Client>,
 }
@@ -120,7 +118,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             operator_image,
-            metrics: super::metrics::Metrics::default(),
+            metrics: crate::controller::metrics::Metrics::default(),
             http: reqwest::Client::builder().timeout(Duration::from_secs(3)).build().ok(),
         }
     }
@@ -204,7 +202,11 @@ where
 }
 
 /// Publishes `events` on `obj`. A failure is logged, never fatal: Events are best effort.
-async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, events: Vec<super::backup::EventNote>) {
+async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    events: Vec<crate::controller::backup::decide::EventNote>,
+) {
     for e in events {
         let event = Event {
             type_: if e.warning { EventType::Warning } else { EventType::Normal },
@@ -291,10 +293,10 @@ async fn reconcile_deletion(backup: Arc<MySQLBackup>, ctx: Arc<Context>, ns: &st
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let jobs_api: Api<Job> = Api::namespaced(client.clone(), ns);
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let backup_job_name = jobs::child_name("backup", &name);
+    let backup_job_name = build::child_name("backup", &name);
     let backup_job = jobs_api.get_opt(&backup_job_name).await.map_err(observe_err(format!("Job {backup_job_name}")))?;
     let backup_message = finished_job_message(&pods, backup_job.as_ref()).await?;
-    let cleanup_job_name = jobs::child_name("cleanup", &name);
+    let cleanup_job_name = build::child_name("cleanup", &name);
     let cleanup_job =
         jobs_api.get_opt(&cleanup_job_name).await.map_err(observe_err(format!("Job {cleanup_job_name}")))?;
     let cleanup_message = finished_job_message(&pods, cleanup_job.as_ref()).await?;
@@ -368,7 +370,7 @@ pub async fn reconcile_backup(backup: Arc<MySQLBackup>, ctx: Arc<Context>) -> Re
             .get_opt(&backup.spec.source.pod)
             .await
             .map_err(observe_err(format!("pod {}", backup.spec.source.pod)))?;
-        let job_name = jobs::child_name("backup", &name);
+        let job_name = build::child_name("backup", &name);
         let job = jobs_api.get_opt(&job_name).await.map_err(observe_err(format!("Job {job_name}")))?;
         let message = finished_job_message(&pods, job.as_ref()).await?;
         let wanted = backup.spec.source.connection.password_secret.iter().map(|s| s.name.clone());
@@ -377,7 +379,7 @@ pub async fn reconcile_backup(backup: Arc<MySQLBackup>, ctx: Arc<Context>) -> Re
     };
 
     // Decide.
-    let Decision { job: desired, status, events, requeue } = backup::decide(&Observed {
+    let Decision { job: desired, status, events, requeue } = decide::decide(&Observed {
         backup: &backup,
         pod: pod.as_ref(),
         job: job.as_ref(),
@@ -417,10 +419,10 @@ pub async fn reconcile_restore(restore: Arc<MySQLRestore>, ctx: Arc<Context>) ->
             Some(b) => backups.get_opt(b).await.map_err(observe_err(format!("MySQLBackup {b}")))?,
             None => None,
         };
-        let claim_name = jobs::restore_target_claim(&restore);
+        let claim_name = build::restore_target_claim(&restore);
         let claim =
             claims.get_opt(&claim_name).await.map_err(observe_err(format!("PersistentVolumeClaim {claim_name}")))?;
-        let job_name = jobs::child_name("restore", &name);
+        let job_name = build::child_name("restore", &name);
         let job = jobs_api.get_opt(&job_name).await.map_err(observe_err(format!("Job {job_name}")))?;
         let message = finished_job_message(&pods, job.as_ref()).await?;
         let storage = backup.as_ref().map(|b| &b.spec.storage).or(restore.spec.source.storage.as_ref());
@@ -463,7 +465,7 @@ pub async fn reconcile_schedule(schedule: Arc<BackupSchedule>, ctx: Arc<Context>
     let name = schedule.name_any();
     let ns = schedule.namespace().ok_or_else(|| ReconcileError::NoNamespace(name.clone()))?;
     let client = &ctx.client;
-    let labels = super::metrics::ScheduleLabels { namespace: ns.clone(), schedule: name.clone() };
+    let labels = crate::controller::metrics::ScheduleLabels { namespace: ns.clone(), schedule: name.clone() };
     if schedule.metadata.deletion_timestamp.is_some() {
         ctx.metrics.forget_schedule(&labels);
         return Ok(Action::await_change());
@@ -475,7 +477,7 @@ pub async fn reconcile_schedule(schedule: Arc<BackupSchedule>, ctx: Arc<Context>
     // Observe: the schedule's children (labelled and owned by it), its last prune Job, the pod.
     let uid = schedule.metadata.uid.clone();
     let children: Vec<MySQLBackup> = backups
-        .list(&ListParams::default().labels(&format!("{}={name}", jobs::LABEL_SCHEDULE)))
+        .list(&ListParams::default().labels(&format!("{}={name}", build::LABEL_SCHEDULE)))
         .await
         .map_err(observe_err(format!("MySQLBackups of schedule {name}")))?
         .items
@@ -521,7 +523,7 @@ pub async fn reconcile_schedule(schedule: Arc<BackupSchedule>, ctx: Arc<Context>
                 if !ours {
                     d.status.missed_slots += 1;
                     d.events.retain(|e| !e.message.contains(&format!("MySQLBackup {child_name} ")));
-                    d.events.push(super::backup::EventNote {
+                    d.events.push(crate::controller::backup::decide::EventNote {
                         warning: true,
                         reason: "NameTaken",
                         message: format!(
@@ -572,13 +574,13 @@ async fn archiver_status(
     ctx: &Context,
     pods: &Api<Pod>,
     name: &str,
-) -> Result<Option<Result<crate::archiver::ArchiverStatus, String>>, ReconcileError> {
-    let selector = format!("app.kubernetes.io/component=archiver,{}={name}", jobs::LABEL_SCHEDULE);
+) -> Result<Option<Result<crate::archive::archiver::ArchiverStatus, String>>, ReconcileError> {
+    let selector = format!("app.kubernetes.io/component=archiver,{}={name}", build::LABEL_SCHEDULE);
     let list = pods
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(observe_err(format!("archiver pods of schedule {name}")))?;
-    let (Some(url), Some(http)) = (jobs::archiver_status_url(&list.items), ctx.http.as_ref()) else {
+    let (Some(url), Some(http)) = (build::archiver_status_url(&list.items), ctx.http.as_ref()) else {
         return Ok(None);
     };
     let read = async {
@@ -592,7 +594,11 @@ async fn archiver_status(
 }
 
 /// Counts a backup that has just finished, and for a success updates its source's gauges.
-fn record_finish(metrics: &super::metrics::Metrics, backup: &MySQLBackup, status: &crate::crd::MySQLBackupStatus) {
+fn record_finish(
+    metrics: &crate::controller::metrics::Metrics,
+    backup: &MySQLBackup,
+    status: &crate::crd::MySQLBackupStatus,
+) {
     use crate::crd::Phase;
     let was = backup.status.as_ref().and_then(|s| s.phase);
     let Some(phase @ (Phase::Complete | Phase::Failed)) = status.phase else { return };
@@ -600,9 +606,9 @@ fn record_finish(metrics: &super::metrics::Metrics, backup: &MySQLBackup, status
         return;
     }
     let label = if phase == Phase::Complete { "Complete" } else { "Failed" };
-    metrics.backups_finished.get_or_create(&super::metrics::PhaseLabels { phase: label.into() }).inc();
+    metrics.backups_finished.get_or_create(&crate::controller::metrics::PhaseLabels { phase: label.into() }).inc();
     if phase == Phase::Complete {
-        let source = super::metrics::SourceLabels {
+        let source = crate::controller::metrics::SourceLabels {
             namespace: backup.namespace().unwrap_or_default(),
             pod: backup.spec.source.pod.clone(),
         };

@@ -25,9 +25,9 @@ use kube::{
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 
-use super::{
-    metrics::{ErrorLabels, KindLabels},
-    reconcile::{Context, FIELD_MANAGER, ReconcileError, reconcile_backup, reconcile_restore, reconcile_schedule},
+use crate::controller::metrics::{ErrorLabels, KindLabels};
+use crate::controller::reconcile::{
+    Context, FIELD_MANAGER, ReconcileError, reconcile_backup, reconcile_restore, reconcile_schedule,
 };
 use crate::crd::{BackupSchedule, MySQLBackup, MySQLRestore};
 
@@ -110,7 +110,7 @@ impl Reconciled for BackupSchedule {
     /// A schedule reacts to its MySQLBackups finishing (for status and retention).
     fn watches(controller: Controller<DeserializeGuard<Self>>, client: &Client) -> Controller<DeserializeGuard<Self>> {
         let backups: Api<DeserializeGuard<MySQLBackup>> = Api::all(client.clone());
-        controller.owns(backups, watcher::Config::default().labels(crate::jobs::LABEL_SCHEDULE))
+        controller.owns(backups, watcher::Config::default().labels(crate::controller::build::LABEL_SCHEDULE))
     }
 }
 
@@ -236,7 +236,7 @@ type LeaseTask =
 /// Runs the controller until SIGTERM or Ctrl-C, or until the Lease is lost (an error: the pod restarts
 /// and stands by again, so two replicas never reconcile at once).
 pub async fn run(opts: ControllerOptions) -> Result<(), RunError> {
-    let client = super::client::infer().await.map_err(RunError::Connect)?;
+    let client = crate::controller::context::infer().await.map_err(RunError::Connect)?;
     let backups: Api<DeserializeGuard<MySQLBackup>> = Api::all(client.clone());
     backups.list(&ListParams::default().limit(1)).await.map_err(RunError::CrdMissing)?;
     let ctx = Arc::new(Context::new(client.clone(), opts.operator_image));

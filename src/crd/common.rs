@@ -7,10 +7,8 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    manifest::Totals,
-    position::{GtidState, Positions},
-};
+use crate::format::manifest::Totals;
+use crate::mysql::position::{GtidState, Positions};
 
 /// A key of a Secret in the resource's namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
@@ -170,8 +168,8 @@ impl From<&Positions> for PositionsStatus {
         };
         Self {
             flavor: p.flavor.map(|f| match f {
-                crate::position::Flavor::Mariadb => "mariadb".to_string(),
-                crate::position::Flavor::Mysql => "mysql".to_string(),
+                crate::mysql::position::Flavor::Mariadb => "mariadb".to_string(),
+                crate::mysql::position::Flavor::Mysql => "mysql".to_string(),
             }),
             version: p.version.clone(),
             server_id: p.server_id.map(i64::from),
@@ -213,7 +211,7 @@ impl From<&Totals> for SizesStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::position::{BinlogCoordinate, Flavor};
+    use crate::mysql::position::{BinlogCoordinate, Flavor};
 
     #[test]
     fn positions_flatten_for_status() {

@@ -377,8 +377,8 @@ pub struct RetentionSpec {
 
 impl RetentionSpec {
     /// The rules the retention policy is checked from.
-    pub fn rules(&self) -> crate::retention::Rules<'_> {
-        crate::retention::Rules {
+    pub fn rules(&self) -> crate::gc::retention::Rules<'_> {
+        crate::gc::retention::Rules {
             keep_last: self.keep_last,
             keep_hourly: self.keep_hourly,
             keep_daily: self.keep_daily,

@@ -1,0 +1,643 @@
+//! Cutting a replication stream into archive segments: whole transactions only, each segment a valid
+//! binary log file that `mariadb-binlog` / `mysqlbinlog` read as they read the server's own.
+//!
+//! [`SegmentBuilder`] is fed the events of the stream, one at a time, in order. It keeps the format
+//! description event (written at the head of every segment, after the magic number), collects the
+//! events of the open transaction, and appends a transaction to the open segment only when its last
+//! event arrives: a segment never holds half a transaction, so a stream that breaks mid-transaction
+//! loses nothing that was archived and repeats nothing when it resumes. A segment is sealed when its
+//! size or age bound is reached ([`SegmentBuilder::tick`]) or on demand ([`SegmentBuilder::seal`]).
+//!
+//! Transaction boundaries:
+//! - MariaDB: a `Gtid` event (162) opens a transaction; it ends at the `Xid` event, or at a `COMMIT` /
+//!   `ROLLBACK` query, or — for a standalone GTID (DDL, flag 1) — at its one query.
+//! - MySQL: a `Gtid` event (33) opens it; if the next query is `BEGIN` it ends at `Xid` or `COMMIT`,
+//!   otherwise that first query is the whole transaction (DDL). The MySQL path is tested on
+//!   constructed events only (no MySQL server is available here).
+//!
+//! A transaction the state already holds is dropped (a duplicate after a resume). A MariaDB sequence
+//! number that jumps within a domain is a gap: the open segment is sealed and the next one records it.
+//! Rotate, heartbeat, GTID-list and checkpoint events describe the stream, not the data: not stored.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::mysql::binlog::file::{HEADER, MAGIC, u32_at, u64_at, uuid_text};
+use crate::mysql::gtid::{MariaGtid, MysqlSid};
+use crate::mysql::position::GtidState;
+
+const QUERY: u8 = 2;
+const STOP: u8 = 3;
+const ROTATE: u8 = 4;
+const FORMAT_DESCRIPTION: u8 = 15;
+const XID: u8 = 16;
+const HEARTBEAT: u8 = 27;
+const MYSQL_GTID: u8 = 33;
+const MYSQL_ANONYMOUS_GTID: u8 = 34;
+const MYSQL_PREVIOUS_GTIDS: u8 = 35;
+const MARIA_CHECKPOINT: u8 = 161;
+const MARIA_GTID: u8 = 162;
+const MARIA_GTID_LIST: u8 = 163;
+/// MariaDB GTID flag: the transaction is one statement with no commit event (DDL).
+const FL_STANDALONE: u8 = 1;
+
+/// One event of the stream.
+#[derive(Debug, Clone, Copy)]
+pub struct RawEvent<'a> {
+    /// Event type code.
+    pub kind: u8,
+    /// Seconds since the epoch, from the event header (0 for artificial events).
+    pub timestamp: u32,
+    /// Server id in the event header.
+    pub server_id: u32,
+    /// The event body, after the 19-byte header and without its checksum.
+    pub body: &'a [u8],
+    /// The whole event as a binary log file holds it (header, body, checksum).
+    pub bytes: &'a [u8],
+}
+
+/// One transaction's identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Txid {
+    /// MariaDB `domain-server-sequence`.
+    Maria(MariaGtid),
+    /// MySQL `uuid:number`.
+    Mysql(MysqlSid, u64),
+}
+
+impl std::fmt::Display for Txid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Maria(g) => write!(f, "{g}"),
+            Self::Mysql(sid, n) => write!(f, "{}:{n}", sid.uuid),
+        }
+    }
+}
+
+/// Whether `state` holds transaction `tx`.
+pub fn holds_tx(state: &GtidState, tx: &Txid) -> bool {
+    match (state, tx) {
+        (GtidState::Mariadb { binlog_pos, .. }, Txid::Maria(g)) => binlog_pos.contains(g),
+        (GtidState::Mysql { executed, .. }, Txid::Mysql(sid, n)) => executed.contains(sid, *n),
+        _ => false,
+    }
+}
+
+/// `state` with `tx` applied.
+pub fn apply_tx(state: &mut GtidState, tx: &Txid) {
+    match (state, tx) {
+        (GtidState::Mariadb { binlog_pos, .. }, Txid::Maria(g)) => binlog_pos.apply(*g),
+        (GtidState::Mysql { executed, .. }, Txid::Mysql(sid, n)) => executed.add(sid.clone(), *n),
+        _ => {}
+    }
+}
+
+/// Errors of the stream's content.
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    /// An event is too short for its type.
+    #[error("{what} event of {len} bytes is too short")]
+    Short { what: &'static str, len: usize },
+    /// A transaction's events arrived before any format description event.
+    #[error("the stream sent a transaction before its format description event")]
+    NoFormatDescription,
+    /// A transaction of the other server family.
+    #[error("a {got} transaction in a {state} stream")]
+    Flavor { got: &'static str, state: &'static str },
+}
+
+/// A sealed segment, ready to upload.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    /// A binary log file: magic, format description, whole transactions.
+    pub bytes: Vec<u8>,
+    /// State before its first transaction.
+    pub start: GtidState,
+    /// State after its last transaction.
+    pub end: GtidState,
+    /// First and last transaction.
+    pub first: Txid,
+    /// Last transaction.
+    pub last: Txid,
+    /// Transactions it holds.
+    pub transactions: u64,
+    /// Header time of the first event of its first transaction.
+    pub first_event_time: DateTime<Utc>,
+    /// Header time of the last event of its last transaction.
+    pub last_event_time: DateTime<Utc>,
+    /// Server id of the format description event (the server that streamed it).
+    pub server_id: u32,
+    /// Server version of the format description event.
+    pub server_version: String,
+    /// Why the stream before this segment is incomplete, when it is.
+    pub gap_before: Option<String>,
+}
+
+struct OpenTrx {
+    tx: Txid,
+    events: Vec<u8>,
+    first_time: u32,
+    /// MariaDB standalone, or MySQL's first query not yet seen.
+    ends_at_next_query: bool,
+    mysql_awaiting_first_query: bool,
+}
+
+struct OpenSegment {
+    bytes: Vec<u8>,
+    start: GtidState,
+    first: Option<Txid>,
+    last: Option<Txid>,
+    transactions: u64,
+    first_time: u32,
+    last_time: u32,
+    opened: Instant,
+    gap_before: Option<String>,
+}
+
+/// Size and age bounds of a segment.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Seal once this many bytes are held.
+    pub max_bytes: usize,
+    /// Seal once the first transaction is this old (by the archiver's clock).
+    pub max_age: Duration,
+}
+
+/// Cuts a stream into segments (see the module documentation).
+pub struct SegmentBuilder {
+    bounds: Bounds,
+    state: GtidState,
+    fde: Option<Vec<u8>>,
+    server_id: u32,
+    server_version: String,
+    trx: Option<OpenTrx>,
+    seg: Option<OpenSegment>,
+    sealed: Vec<Sealed>,
+    pending_gap: Option<String>,
+    duplicates: u64,
+}
+
+fn time(secs: u32) -> DateTime<Utc> {
+    DateTime::from_timestamp(i64::from(secs), 0).unwrap_or_default()
+}
+
+fn query_text(body: &[u8]) -> Option<&[u8]> {
+    // thread id 4, exec time 4, db length 1, error code 2, status vars length 2, status vars, db, NUL.
+    if body.len() < 13 {
+        return None;
+    }
+    let db_len = body[8] as usize;
+    let vars = u16::from_le_bytes([body[11], body[12]]) as usize;
+    body.get(13 + vars + db_len + 1..)
+}
+
+fn is_query(body: &[u8], words: &[&str]) -> bool {
+    query_text(body).is_some_and(|q| {
+        let q = String::from_utf8_lossy(q);
+        let q = q.trim().trim_end_matches(';').trim();
+        words.iter().any(|w| q.eq_ignore_ascii_case(w))
+    })
+}
+
+impl SegmentBuilder {
+    /// A builder continuing from `state` (the archive's end, or where the stream starts).
+    pub fn new(state: GtidState, bounds: Bounds) -> Self {
+        Self {
+            bounds,
+            state,
+            fde: None,
+            server_id: 0,
+            server_version: String::new(),
+            trx: None,
+            seg: None,
+            sealed: Vec::new(),
+            pending_gap: None,
+            duplicates: 0,
+        }
+    }
+
+    /// The state after the last transaction accepted (sealed or not).
+    pub fn state(&self) -> &GtidState {
+        &self.state
+    }
+
+    /// Duplicates dropped so far.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
+    }
+
+    /// When the oldest transaction not yet sealed was accepted.
+    pub fn oldest_unsealed(&self) -> Option<Instant> {
+        self.seg.as_ref().filter(|s| s.transactions > 0).map(|s| s.opened)
+    }
+
+    /// Feeds one event; `now` is the archiver's clock.
+    pub fn feed(&mut self, ev: &RawEvent<'_>, now: Instant) -> Result<(), SegmentError> {
+        match ev.kind {
+            FORMAT_DESCRIPTION => {
+                if ev.body.len() >= 52 {
+                    let raw = &ev.body[2..52];
+                    let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
+                    self.server_version = String::from_utf8_lossy(&raw[..end]).into_owned();
+                }
+                self.server_id = ev.server_id;
+                self.fde = Some(ev.bytes.to_vec());
+                // A new file of the stream: a transaction cannot span it.
+                self.trx = None;
+            }
+            ROTATE | HEARTBEAT | STOP | MARIA_GTID_LIST | MARIA_CHECKPOINT | MYSQL_PREVIOUS_GTIDS
+            | MYSQL_ANONYMOUS_GTID => {}
+            MARIA_GTID => {
+                if ev.body.len() < 13 {
+                    return Err(SegmentError::Short { what: "GTID", len: ev.body.len() });
+                }
+                let gtid = MariaGtid { seq: u64_at(ev.body, 0), domain: u32_at(ev.body, 8), server: ev.server_id };
+                self.open(Txid::Maria(gtid), ev, ev.body[12] & FL_STANDALONE != 0, false);
+            }
+            MYSQL_GTID => {
+                if ev.body.len() < 25 {
+                    return Err(SegmentError::Short { what: "GTID", len: ev.body.len() });
+                }
+                let sid = MysqlSid { uuid: uuid_text(&ev.body[1..17]), tag: String::new() };
+                self.open(Txid::Mysql(sid, u64_at(ev.body, 17)), ev, false, true);
+            }
+            kind => {
+                let Some(trx) = self.trx.as_mut() else { return Ok(()) };
+                trx.events.extend_from_slice(ev.bytes);
+                let ends = match kind {
+                    XID => true,
+                    QUERY if trx.mysql_awaiting_first_query => {
+                        trx.mysql_awaiting_first_query = false;
+                        !is_query(ev.body, &["BEGIN"])
+                    }
+                    QUERY => trx.ends_at_next_query || is_query(ev.body, &["COMMIT", "ROLLBACK"]),
+                    _ => false,
+                };
+                if ends {
+                    self.commit(ev.timestamp, now)?;
+                }
+            }
+        }
+        self.tick(now);
+        Ok(())
+    }
+
+    fn open(&mut self, tx: Txid, ev: &RawEvent<'_>, standalone: bool, mysql: bool) {
+        self.trx = Some(OpenTrx {
+            tx,
+            events: ev.bytes.to_vec(),
+            first_time: ev.timestamp,
+            ends_at_next_query: standalone,
+            mysql_awaiting_first_query: mysql,
+        });
+    }
+
+    fn commit(&mut self, last_time: u32, now: Instant) -> Result<(), SegmentError> {
+        let Some(trx) = self.trx.take() else { return Ok(()) };
+        match (&self.state, &trx.tx) {
+            (GtidState::Mariadb { .. }, Txid::Maria(_)) | (GtidState::Mysql { .. }, Txid::Mysql(..)) => {}
+            (GtidState::Mariadb { .. }, _) => return Err(SegmentError::Flavor { got: "MySQL", state: "MariaDB" }),
+            (GtidState::Mysql { .. }, _) => return Err(SegmentError::Flavor { got: "MariaDB", state: "MySQL" }),
+        }
+        if holds_tx(&self.state, &trx.tx) {
+            self.duplicates += 1;
+            tracing::debug!(gtid = %trx.tx, "transaction already archived; dropped");
+            return Ok(());
+        }
+        if let (GtidState::Mariadb { binlog_pos, .. }, Txid::Maria(g)) = (&self.state, &trx.tx)
+            && let Some(prev) = binlog_pos.domain(g.domain)
+            && g.seq > prev.seq + 1
+        {
+            let reason = format!(
+                "the stream jumps from {prev} to {g} in domain {}: transactions {}..{} are missing",
+                g.domain,
+                prev.seq + 1,
+                g.seq - 1
+            );
+            self.mark_gap(reason);
+        }
+        let Some(fde) = self.fde.as_ref() else { return Err(SegmentError::NoFormatDescription) };
+        if self.seg.is_none() {
+            let mut bytes = Vec::with_capacity(64 * 1024);
+            bytes.extend_from_slice(MAGIC);
+            bytes.extend_from_slice(fde);
+            self.seg = Some(OpenSegment {
+                bytes,
+                start: self.state.clone(),
+                first: None,
+                last: None,
+                transactions: 0,
+                first_time: trx.first_time,
+                last_time,
+                opened: now,
+                gap_before: self.pending_gap.take(),
+            });
+        }
+        let Some(seg) = self.seg.as_mut() else { return Ok(()) };
+        seg.bytes.extend_from_slice(&trx.events);
+        seg.first.get_or_insert_with(|| trx.tx.clone());
+        seg.last = Some(trx.tx.clone());
+        seg.transactions += 1;
+        seg.last_time = last_time.max(seg.last_time);
+        apply_tx(&mut self.state, &trx.tx);
+        Ok(())
+    }
+
+    /// Records that the stream is incomplete before the next transaction: the open segment is sealed
+    /// and the next one carries `reason`.
+    pub fn mark_gap(&mut self, reason: String) {
+        tracing::warn!(%reason, "gap in the binary-log stream");
+        self.seal();
+        self.pending_gap = Some(reason);
+    }
+
+    /// Continues from `state` after the stream could not resume where it was (`reason`): a gap.
+    /// Transactions `state` and the archive both hold are then dropped as duplicates.
+    pub fn restart_from(&mut self, state: &GtidState, reason: String) {
+        self.trx = None;
+        self.mark_gap(reason);
+        if let (GtidState::Mariadb { binlog_pos: ours, .. }, GtidState::Mariadb { binlog_pos: theirs, .. }) =
+            (&mut self.state, state)
+        {
+            for g in theirs.gtids() {
+                if !ours.contains(g) {
+                    ours.apply(*g);
+                }
+            }
+        } else if let (GtidState::Mysql { executed: ours, .. }, GtidState::Mysql { executed: theirs, .. }) =
+            (&mut self.state, state)
+        {
+            *ours = ours.union(theirs);
+        }
+    }
+
+    /// Drops the open transaction (the stream broke in its middle; the server sends it again).
+    pub fn drop_partial(&mut self) {
+        self.trx = None;
+    }
+
+    /// Seals the open segment if a bound is reached.
+    pub fn tick(&mut self, now: Instant) {
+        if let Some(seg) = &self.seg
+            && (seg.bytes.len() >= self.bounds.max_bytes || now.duration_since(seg.opened) >= self.bounds.max_age)
+        {
+            self.seal();
+        }
+    }
+
+    /// Seals the open segment, if it holds a transaction.
+    pub fn seal(&mut self) {
+        let Some(seg) = self.seg.take() else { return };
+        let (Some(first), Some(last)) = (seg.first, seg.last) else { return };
+        self.sealed.push(Sealed {
+            bytes: seg.bytes,
+            start: seg.start,
+            end: self.state.clone(),
+            first,
+            last,
+            transactions: seg.transactions,
+            first_event_time: time(seg.first_time),
+            last_event_time: time(seg.last_time),
+            server_id: self.server_id,
+            server_version: self.server_version.clone(),
+            gap_before: seg.gap_before,
+        });
+    }
+
+    /// Takes the sealed segments, oldest first.
+    pub fn take_sealed(&mut self) -> Vec<Sealed> {
+        std::mem::take(&mut self.sealed)
+    }
+
+    /// When the open segment must be sealed by age, if one is open.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.seg.as_ref().map(|s| s.opened + self.bounds.max_age)
+    }
+}
+
+/// Builds one event's bytes: header, body, CRC-32 (for tests and synthetic events).
+pub fn event_bytes(kind: u8, timestamp: u32, server_id: u32, body: &[u8]) -> Vec<u8> {
+    let size = (HEADER + body.len() + 4) as u32;
+    let mut e = Vec::with_capacity(size as usize);
+    e.extend_from_slice(&timestamp.to_le_bytes());
+    e.push(kind);
+    e.extend_from_slice(&server_id.to_le_bytes());
+    e.extend_from_slice(&size.to_le_bytes());
+    e.extend_from_slice(&0u32.to_le_bytes()); // next position: not meaningful in a segment
+    e.extend_from_slice(&0u16.to_le_bytes());
+    e.extend_from_slice(body);
+    let crc = crc32fast::hash(&e);
+    e.extend_from_slice(&crc.to_le_bytes());
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mysql::binlog::range::mariadb;
+
+    const BOUNDS: Bounds = Bounds { max_bytes: 1 << 20, max_age: Duration::from_secs(5) };
+
+    struct Ev {
+        kind: u8,
+        ts: u32,
+        server: u32,
+        body: Vec<u8>,
+        bytes: Vec<u8>,
+    }
+
+    fn ev(kind: u8, ts: u32, server: u32, body: Vec<u8>) -> Ev {
+        let bytes = event_bytes(kind, ts, server, &body);
+        Ev { kind, ts, server, body, bytes }
+    }
+
+    fn feed(b: &mut SegmentBuilder, e: &Ev, now: Instant) {
+        let raw = RawEvent { kind: e.kind, timestamp: e.ts, server_id: e.server, body: &e.body, bytes: &e.bytes };
+        b.feed(&raw, now).unwrap();
+    }
+
+    fn fde(server: u32, version: &str) -> Ev {
+        let mut body = vec![4, 0];
+        let mut v = version.as_bytes().to_vec();
+        v.resize(50, 0);
+        body.extend(v);
+        body.extend([0; 7]);
+        body.push(1); // checksum algorithm: CRC32
+        ev(FORMAT_DESCRIPTION, 100, server, body)
+    }
+
+    fn maria_gtid(seq: u64, domain: u32, server: u32, standalone: bool, ts: u32) -> Ev {
+        let mut body = seq.to_le_bytes().to_vec();
+        body.extend(domain.to_le_bytes());
+        body.push(if standalone { FL_STANDALONE } else { 0 });
+        body.extend([0; 6]);
+        ev(MARIA_GTID, ts, server, body)
+    }
+
+    fn query(text: &str, ts: u32, server: u32) -> Ev {
+        let mut body = vec![0; 8];
+        body.push(3); // db length
+        body.extend([0, 0]); // error code
+        body.extend(0u16.to_le_bytes()); // status vars
+        body.extend(b"app\0");
+        body.extend(text.as_bytes());
+        ev(QUERY, ts, server, body)
+    }
+
+    fn rows(ts: u32) -> Ev {
+        ev(30, ts, 1, vec![7; 20])
+    }
+
+    fn xid(ts: u32) -> Ev {
+        ev(XID, ts, 1, 9u64.to_le_bytes().to_vec())
+    }
+
+    /// One MariaDB row transaction.
+    fn maria_trx(b: &mut SegmentBuilder, seq: u64, ts: u32, now: Instant) {
+        for e in [maria_gtid(seq, 0, 1, false, ts), ev(19, ts, 1, vec![1; 10]), rows(ts), xid(ts)] {
+            feed(b, &e, now);
+        }
+    }
+
+    #[test]
+    fn segments_hold_whole_transactions_and_parse_as_binary_logs() {
+        let t0 = Instant::now();
+        let mut b = SegmentBuilder::new(mariadb("0-1-3").unwrap(), BOUNDS);
+        feed(&mut b, &ev(ROTATE, 0, 1, vec![0; 12]), t0);
+        feed(&mut b, &fde(1, "10.11.19-MariaDB-log"), t0);
+        feed(&mut b, &ev(MARIA_GTID_LIST, 0, 1, vec![0; 4]), t0);
+        maria_trx(&mut b, 4, 1000, t0);
+        // DDL: a standalone GTID and its one query.
+        feed(&mut b, &maria_gtid(5, 0, 1, true, 1001), t0);
+        feed(&mut b, &query("CREATE TABLE t (a INT)", 1001, 1), t0);
+        // A transaction left open when the stream breaks is not archived.
+        feed(&mut b, &maria_gtid(6, 0, 1, false, 1002), t0);
+        feed(&mut b, &rows(1002), t0);
+        b.drop_partial();
+        assert!(b.take_sealed().is_empty(), "nothing sealed before a bound");
+        b.seal();
+        let sealed = b.take_sealed();
+        assert_eq!(sealed.len(), 1);
+        let s = &sealed[0];
+        assert_eq!((s.first.to_string(), s.last.to_string(), s.transactions), ("0-1-4".into(), "0-1-5".into(), 2));
+        assert_eq!(s.start, mariadb("0-1-3").unwrap());
+        assert_eq!(s.end, mariadb("0-1-5").unwrap());
+        assert_eq!((s.first_event_time.timestamp(), s.last_event_time.timestamp()), (1000, 1001));
+        assert_eq!((s.server_id, s.server_version.as_str()), (1, "10.11.19-MariaDB-log"));
+        let info = crate::mysql::binlog::file::parse(std::path::Path::new("segment"), &s.bytes).unwrap();
+        assert_eq!(info.end_offset as usize, s.bytes.len(), "every event complete");
+        assert_eq!(info.end, mariadb("0-1-5").unwrap(), "the segment's GTIDs, read back as a binary log");
+    }
+
+    #[test]
+    fn commit_and_rollback_queries_end_transactions_and_duplicates_are_dropped() {
+        let t0 = Instant::now();
+        let mut b = SegmentBuilder::new(mariadb("0-1-3").unwrap(), BOUNDS);
+        feed(&mut b, &fde(1, "10.11.19-MariaDB-log"), t0);
+        // A non-transactional table's statement ends with a COMMIT query.
+        feed(&mut b, &maria_gtid(4, 0, 1, false, 10), t0);
+        feed(&mut b, &query("INSERT INTO myisam VALUES (1)", 10, 1), t0);
+        assert_eq!(b.state(), &mariadb("0-1-3").unwrap(), "still open after its statement");
+        feed(&mut b, &query("COMMIT", 10, 1), t0);
+        assert_eq!(b.state(), &mariadb("0-1-4").unwrap());
+        // A resumed stream sends 0-1-4 again: dropped.
+        maria_trx(&mut b, 4, 10, t0);
+        assert_eq!(b.duplicates(), 1);
+        b.seal();
+        assert_eq!(b.take_sealed()[0].transactions, 1);
+    }
+
+    #[test]
+    fn bounds_seal_by_size_and_age() {
+        let t0 = Instant::now();
+        let mut b =
+            SegmentBuilder::new(mariadb("0-1-0").unwrap(), Bounds { max_bytes: 400, max_age: Duration::from_secs(5) });
+        feed(&mut b, &fde(1, "10.11.19-MariaDB-log"), t0);
+        for seq in 1..=6 {
+            maria_trx(&mut b, seq, 100 + seq as u32, t0);
+        }
+        b.seal();
+        let by_size = b.take_sealed();
+        assert!(by_size.len() >= 2, "{} segments", by_size.len());
+        assert!(by_size.iter().all(|s| s.bytes.len() >= 400));
+        for pair in by_size.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start, "consecutive segments meet");
+        }
+        let t1 = t0 + Duration::from_secs(1);
+        maria_trx(&mut b, 7, 107, t1);
+        assert!(b.take_sealed().is_empty());
+        b.tick(t1 + Duration::from_secs(4));
+        let open = b.take_sealed().len();
+        b.tick(t1 + Duration::from_secs(5));
+        let aged = b.take_sealed();
+        assert_eq!((open, aged.len()), (0, 1), "sealed at 5 s, not before");
+        assert_eq!(aged[0].end, mariadb("0-1-7").unwrap());
+        assert_eq!(b.deadline(), None, "nothing open");
+    }
+
+    #[test]
+    fn a_sequence_jump_is_a_gap_recorded_on_the_next_segment() {
+        let t0 = Instant::now();
+        let mut b = SegmentBuilder::new(mariadb("0-1-3").unwrap(), BOUNDS);
+        feed(&mut b, &fde(1, "10.11.19-MariaDB-log"), t0);
+        maria_trx(&mut b, 4, 10, t0);
+        maria_trx(&mut b, 9, 11, t0);
+        b.seal();
+        let s = b.take_sealed();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].gap_before, None);
+        assert_eq!(
+            s[1].gap_before.as_deref(),
+            Some("the stream jumps from 0-1-4 to 0-1-9 in domain 0: transactions 5..8 are missing")
+        );
+        // Restarting elsewhere (purged logs, another server) is a gap too, and merges the states.
+        b.restart_from(&mariadb("0-1-20,1-2-5").unwrap(), "purged".into());
+        maria_trx(&mut b, 21, 12, t0);
+        b.seal();
+        let s = b.take_sealed();
+        assert_eq!(s[0].gap_before.as_deref(), Some("purged"));
+        assert_eq!(s[0].start, mariadb("0-1-20,1-2-5").unwrap());
+    }
+
+    #[test]
+    fn mysql_transactions_begin_commit_and_ddl() {
+        let t0 = Instant::now();
+        let uuid = [0x3eu8; 16];
+        let gtid = |n: u64| {
+            let mut body = vec![1];
+            body.extend(uuid);
+            body.extend(n.to_le_bytes());
+            body.extend([0; 20]);
+            ev(MYSQL_GTID, 50, 7, body)
+        };
+        let state =
+            GtidState::Mysql { executed: "3e3e3e3e-3e3e-3e3e-3e3e-3e3e3e3e3e3e:1-10".parse().unwrap(), purged: None };
+        let mut b = SegmentBuilder::new(state, BOUNDS);
+        feed(&mut b, &fde(7, "8.0.36"), t0);
+        // Row transaction: BEGIN … Xid.
+        for e in [gtid(11), query("BEGIN", 50, 7), rows(50), xid(50)] {
+            feed(&mut b, &e, t0);
+        }
+        // DDL: its first query is the whole transaction.
+        feed(&mut b, &gtid(12), t0);
+        feed(&mut b, &query("CREATE TABLE t (a INT)", 50, 7), t0);
+        // Duplicate.
+        for e in [gtid(12), query("DROP TABLE t", 50, 7)] {
+            feed(&mut b, &e, t0);
+        }
+        // BEGIN … COMMIT (non-transactional engine).
+        for e in [gtid(13), query("BEGIN", 50, 7), query("INSERT INTO m VALUES (1)", 50, 7), query("COMMIT", 50, 7)] {
+            feed(&mut b, &e, t0);
+        }
+        b.seal();
+        let s = b.take_sealed();
+        assert_eq!(s[0].transactions, 3);
+        assert_eq!(b.duplicates(), 1);
+        assert_eq!(
+            s[0].end,
+            GtidState::Mysql { executed: "3e3e3e3e-3e3e-3e3e-3e3e-3e3e3e3e3e3e:1-13".parse().unwrap(), purged: None }
+        );
+        assert_eq!(s[0].first.to_string(), "3e3e3e3e-3e3e-3e3e-3e3e-3e3e3e3e3e3e:11");
+    }
+}

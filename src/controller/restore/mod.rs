@@ -1,0 +1,3 @@
+//! MySQLRestore: what it needs (pure).
+
+pub mod decide;

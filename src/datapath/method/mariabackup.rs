@@ -1,0 +1,317 @@
+//! The `mariabackup` method: runs `mariadb-backup --backup --stream=mbstream` against a live MariaDB
+//! server and parses the stream in-process, file by file, straight into the chunk pipeline — no
+//! staging copy on disk. The consistent point is the one mariadb-backup takes under
+//! `BACKUP STAGE BLOCK_COMMIT`; its `xtrabackup_binlog_info` gives the binlog coordinate and GTID.
+//! The password reaches the tool through an option file that lives in memory only (a memfd the tool
+//! inherits and opens as `/dev/fd/N`): never its command line, never a disk, nothing left behind
+//! when the agent is killed.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    io::Write,
+    path::PathBuf,
+    process::Stdio,
+    sync::{Arc, Mutex},
+};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::{BackupMethod, MethodError};
+use crate::datapath::chunk::writer::{ChunkWriter, FileWriter};
+use crate::format::manifest::{Base, MethodKind, Prepare};
+use crate::mysql::mbstream::{MbstreamReader, StreamChunk};
+use crate::mysql::position::{GtidState, Positions, parse_xtrabackup_binlog_info};
+use crate::mysql::server;
+use crate::mysql::server::ServerConfig;
+
+/// Lines of the tool's output kept for error messages.
+const OUTPUT_TAIL: usize = 25;
+
+/// Settings of a mariabackup backup.
+#[derive(Debug, Clone)]
+pub struct Mariabackup {
+    /// How to reach the server.
+    pub server: ServerConfig,
+    /// The server's datadir, as mounted where the agent runs.
+    pub datadir: PathBuf,
+    /// Option file mariadb-backup should read (e.g. the server's my.cnf); when unset it reads the
+    /// system's default option files.
+    pub defaults_file: Option<PathBuf>,
+    /// `--parallel` of mariadb-backup.
+    pub parallel: usize,
+    /// The tool to run.
+    pub tool: String,
+}
+
+/// Pipe buffer asked for between mariadb-backup and us: with the default 64 KiB, a reader that keeps
+/// up with a fast writer spends its time waking up; 1 MiB is the default unprivileged maximum.
+const PIPE_BUFFER: i32 = 1024 * 1024;
+
+/// Enlarges the stream pipe's buffer (best effort: a smaller pipe is only slower).
+fn widen_pipe(stdout: &tokio::process::ChildStdout) {
+    use std::os::fd::AsFd;
+    if let Err(e) = nix::fcntl::fcntl(stdout.as_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BUFFER)) {
+        tracing::debug!(error = %e, "could not enlarge the stream pipe");
+    }
+}
+
+/// Quotes a value for a MySQL option file.
+fn option_value(v: &str) -> String {
+    let escaped = v.replace('\\', "\\\\").replace('"', "\\\"");
+    format!("\"{escaped}\"")
+}
+
+/// The privileges mariadb-backup reported missing (`Error: missing required privilege RELOAD on *.*`).
+fn missing_privileges(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter_map(|l| l.split_once("missing required privilege ").map(|(_, rest)| rest))
+        .map(|rest| rest.split(" on ").next().unwrap_or(rest).trim().to_string())
+        .collect()
+}
+
+/// `line` without what follows `IDENTIFIED` (a grant as SHOW GRANTS prints it carries the password
+/// hash): tools' output reaches errors, Job termination messages, statuses and Events.
+pub(crate) fn redact(line: &str) -> String {
+    match line.to_ascii_uppercase().find("IDENTIFIED") {
+        Some(at) => format!("{}IDENTIFIED … (redacted)", &line[..at]),
+        None => line.to_string(),
+    }
+}
+
+/// Keeps the last lines of a child's stderr, logging each at debug level.
+pub(crate) fn collect_output(
+    stderr: tokio::process::ChildStderr,
+    tool: &'static str,
+) -> (Arc<Mutex<VecDeque<String>>>, tokio::task::JoinHandle<()>) {
+    let tail = Arc::new(Mutex::new(VecDeque::new()));
+    let t = tail.clone();
+    let handle = tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let line = redact(&line);
+            tracing::debug!(tool, "{line}");
+            let mut t = t.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if t.len() == OUTPUT_TAIL {
+                t.pop_front();
+            }
+            t.push_back(line);
+        }
+    });
+    (tail, handle)
+}
+
+/// The kept lines, joined.
+pub(crate) fn tail_text(tail: &Mutex<VecDeque<String>>) -> String {
+    tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect::<Vec<_>>().join("\n")
+}
+
+/// An option file in memory, inherited by the tools this process starts; gone with the descriptor.
+pub(crate) struct MemOptionFile {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl MemOptionFile {
+    /// Writes `text` into a new anonymous in-memory file that child processes inherit.
+    pub(crate) fn new(text: &str) -> Result<Self, MethodError> {
+        use nix::sys::memfd::{MFdFlags, memfd_create};
+        let path = PathBuf::from("memfd:client.cnf");
+        let err = |source| MethodError::TempFile { path: path.clone(), source };
+        // No MFD_CLOEXEC: the tool must inherit it to open it by name.
+        let fd = memfd_create("client.cnf", MFdFlags::empty()).map_err(|e| err(e.into()))?;
+        // A memfd starts world-writable, and the tools ignore a world-writable option file.
+        nix::sys::stat::fchmod(&fd, nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR)
+            .map_err(|e| err(e.into()))?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(text.as_bytes()).map_err(err)?;
+        Ok(Self { fd: file.into() })
+    }
+
+    /// The name a child process opens it by.
+    pub(crate) fn path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/dev/fd/{}", self.fd.as_raw_fd()))
+    }
+}
+
+impl Mariabackup {
+    fn option_file(&self) -> Result<MemOptionFile, MethodError> {
+        let mut text = String::new();
+        if let Some(d) = &self.defaults_file {
+            text.push_str(&format!("!include {}\n", d.display()));
+        }
+        text.push_str("[client]\n");
+        if let Some(pw) = &self.server.password {
+            text.push_str(&format!("password={}\n", option_value(pw)));
+        }
+        MemOptionFile::new(&text)
+    }
+}
+
+impl BackupMethod for Mariabackup {
+    fn kind(&self) -> MethodKind {
+        MethodKind::Mariabackup
+    }
+
+    fn prepare(&self) -> Prepare {
+        Prepare::Mariabackup
+    }
+
+    async fn estimated_bytes(&self) -> u64 {
+        // mariadb-backup does not copy binary logs.
+        super::dir_size(vec![self.datadir.clone()], true).await
+    }
+
+    async fn run(&self, writer: &ChunkWriter) -> Result<Positions, MethodError> {
+        if let Err(source) = std::fs::read_dir(&self.datadir) {
+            return Err(MethodError::Datadir { path: self.datadir.clone(), source });
+        }
+        let pool = self.server.pool();
+        let before = server::read_positions(&pool, &self.server).await;
+        let _ = pool.disconnect().await;
+        let mut positions = before?;
+
+        let tmp = tempfile::Builder::new()
+            .prefix("mysql-backup-operator-")
+            .tempdir()
+            .map_err(|source| MethodError::TempFile { path: std::env::temp_dir(), source })?;
+        let option_file = self.option_file()?;
+        let mut cmd = tokio::process::Command::new(&self.tool);
+        cmd.arg(format!("--defaults-file={}", option_file.path().display()))
+            .arg("--backup")
+            .arg("--stream=mbstream")
+            .arg(format!("--target-dir={}", tmp.path().join("target").display()))
+            .arg(format!("--datadir={}", self.datadir.display()))
+            .arg(format!("--parallel={}", self.parallel.max(1)))
+            .arg(format!("--user={}", self.server.user));
+        match &self.server.socket {
+            Some(s) => cmd.arg(format!("--socket={s}")),
+            None => cmd.arg(format!("--host={}", self.server.host)).arg(format!("--port={}", self.server.port)),
+        };
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|source| MethodError::Spawn { tool: self.tool.clone(), source })?;
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(MethodError::Spawn { tool: self.tool.clone(), source: std::io::Error::other("no pipes") });
+        };
+        widen_pipe(&stdout);
+        let (tail, tail_task) = collect_output(stderr, "mariadb-backup");
+        let tool_failed =
+            |status: String| MethodError::ToolFailed { tool: self.tool.clone(), status, output: tail_text(&tail) };
+
+        let mut reader = MbstreamReader::new(stdout);
+        let mut open: HashMap<String, FileWriter> = HashMap::new();
+        let mut binlog_info = Vec::new();
+        let parsed: Result<(), MethodError> = async {
+            while let Some(chunk) = reader.next_chunk().await? {
+                match chunk {
+                    StreamChunk::Payload { path, offset, data } => {
+                        if path == "xtrabackup_binlog_info" {
+                            binlog_info.extend_from_slice(&data);
+                        }
+                        let file = match open.get_mut(&path) {
+                            Some(f) => f,
+                            None => open.entry(path.clone()).or_insert(writer.open(Base::Datadir, &path, 0o640)?),
+                        };
+                        if offset != file.offset() {
+                            return Err(MethodError::StreamOrder {
+                                tool: self.tool.clone(),
+                                reason: format!("{path}: data at offset {offset}, expected {}", file.offset()),
+                            });
+                        }
+                        file.write(data).await?;
+                    }
+                    StreamChunk::EndOfFile { path } => {
+                        let file = match open.remove(&path) {
+                            Some(f) => f,
+                            None => writer.open(Base::Datadir, &path, 0o640)?,
+                        };
+                        file.close().await?;
+                    }
+                }
+            }
+            if let Some(path) = open.keys().next() {
+                return Err(MethodError::StreamOrder {
+                    tool: self.tool.clone(),
+                    reason: format!("stream ended before the end of {path}"),
+                });
+            }
+            Ok(())
+        }
+        .await;
+        if parsed.is_err() {
+            let _ = child.start_kill();
+        }
+        let status = child.wait().await.map_err(|source| MethodError::Spawn { tool: self.tool.clone(), source })?;
+        let _ = tail_task.await;
+        if !status.success() {
+            let missing = missing_privileges(&tail_text(&tail));
+            if !missing.is_empty() {
+                return Err(MethodError::MissingPrivileges {
+                    user: self.server.user.clone(),
+                    needed_by: "mariadb-backup",
+                    privileges: missing.join(", "),
+                });
+            }
+            return Err(tool_failed(status.to_string()));
+        }
+        parsed?;
+
+        // The consistent point: mariadb-backup's own record, taken while commits were blocked.
+        let info = String::from_utf8_lossy(&binlog_info);
+        match parse_xtrabackup_binlog_info(&info)
+            .map_err(|reason| MethodError::StreamOrder { tool: self.tool.clone(), reason })?
+        {
+            Some((coordinate, gtid)) => {
+                positions.binlog = Some(coordinate);
+                let purged = match positions.gtid.take() {
+                    Some(GtidState::Mariadb { purged, .. }) => purged,
+                    _ => None,
+                };
+                positions.gtid = Some(GtidState::Mariadb { binlog_pos: gtid, current_pos: None, purged });
+            }
+            None => {
+                positions.binlog = None;
+                positions.gtid = None;
+            }
+        }
+        Ok(positions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_privileges_are_named_and_password_hashes_never_kept() {
+        let output = "[00] 2026-11-30 15:39:58 Error: missing required privilege RELOAD on *.*\n\
+                      [00] 2026-11-30 15:39:58 Error: missing required privilege BINLOG MONITOR on *.*\n\
+                      [00] 2026-11-30 15:39:58   1.GRANT SELECT ON *.* TO `backup`@`%` IDENTIFIED BY PASSWORD '*30ED421D'";
+        assert_eq!(missing_privileges(output), ["RELOAD", "BINLOG MONITOR"]);
+        let last = output.lines().last().unwrap();
+        assert_eq!(
+            redact(last),
+            "[00] 2026-11-30 15:39:58   1.GRANT SELECT ON *.* TO `backup`@`%` IDENTIFIED … (redacted)"
+        );
+        assert_eq!(redact("no grant here"), "no grant here");
+    }
+
+    #[test]
+    fn the_option_file_is_read_by_a_child_and_never_on_disk() {
+        let file = MemOptionFile::new("[client]\npassword=\"s3cret\"\n").unwrap();
+        let path = file.path();
+        assert!(path.starts_with("/dev/fd/"), "{}", path.display());
+        let out = std::process::Command::new("cat").arg(&path).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "[client]\npassword=\"s3cret\"\n");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the tools ignore an option file others can write");
+        let target = std::fs::read_link(&path).unwrap();
+        assert!(target.to_string_lossy().starts_with("/memfd:client.cnf"), "{}", target.display());
+    }
+
+    #[test]
+    fn option_values_are_quoted_and_escaped() {
+        assert_eq!(option_value(r#"p"a\ss"#), r#""p\"a\\ss""#);
+    }
+}

@@ -1,0 +1,475 @@
+//! Point-in-time restore (MariaDB): restore the newest full backup before the target, then replay the
+//! binary logs of the incrementals that follow it, up to and including the target, on a private server.
+//!
+//! The chain is chosen here, purely: the newest full backup whose position does not yet hold the target
+//! GTID (or that completed at or before the target time), then the incrementals that build on it one
+//! after the other (`incremental.base`) until one reaches the target. A target the chain does not reach
+//! is refused: it lies outside what the backups can restore.
+//!
+//! The replay ([`replay`]) starts `mariadbd` on the restored datadir with no network, no grant checks
+//! and no binary log, pipes `mariadb-binlog --start-position=<the full backup's GTID position>` (which
+//! starts after it) `--stop-position=<target GTID>` (which includes it) or `--stop-datetime` into the
+//! `mariadb` client, records the last GTID replayed, stores it as `gtid_slave_pos` and shuts the server
+//! down cleanly.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    str::FromStr,
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::archive::{Reach, SegmentIndex, Timeline};
+use crate::format::manifest::{Manifest, MethodKind};
+use crate::mysql::gtid::{MariaGtid, MariaGtidPos};
+use crate::mysql::position::GtidState;
+
+/// What to restore to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Up to and including this transaction.
+    Gtid(MariaGtid),
+    /// Up to and including the last transaction at or before this time (second precision, as binary
+    /// logs record it).
+    Time(DateTime<Utc>),
+}
+
+/// Errors of point-in-time restore.
+#[derive(Debug, thiserror::Error)]
+pub enum PitrError {
+    /// The target does not parse.
+    #[error("--until {0:?} is neither a MariaDB GTID (domain-server-sequence) nor an RFC 3339 time")]
+    Target(String),
+    /// No full backup lies before the target.
+    #[error("no full backup before {0}: the target is older than every backup")]
+    NoFullBefore(String),
+    /// The incrementals after the full backup do not reach the target.
+    #[error(
+        "{target} is past what the backups reach: after full backup {full}, the incrementals end at {reached}; \
+         take an incremental backup first"
+    )]
+    NotReached { target: String, full: String, reached: String },
+    /// Neither the incrementals nor the archive reach the target.
+    #[error(
+        "{target} is past what the backups reach: after full backup {full}, the incrementals end at {reached}, and {archive}"
+    )]
+    NotCovered { target: String, full: String, reached: String, archive: crate::archive::CoverError },
+    /// A process of the replay failed.
+    #[error("{what}: {detail}")]
+    Replay { what: String, detail: String },
+}
+
+impl FromStr for Target {
+    type Err = PitrError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+            return Ok(Self::Time(t.with_timezone(&Utc)));
+        }
+        s.parse::<MariaGtid>().map(Self::Gtid).map_err(|_| PitrError::Target(s.to_string()))
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Gtid(g) => write!(f, "GTID {g}"),
+            Self::Time(t) => write!(f, "{}", t.to_rfc3339()),
+        }
+    }
+}
+
+fn end_pos(m: &Manifest) -> Option<&MariaGtidPos> {
+    match &m.positions.gtid {
+        Some(GtidState::Mariadb { binlog_pos, .. }) => Some(binlog_pos),
+        _ => None,
+    }
+}
+
+fn reaches(m: &Manifest, target: &Target) -> bool {
+    match target {
+        Target::Gtid(g) => end_pos(m).is_some_and(|p| p.contains(g)),
+        Target::Time(t) => m.completed_at >= *t,
+    }
+}
+
+/// The full backup and the incrementals to replay, oldest first, for `target`, among `manifests`.
+pub fn plan<'a>(manifests: &'a [Manifest], target: &Target) -> Result<(&'a Manifest, Vec<&'a Manifest>), PitrError> {
+    let p = plan_with_archive(manifests, target, None, false)?;
+    Ok((p.full, p.incrementals))
+}
+
+/// What a point-in-time restore replays.
+#[derive(Debug)]
+pub struct Plan<'a> {
+    /// The full backup restored.
+    pub full: &'a Manifest,
+    /// Incrementals replayed after it, oldest first.
+    pub incrementals: Vec<&'a Manifest>,
+    /// Archive segments replayed after those, in order.
+    pub segments: Vec<&'a SegmentIndex>,
+    /// Where the replay of the segments starts: the end of the full backup or of the last incremental.
+    pub segments_from: Option<MariaGtidPos>,
+    /// Gaps crossed (only when forced): their transactions are missing from the result.
+    pub gaps_crossed: Vec<crate::archive::Gap>,
+}
+
+fn describe_end(m: &Manifest) -> String {
+    match end_pos(m) {
+        Some(p) => format!("{p} ({})", m.completed_at.to_rfc3339()),
+        None => m.completed_at.to_rfc3339(),
+    }
+}
+
+/// The full backup, then the incrementals that build on it as far as they reach `target`, then — if
+/// they do not reach it — the segments of `archive` (name and timeline) after them. Gaps in the
+/// archive are crossed only with `force`.
+pub fn plan_with_archive<'a>(
+    manifests: &'a [Manifest],
+    target: &Target,
+    archive: Option<(&str, &'a Timeline)>,
+    force: bool,
+) -> Result<Plan<'a>, PitrError> {
+    let full = manifests
+        .iter()
+        .filter(|m| m.method != MethodKind::Binlog)
+        .filter(|m| match target {
+            Target::Gtid(g) => end_pos(m).is_some_and(|p| !p.contains(g)),
+            Target::Time(t) => m.completed_at <= *t,
+        })
+        .max_by_key(|m| (m.completed_at, m.backup_id.clone()))
+        .ok_or_else(|| PitrError::NoFullBefore(target.to_string()))?;
+    let mut chain = Vec::new();
+    let mut last = full;
+    while !reaches(last, target) || std::ptr::eq(last, full) {
+        let next = manifests
+            .iter()
+            .filter(|m| m.method == MethodKind::Binlog)
+            .filter(|m| m.incremental.as_ref().and_then(|i| i.base.as_deref()) == Some(last.backup_id.as_str()))
+            .max_by_key(|m| (m.completed_at, m.backup_id.clone()));
+        match next {
+            Some(n) => {
+                chain.push(n);
+                last = n;
+            }
+            None => break,
+        }
+    }
+    let plan = |segments, segments_from, gaps_crossed| Plan {
+        full,
+        incrementals: chain.clone(),
+        segments,
+        segments_from,
+        gaps_crossed,
+    };
+    if reaches(last, target) && !std::ptr::eq(last, full) {
+        return Ok(plan(Vec::new(), None, Vec::new()));
+    }
+    let Some((name, timeline)) = archive else {
+        return Err(PitrError::NotReached {
+            target: target.to_string(),
+            full: full.backup_id.clone(),
+            reached: describe_end(last),
+        });
+    };
+    let from = last.positions.gtid.clone().ok_or_else(|| PitrError::NoFullBefore(target.to_string()))?;
+    let reach = match target {
+        Target::Gtid(g) => Reach::Gtid(*g),
+        // Binary logs keep whole seconds: a segment ending after the target's second proves that every
+        // transaction of that second is in the segments up to it.
+        Target::Time(t) => Reach::Time(t.with_nanosecond_floor() + chrono::Duration::seconds(1)),
+    };
+    match crate::archive::segments_for(name, timeline, &from, &reach, force) {
+        Ok((segments, crossed)) => {
+            let GtidState::Mariadb { binlog_pos, .. } = from else {
+                return Err(PitrError::NoFullBefore(target.to_string()));
+            };
+            Ok(plan(segments, Some(binlog_pos), crossed))
+        }
+        Err(archive) => Err(PitrError::NotCovered {
+            target: target.to_string(),
+            full: full.backup_id.clone(),
+            reached: describe_end(last),
+            archive,
+        }),
+    }
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default)]
+pub struct Replayed {
+    /// Transactions replayed.
+    pub transactions: u64,
+    /// The position reached: the full backup's, advanced by every replayed GTID.
+    pub reached: MariaGtidPos,
+}
+
+/// Paths of the server's tools.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    /// `mariadbd`.
+    pub server: String,
+    /// `mariadb-binlog`.
+    pub binlog: String,
+    /// `mariadb`.
+    pub client: String,
+}
+
+fn replay_err(what: &str) -> impl Fn(std::io::Error) -> PitrError + '_ {
+    move |e| PitrError::Replay { what: what.to_string(), detail: e.to_string() }
+}
+
+/// One `mariadb-binlog` run of a replay: these files, after this position.
+#[derive(Debug, Clone)]
+pub struct ReplayStep {
+    /// Binary log files, in order.
+    pub files: Vec<PathBuf>,
+    /// Replay the transactions after this position.
+    pub from: MariaGtidPos,
+}
+
+/// Replays `steps` (in order) onto the restored `datadir`, each after its position, up to `target`.
+pub async fn replay(
+    datadir: &Path,
+    work: &Path,
+    steps: &[ReplayStep],
+    target: &Target,
+    tools: &Tools,
+) -> Result<Replayed, PitrError> {
+    let socket = work.join("replay.sock");
+    let log = work.join("replay-server.log");
+    let mut cmd = tokio::process::Command::new(&tools.server);
+    cmd.arg("--no-defaults")
+        .arg(format!("--datadir={}", datadir.display()))
+        .arg(format!("--socket={}", socket.display()))
+        .arg(format!("--pid-file={}", work.join("replay.pid").display()))
+        .arg(format!("--log-error={}", log.display()))
+        .args(["--skip-networking", "--skip-grant-tables", "--skip-log-bin", "--innodb-buffer-pool-size=128M"]);
+    if nix::unistd::geteuid().is_root() {
+        cmd.arg("--user=root");
+    }
+    let mut server = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(replay_err("starting mariadbd"))?;
+    let log_tail = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    };
+    let opts = mysql_async::OptsBuilder::default()
+        .socket(Some(socket.display().to_string()))
+        .user(Some("root"))
+        .prefer_socket(true);
+    let pool = mysql_async::Pool::new(opts);
+    let started = std::time::Instant::now();
+    loop {
+        if pool.get_conn().await.is_ok() {
+            break;
+        }
+        if let Ok(Some(status)) = server.try_wait() {
+            return Err(PitrError::Replay { what: format!("the replay server exited ({status})"), detail: log_tail() });
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            return Err(PitrError::Replay {
+                what: "the replay server did not start in 300 s".into(),
+                detail: log_tail(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut replayed = Replayed { transactions: 0, reached: steps.first().map(|s| s.from.clone()).unwrap_or_default() };
+    for step in steps.iter().filter(|s| !s.files.is_empty()) {
+        replay_step(&socket, step, target, tools, &mut replayed).await?;
+    }
+    if let Target::Gtid(g) = target
+        && !replayed.reached.contains(g)
+    {
+        return Err(PitrError::Replay {
+            what: format!("the binary logs end before GTID {g}"),
+            detail: format!("replay reached {}", replayed.reached),
+        });
+    }
+
+    // The restored server continues from here as a replica: record the position, then stop cleanly.
+    {
+        use mysql_async::prelude::Queryable;
+        let mut conn = pool
+            .get_conn()
+            .await
+            .map_err(|e| PitrError::Replay { what: "connecting".into(), detail: e.to_string() })?;
+        let set = format!("SET GLOBAL gtid_slave_pos = '{}'", replayed.reached);
+        conn.query_drop(set)
+            .await
+            .map_err(|e| PitrError::Replay { what: "setting gtid_slave_pos".into(), detail: e.to_string() })?;
+        let _ = conn.query_drop("SHUTDOWN").await;
+    }
+    let _ = pool.disconnect().await;
+    match tokio::time::timeout(Duration::from_secs(300), server.wait()).await {
+        Ok(Ok(status)) if status.success() => Ok(replayed),
+        Ok(Ok(status)) => {
+            Err(PitrError::Replay { what: format!("the replay server stopped with {status}"), detail: log_tail() })
+        }
+        _ => Err(PitrError::Replay { what: "the replay server did not stop in 300 s".into(), detail: log_tail() }),
+    }
+}
+
+/// One `mariadb-binlog | mariadb` pipe into the replay server; counts the GTIDs it passes.
+async fn replay_step(
+    socket: &Path,
+    step: &ReplayStep,
+    target: &Target,
+    tools: &Tools,
+    replayed: &mut Replayed,
+) -> Result<(), PitrError> {
+    let mut binlog = tokio::process::Command::new(&tools.binlog);
+    binlog.env("TZ", "UTC").arg(format!("--start-position={}", step.from));
+    match target {
+        Target::Gtid(g) => binlog.arg(format!("--stop-position={g}")),
+        // Binary logs keep whole seconds: everything in the target's second is included.
+        Target::Time(t) => binlog.arg(format!(
+            "--stop-datetime={}",
+            (t.with_nanosecond_floor() + chrono::Duration::seconds(1)).format("%Y-%m-%d %H:%M:%S")
+        )),
+    };
+    let mut reader = binlog
+        .args(&step.files)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(replay_err("starting mariadb-binlog"))?;
+    let mut client = tokio::process::Command::new(&tools.client)
+        .arg(format!("--socket={}", socket.display()))
+        .args(["--user=root", "--binary-mode", "--batch"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(replay_err("starting mariadb"))?;
+    let (Some(out), Some(mut sink)) = (reader.stdout.take(), client.stdin.take()) else {
+        return Err(PitrError::Replay { what: "connecting mariadb-binlog to mariadb".into(), detail: String::new() });
+    };
+    let mut lines = BufReader::new(out).split(b'\n');
+    while let Some(line) = lines.next_segment().await.map_err(replay_err("reading mariadb-binlog"))? {
+        // Event headers look like `#261122  8:55:12 server id 1  end_log_pos 982 CRC32 0x…<TAB>GTID 0-1-5 trans`.
+        if line.starts_with(b"#")
+            && let Some(pos) = line.windows(6).position(|w| (w[0] == b' ' || w[0] == b'\t') && &w[1..] == b"GTID ")
+        {
+            let rest = String::from_utf8_lossy(&line[pos + 6..]);
+            if let Some(gtid) = rest.split_whitespace().next().and_then(|g| g.parse::<MariaGtid>().ok()) {
+                replayed.reached.apply(gtid);
+                replayed.transactions += 1;
+            }
+        }
+        sink.write_all(&line).await.map_err(replay_err("feeding mariadb"))?;
+        sink.write_all(b"\n").await.map_err(replay_err("feeding mariadb"))?;
+    }
+    drop(sink);
+    let read = reader.wait_with_output().await.map_err(replay_err("mariadb-binlog"))?;
+    let applied = client.wait_with_output().await.map_err(replay_err("mariadb"))?;
+    if !read.status.success() {
+        return Err(PitrError::Replay {
+            what: format!("mariadb-binlog failed ({})", read.status),
+            detail: String::from_utf8_lossy(&read.stderr).into_owned(),
+        });
+    }
+    if !applied.status.success() {
+        return Err(PitrError::Replay {
+            what: format!("replaying into the server failed ({})", applied.status),
+            detail: String::from_utf8_lossy(&applied.stderr).into_owned(),
+        });
+    }
+    Ok(())
+}
+
+trait FloorSecond {
+    fn with_nanosecond_floor(&self) -> Self;
+}
+
+impl FloorSecond for DateTime<Utc> {
+    fn with_nanosecond_floor(&self) -> Self {
+        DateTime::from_timestamp(self.timestamp(), 0).unwrap_or(*self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::manifest::{Chunking, FORMAT_VERSION, Incremental, Prepare, Totals};
+
+    fn manifest(id: &str, method: MethodKind, completed: &str, pos: &str, base: Option<&str>) -> Manifest {
+        let from = crate::mysql::binlog::range::mariadb("0-1-1").unwrap();
+        Manifest {
+            format_version: FORMAT_VERSION,
+            backup_id: id.into(),
+            method,
+            started_at: completed.parse().unwrap(),
+            completed_at: completed.parse().unwrap(),
+            positions: crate::mysql::position::Positions {
+                gtid: Some(crate::mysql::binlog::range::mariadb(pos).unwrap()),
+                ..Default::default()
+            },
+            chunking: Chunking { hash: "blake3".into(), compression: "zstd".into(), level: 3, chunk_size: 1 },
+            prepare: Prepare::None,
+            totals: Totals::default(),
+            files: Vec::new(),
+            tags: Default::default(),
+            incremental: base.map(|b| Incremental { base: Some(b.into()), from }),
+        }
+    }
+
+    fn history() -> Vec<Manifest> {
+        vec![
+            manifest("f1", MethodKind::Mariabackup, "2026-11-20T02:00:00Z", "0-1-100", None),
+            manifest("i1", MethodKind::Binlog, "2026-11-20T12:00:00Z", "0-1-150", Some("f1")),
+            manifest("f2", MethodKind::Mariabackup, "2026-11-21T02:00:00Z", "0-1-200", None),
+            manifest("i2", MethodKind::Binlog, "2026-11-21T12:00:00Z", "0-1-250", Some("f2")),
+            manifest("i3", MethodKind::Binlog, "2026-11-21T18:00:00Z", "0-1-300", Some("i2")),
+        ]
+    }
+
+    fn ids(plan: (&Manifest, Vec<&Manifest>)) -> (String, Vec<String>) {
+        (plan.0.backup_id.clone(), plan.1.iter().map(|m| m.backup_id.clone()).collect())
+    }
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!("0-1-42".parse::<Target>().unwrap(), Target::Gtid("0-1-42".parse().unwrap()));
+        assert!(
+            matches!("2026-11-22T10:00:00+01:00".parse::<Target>().unwrap(), Target::Time(t) if t.to_rfc3339() == "2026-11-22T09:00:00+00:00")
+        );
+        assert_eq!(
+            "yesterday".parse::<Target>().unwrap_err().to_string(),
+            "--until \"yesterday\" is neither a MariaDB GTID (domain-server-sequence) nor an RFC 3339 time"
+        );
+    }
+
+    #[test]
+    fn the_newest_full_before_the_target_and_the_incrementals_that_reach_it() {
+        let h = history();
+        let gtid = |g: &str| Target::Gtid(g.parse().unwrap());
+        assert_eq!(ids(plan(&h, &gtid("0-1-120")).unwrap()), ("f1".into(), vec!["i1".into()]));
+        assert_eq!(ids(plan(&h, &gtid("0-1-260")).unwrap()), ("f2".into(), vec!["i2".into(), "i3".into()]));
+        let time = |t: &str| Target::Time(t.parse().unwrap());
+        assert_eq!(ids(plan(&h, &time("2026-11-21T10:00:00Z")).unwrap()), ("f2".into(), vec!["i2".into()]));
+        assert_eq!(
+            plan(&h, &gtid("0-1-301")).unwrap_err().to_string(),
+            "GTID 0-1-301 is past what the backups reach: after full backup f2, the incrementals end at 0-1-300 \
+             (2026-11-21T18:00:00+00:00); take an incremental backup first"
+        );
+        assert_eq!(
+            plan(&h, &time("2026-11-19T00:00:00Z")).unwrap_err().to_string(),
+            "no full backup before 2026-11-19T00:00:00+00:00: the target is older than every backup"
+        );
+        // Between f1's end and f2, but i1 ends before the target: f1's chain does not reach it.
+        assert!(matches!(plan(&h, &gtid("0-1-180")), Err(PitrError::NotReached { .. })));
+    }
+}

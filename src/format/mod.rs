@@ -1,0 +1,4 @@
+//! The compatibility promise: every document one side writes and another reads — across processes,
+//! releases and years — each one typed struct, versioned, serialized and parsed by both sides.
+
+pub mod manifest;

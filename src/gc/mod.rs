@@ -1,0 +1,228 @@
+//! Removing backups from storage: one by id (`agent delete`), or by a retention policy
+//! (`agent prune`); then a mark-and-sweep of the chunks.
+//!
+//! A backup stops existing the moment its manifest is deleted, so that goes first and a listed backup
+//! never has a chunk missing. The sweep then lists every manifest (mark) and deletes every chunk none of
+//! them references (sweep) — the chunks of the deleted backups, and those an interrupted backup left.
+//! It runs under the storage lock of [`crate::gc::lock`]: while a backup runs, the sweep defers rather than
+//! delete a chunk that backup may have reused or just uploaded, and a backup that starts during a sweep
+//! waits for it to end before it looks at what storage holds. A deferred or interrupted sweep is
+//! finished by the next one; running either command again is always safe.
+
+pub mod lock;
+pub mod retention;
+
+use std::collections::{BTreeMap, HashSet};
+
+use futures::{StreamExt, TryStreamExt};
+use jiff::tz::TimeZone;
+use serde::{Deserialize, Serialize};
+
+use crate::format::manifest::is_backup_id;
+use crate::gc::lock::{Lock, LockError, SweepLock};
+use crate::gc::retention::{Item, Policy};
+use crate::storage::{Storage, StorageError};
+
+/// Errors of deletion and pruning.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    /// Storage failed; running the command again resumes it.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Locking failed.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The id is not a backup id (`latest` is refused on purpose: a deletion names its backup).
+    #[error("{0:?} is not a backup id (YYYYMMDDTHHMMSSZ-xxxxxx); deletion needs an explicit id")]
+    InvalidId(String),
+    /// The manifest does not exist.
+    #[error("storage {url}: no backup with id {id:?} (already deleted?)")]
+    NotFound { url: String, id: String },
+    /// Pruning the binary-log archive failed.
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SweepOutcome {
+    /// Chunks deleted.
+    pub deleted_chunks: u64,
+    /// Stored bytes of the deleted chunks.
+    pub freed_bytes: u64,
+    /// Chunks left: those some manifest references.
+    pub kept_chunks: u64,
+    /// Locks of running backups that made the sweep wait for a later run (empty when it ran).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deferred_by: Vec<String>,
+}
+
+/// Chunks deleted at once.
+const PARALLEL_DELETES: usize = 16;
+
+/// Deletes every chunk no manifest references, unless a backup is running (then it defers).
+pub async fn sweep(storage: &Storage) -> Result<SweepOutcome, GcError> {
+    let lock = match Lock::sweep(storage).await? {
+        SweepLock::Held(lock) => lock,
+        SweepLock::Busy(backups) => {
+            tracing::info!(running = ?backups, "backups are running: the chunk sweep waits for a later run");
+            return Ok(SweepOutcome { deferred_by: backups, ..Default::default() });
+        }
+    };
+    let result = sweep_locked(storage, &lock).await;
+    lock.release().await;
+    result
+}
+
+async fn sweep_locked(storage: &Storage, lock: &Lock) -> Result<SweepOutcome, GcError> {
+    // Mark.
+    let mut referenced = HashSet::new();
+    for id in storage.list_backup_ids().await? {
+        let m = storage.read_manifest(&id).await?;
+        referenced.extend(m.files.into_iter().flat_map(|f| f.chunks).map(|c| c.hash));
+    }
+    // Sweep.
+    let chunks = storage.list_chunks().await?;
+    let doomed: Vec<(crate::format::manifest::ChunkHash, u64)> =
+        chunks.into_iter().filter(|(hash, _)| !referenced.contains(hash)).collect();
+    let kept_chunks = referenced.len() as u64;
+    let freed_bytes = doomed.iter().map(|(_, len)| len).sum();
+    let deleted_chunks = doomed.len() as u64;
+    lock.check()?;
+    futures::stream::iter(doomed)
+        .map(|(hash, _)| async move {
+            lock.check()?;
+            storage.delete_chunk(&hash).await.map_err(GcError::from)
+        })
+        .buffer_unordered(PARALLEL_DELETES)
+        .try_collect::<()>()
+        .await?;
+    tracing::info!(deleted_chunks, freed_bytes, kept_chunks, "chunk sweep done");
+    Ok(SweepOutcome { deleted_chunks, freed_bytes, kept_chunks, deferred_by: Vec::new() })
+}
+
+/// What a deletion did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DeleteOutcome {
+    /// The backup was already gone.
+    pub already_deleted: bool,
+    /// The sweep after it.
+    #[serde(flatten)]
+    pub sweep: SweepOutcome,
+}
+
+/// Deletes backup `id` from `storage`, then sweeps. With `ignore_missing`, a backup that is already
+/// gone is a success (`alreadyDeleted`) and the sweep still runs, which finishes an interrupted deletion.
+pub async fn delete(storage: &Storage, id: &str, ignore_missing: bool) -> Result<DeleteOutcome, GcError> {
+    if !is_backup_id(id) {
+        return Err(GcError::InvalidId(id.to_string()));
+    }
+    let key = storage.manifest_key(id);
+    let already_deleted = storage.get_opt(&key).await?.is_none();
+    if already_deleted && !ignore_missing {
+        return Err(GcError::NotFound { url: storage.url().to_string(), id: id.to_string() });
+    }
+    if !already_deleted {
+        storage.delete(&key).await?;
+        tracing::info!(backup_id = id, "manifest deleted; the backup is no longer listed");
+    }
+    Ok(DeleteOutcome { already_deleted, sweep: sweep(storage).await? })
+}
+
+/// What a prune did (or, dry, would do).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PruneOutcome {
+    /// Backups the policy applied to (those with the requested tags).
+    pub considered: u64,
+    /// Backups kept.
+    pub kept: u64,
+    /// Backups deleted, newest first (at most [`LISTED_IDS`] listed; see `deletedCount`).
+    pub deleted: Vec<String>,
+    /// How many were deleted.
+    pub deleted_count: u64,
+    /// The oldest and newest kept backups' points in time: the range a restore can reach.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
+    /// The sweep after it (none when dry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepOutcome>,
+    /// Segments of the binary-log archive deleted (with `--archive`): those before the oldest kept full
+    /// backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_segments_deleted: Option<u64>,
+}
+
+/// Ids listed in a prune summary at most (it must fit a pod's termination message).
+pub const LISTED_IDS: usize = 50;
+
+/// A range of points in time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Window {
+    /// The earliest point a restore can reach.
+    pub from: chrono::DateTime<chrono::Utc>,
+    /// The latest.
+    pub to: chrono::DateTime<chrono::Utc>,
+}
+
+/// Applies `policy` to the backups in `storage` whose manifest carries every tag in `tags`, with
+/// calendar periods read in `tz`: deletes the manifests the policy drops, then sweeps. `dry` only plans.
+pub async fn prune(
+    storage: &Storage,
+    policy: &Policy,
+    tz: &TimeZone,
+    tags: &BTreeMap<String, String>,
+    archive: Option<&str>,
+    dry: bool,
+) -> Result<PruneOutcome, GcError> {
+    let mut items = Vec::new();
+    let mut times = BTreeMap::new();
+    let mut fulls = BTreeMap::new();
+    for id in storage.list_backup_ids().await? {
+        let m = storage.read_manifest(&id).await?;
+        if !tags.iter().all(|(k, v)| m.tags.get(k) == Some(v)) {
+            continue;
+        }
+        let nanos = m.completed_at.timestamp_nanos_opt().map(i128::from).unwrap_or_default();
+        let time = jiff::Timestamp::from_nanosecond(nanos).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        times.insert(id.clone(), m.completed_at);
+        if m.incremental.is_none()
+            && let Some(gtid) = m.positions.gtid.clone()
+        {
+            fulls.insert(id.clone(), (m.completed_at, gtid));
+        }
+        items.push(Item { id, time, base: m.incremental.and_then(|i| i.base) });
+    }
+    let plan = retention::plan(&items, policy, tz, jiff::Timestamp::now());
+    let kept_times: Vec<_> = plan.keep.keys().filter_map(|id| times.get(id)).copied().collect();
+    let window = match (kept_times.iter().min(), kept_times.iter().max()) {
+        (Some(from), Some(to)) => Some(Window { from: *from, to: *to }),
+        _ => None,
+    };
+    if !dry {
+        for id in &plan.delete {
+            storage.delete(&storage.manifest_key(id)).await?;
+            tracing::info!(backup_id = %id, "pruned");
+        }
+    }
+    let sweep = if dry { None } else { Some(sweep(storage).await?) };
+    // Archive segments the oldest kept full backup already holds serve no kept backup.
+    let oldest_full = plan.keep.keys().filter_map(|id| fulls.get(id)).min_by_key(|(at, _)| *at);
+    let archive_segments_deleted = match (archive, oldest_full) {
+        (Some(name), Some((_, from))) => Some(crate::archive::prune_before(storage, name, from, dry).await?),
+        (Some(_), None) => Some(0),
+        (None, _) => None,
+    };
+    Ok(PruneOutcome {
+        archive_segments_deleted,
+        considered: items.len() as u64,
+        kept: plan.keep.len() as u64,
+        deleted_count: plan.delete.len() as u64,
+        deleted: plan.delete.into_iter().take(LISTED_IDS).collect(),
+        window,
+        sweep,
+    })
+}

@@ -1,0 +1,368 @@
+//! Reading replication positions from binary log files on disk, for backups of a datadir with no
+//! running server to ask (the `cold` method).
+//!
+//! Only event headers and the few events that carry GTID state are decoded: the format description
+//! (server version, checksum use), MariaDB `Gtid_list` (163) and `Gtid` (162), and MySQL
+//! `Previous_gtids` (35) and `Gtid` (33). The executed state at the end of the newest file is the state
+//! at its start plus the GTIDs in it; the purged state is the state at the start of the oldest file.
+//! The MySQL paths are tested on constructed events only (no MySQL server is available here).
+
+use std::{
+    io::{BufReader, Read, Seek},
+    path::{Path, PathBuf},
+};
+
+use crate::mysql::gtid::{MariaGtid, MariaGtidPos, MysqlGtidSet, MysqlSid};
+use crate::mysql::position::{BinlogCoordinate, Flavor, GtidState, Positions};
+
+pub(crate) const MAGIC: &[u8; 4] = b"\xfebin";
+pub(crate) const HEADER: usize = 19;
+const FORMAT_DESCRIPTION: u8 = 15;
+const MYSQL_GTID: u8 = 33;
+const MYSQL_PREVIOUS_GTIDS: u8 = 35;
+const MARIA_GTID: u8 = 162;
+const MARIA_GTID_LIST: u8 = 163;
+
+/// Errors reading binary logs.
+#[derive(Debug, thiserror::Error)]
+pub enum BinlogFileError {
+    /// A file could not be read.
+    #[error("binary log {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// A file is not a binary log or is damaged.
+    #[error("binary log {path}: {reason} at byte {offset}")]
+    Format { path: PathBuf, offset: u64, reason: String },
+}
+
+/// What one binary log file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinlogFileInfo {
+    /// Server version from the format description event.
+    pub server_version: String,
+    /// Server id of the format description event (the server that wrote the file).
+    pub server_id: u32,
+    /// GTID state at the start of the file.
+    pub start: GtidState,
+    /// GTID state after the last complete event.
+    pub end: GtidState,
+    /// Byte offset just past the last complete event.
+    pub end_offset: u64,
+}
+
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+pub(crate) fn uuid_text(b: &[u8]) -> String {
+    let h = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// Decodes the events of one binary log held in memory.
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<BinlogFileInfo, BinlogFileError> {
+    parse_from(path, std::io::Cursor::new(bytes), bytes.len() as u64)
+}
+
+/// Decodes the events of a binary log of `len` bytes read from `r`. Only event headers and the few
+/// events that carry GTID state are read; every other event is skipped with a seek, so memory stays at
+/// one buffer and the largest of those small events, whatever the size of the log.
+pub fn parse_from<R: Read + Seek>(path: &Path, r: R, len: u64) -> Result<BinlogFileInfo, BinlogFileError> {
+    let bad = |offset: u64, reason: &str| BinlogFileError::Format {
+        path: path.to_path_buf(),
+        offset,
+        reason: reason.to_string(),
+    };
+    let io = |source| BinlogFileError::Read { path: path.to_path_buf(), source };
+    let mut r = BufReader::with_capacity(64 * 1024, r);
+    let mut magic = [0u8; 4];
+    if len < 4 || r.read_exact(&mut magic).is_err() || &magic != MAGIC {
+        return Err(bad(0, "not a binary log (no magic number)"));
+    }
+    let mut at = 4u64;
+    let mut checksum = false;
+    let mut version = None;
+    let mut server_id = 0;
+    let mut maria_start: Option<MariaGtidPos> = None;
+    let mut maria_end = MariaGtidPos::default();
+    let mut mysql_start: Option<MysqlGtidSet> = None;
+    let mut mysql_end = MysqlGtidSet::default();
+    let mut event = Vec::new();
+    while at + HEADER as u64 <= len {
+        let mut header = [0u8; HEADER];
+        r.read_exact(&mut header).map_err(io)?;
+        let size = u64::from(u32_at(&header, 9));
+        if size < HEADER as u64 {
+            return Err(bad(at, "event shorter than its header"));
+        }
+        if at + size > len {
+            break; // a torn last event: the log ends at the last complete one
+        }
+        let kind = header[4];
+        if !matches!(kind, FORMAT_DESCRIPTION | MARIA_GTID_LIST | MARIA_GTID | MYSQL_PREVIOUS_GTIDS | MYSQL_GTID) {
+            let skip = i64::try_from(size - HEADER as u64).map_err(|_| bad(at, "event size out of range"))?;
+            r.seek_relative(skip).map_err(io)?;
+            at += size;
+            continue;
+        }
+        let size = size as usize;
+        event.clear();
+        event.extend_from_slice(&header);
+        event.resize(size, 0);
+        r.read_exact(&mut event[HEADER..]).map_err(io)?;
+        let event = &event[..];
+        let body_end = if checksum { size.saturating_sub(4) } else { size };
+        let body = &event[HEADER..body_end.max(HEADER)];
+        match kind {
+            FORMAT_DESCRIPTION => {
+                if body.len() < 52 {
+                    return Err(bad(at, "format description event too short"));
+                }
+                let raw = &body[2..52];
+                let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
+                version = Some(String::from_utf8_lossy(&raw[..end]).into_owned());
+                server_id = u32_at(event, 5);
+                // With checksums on, the event ends in the algorithm byte (1 = CRC32) and its CRC-32.
+                checksum = size >= HEADER + 57 + 5
+                    && event[size - 5] == 1
+                    && crc32fast::hash(&event[..size - 4]) == u32_at(event, size - 4);
+            }
+            MARIA_GTID_LIST => {
+                if body.len() < 4 {
+                    return Err(bad(at, "Gtid_list event too short"));
+                }
+                let count = (u32_at(body, 0) & 0x0fff_ffff) as usize;
+                if body.len() < 4 + count * 16 {
+                    return Err(bad(at, "Gtid_list event too short for its count"));
+                }
+                let mut pos = MariaGtidPos::default();
+                for i in 0..count {
+                    let e = 4 + i * 16;
+                    pos.apply(MariaGtid {
+                        domain: u32_at(body, e),
+                        server: u32_at(body, e + 4),
+                        seq: u64_at(body, e + 8),
+                    });
+                }
+                if maria_start.is_none() {
+                    maria_end = pos.clone();
+                    maria_start = Some(pos);
+                }
+            }
+            MARIA_GTID => {
+                if body.len() < 12 {
+                    return Err(bad(at, "GTID event too short"));
+                }
+                maria_end.apply(MariaGtid { domain: u32_at(body, 8), server: u32_at(event, 5), seq: u64_at(body, 0) });
+            }
+            MYSQL_PREVIOUS_GTIDS => {
+                if body.len() < 8 {
+                    return Err(bad(at, "Previous_gtids event too short"));
+                }
+                let n = u64_at(body, 0);
+                if n >> 56 != 0 {
+                    return Err(bad(at, "tagged GTID encoding (MySQL 8.3+) is not supported yet"));
+                }
+                let mut set = MysqlGtidSet::default();
+                let mut p = 8;
+                for _ in 0..n {
+                    if body.len() < p + 24 {
+                        return Err(bad(at, "Previous_gtids event truncated"));
+                    }
+                    let sid = MysqlSid { uuid: uuid_text(&body[p..p + 16]), tag: String::new() };
+                    let intervals = u64_at(body, p + 16);
+                    p += 24;
+                    for _ in 0..intervals {
+                        if body.len() < p + 16 {
+                            return Err(bad(at, "Previous_gtids event truncated"));
+                        }
+                        let (s, e) = (u64_at(body, p), u64_at(body, p + 8));
+                        if e > s {
+                            set.add_range(sid.clone(), s, e - 1);
+                        }
+                        p += 16;
+                    }
+                }
+                if mysql_start.is_none() {
+                    mysql_end = set.clone();
+                    mysql_start = Some(set);
+                }
+            }
+            MYSQL_GTID => {
+                if body.len() < 25 {
+                    return Err(bad(at, "GTID event too short"));
+                }
+                let sid = MysqlSid { uuid: uuid_text(&body[1..17]), tag: String::new() };
+                mysql_end.add(sid, u64_at(body, 17));
+            }
+            _ => {}
+        }
+        at += size as u64;
+    }
+    let server_version = version.ok_or_else(|| bad(4, "no format description event"))?;
+    let (start, end) = match Flavor::from_version(&server_version) {
+        Flavor::Mariadb => (
+            GtidState::Mariadb { binlog_pos: maria_start.unwrap_or_default(), current_pos: None, purged: None },
+            GtidState::Mariadb { binlog_pos: maria_end, current_pos: None, purged: None },
+        ),
+        Flavor::Mysql => (
+            GtidState::Mysql { executed: mysql_start.unwrap_or_default(), purged: None },
+            GtidState::Mysql { executed: mysql_end, purged: None },
+        ),
+    };
+    Ok(BinlogFileInfo { server_version, server_id, start, end, end_offset: at })
+}
+
+/// Reads one binary log file, streaming: memory does not grow with its size.
+pub fn read(path: &Path) -> Result<BinlogFileInfo, BinlogFileError> {
+    let io = |source| BinlogFileError::Read { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    parse_from(path, file, len)
+}
+
+/// The binary log files named by an index file, oldest first, resolved against `dir` (entries are
+/// either absolute or relative to the datadir, e.g. `./mysql-bin.000001`; only the file name is used).
+pub fn files_from_index(index_text: &str, dir: &Path) -> Vec<PathBuf> {
+    index_text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| Path::new(l).file_name().map(|n| dir.join(n)))
+        .collect()
+}
+
+/// Positions of a stopped server from its binary logs: version and server id from the newest file,
+/// executed GTIDs at its end, purged GTIDs at the start of the oldest file, and the end coordinate.
+pub fn positions_from_binlogs(files: &[PathBuf]) -> Result<Option<Positions>, BinlogFileError> {
+    let (Some(first), Some(last)) = (files.first(), files.last()) else {
+        return Ok(None);
+    };
+    let newest = read(last)?;
+    let oldest = if first == last { newest.clone() } else { read(first)? };
+    let gtid = match (newest.end, oldest.start) {
+        (GtidState::Mariadb { binlog_pos, .. }, GtidState::Mariadb { binlog_pos: purged, .. }) => {
+            GtidState::Mariadb { binlog_pos, current_pos: None, purged: Some(purged) }
+        }
+        (GtidState::Mysql { executed, .. }, GtidState::Mysql { executed: purged, .. }) => {
+            GtidState::Mysql { executed, purged: Some(purged) }
+        }
+        (end, _) => end,
+    };
+    Ok(Some(Positions {
+        flavor: Some(Flavor::from_version(&newest.server_version)),
+        version: Some(newest.server_version),
+        server_id: Some(newest.server_id),
+        server_uuid: None,
+        gtid: Some(gtid),
+        binlog: Some(BinlogCoordinate {
+            file: last.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            position: newest.end_offset,
+        }),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: u8, server_id: u32, body: &[u8], checksum: bool) -> Vec<u8> {
+        let size = HEADER + body.len() + if checksum { 4 } else { 0 };
+        let mut e = Vec::new();
+        e.extend_from_slice(&0u32.to_le_bytes());
+        e.push(kind);
+        e.extend_from_slice(&server_id.to_le_bytes());
+        e.extend_from_slice(&(size as u32).to_le_bytes());
+        e.extend_from_slice(&0u32.to_le_bytes());
+        e.extend_from_slice(&0u16.to_le_bytes());
+        e.extend_from_slice(body);
+        if checksum {
+            let crc = crc32fast::hash(&e);
+            e.extend_from_slice(&crc.to_le_bytes());
+        }
+        e
+    }
+
+    fn fde(version: &str, server_id: u32) -> Vec<u8> {
+        let mut body = vec![4, 0];
+        let mut v = version.as_bytes().to_vec();
+        v.resize(50, 0);
+        body.extend(v);
+        body.extend_from_slice(&[0; 4]);
+        body.push(19);
+        body.extend_from_slice(&[0; 40]); // post-header lengths
+        body.push(1); // CRC32
+        event(FORMAT_DESCRIPTION, server_id, &body, true)
+    }
+
+    #[test]
+    fn mariadb_state_is_gtid_list_plus_gtids() {
+        let mut log = MAGIC.to_vec();
+        log.extend(fde("10.11.19-MariaDB-log", 7));
+        let mut list = 2u32.to_le_bytes().to_vec();
+        for (d, s, q) in [(0u32, 1u32, 40u64), (1, 2, 5)] {
+            list.extend_from_slice(&d.to_le_bytes());
+            list.extend_from_slice(&s.to_le_bytes());
+            list.extend_from_slice(&q.to_le_bytes());
+        }
+        log.extend(event(MARIA_GTID_LIST, 7, &list, true));
+        let mut gtid = 41u64.to_le_bytes().to_vec();
+        gtid.extend_from_slice(&0u32.to_le_bytes());
+        gtid.push(0);
+        log.extend(event(MARIA_GTID, 7, &gtid, true));
+        let complete = log.len() as u64;
+        log.extend_from_slice(&[1, 2, 3]); // torn tail
+        let info = parse(Path::new("b.000002"), &log).unwrap();
+        assert_eq!(info.server_version, "10.11.19-MariaDB-log");
+        assert_eq!(info.server_id, 7);
+        assert_eq!(info.end_offset, complete);
+        assert_eq!(
+            info.end,
+            GtidState::Mariadb { binlog_pos: "0-7-41,1-2-5".parse().unwrap(), current_pos: None, purged: None }
+        );
+        assert_eq!(
+            info.start,
+            GtidState::Mariadb { binlog_pos: "0-1-40,1-2-5".parse().unwrap(), current_pos: None, purged: None }
+        );
+    }
+
+    #[test]
+    fn mysql_state_is_previous_gtids_plus_gtids() {
+        let sid: [u8; 16] = *b"\x3e\x11\xfa\x47\x71\xca\x11\xe1\x9e\x33\xc8\x0a\xa9\x42\x95\x62";
+        let mut log = MAGIC.to_vec();
+        log.extend(fde("8.0.36", 3));
+        let mut prev = 1u64.to_le_bytes().to_vec();
+        prev.extend_from_slice(&sid);
+        prev.extend_from_slice(&1u64.to_le_bytes());
+        prev.extend_from_slice(&1u64.to_le_bytes());
+        prev.extend_from_slice(&11u64.to_le_bytes()); // 1-10
+        log.extend(event(MYSQL_PREVIOUS_GTIDS, 3, &prev, true));
+        let mut gtid = vec![1u8];
+        gtid.extend_from_slice(&sid);
+        gtid.extend_from_slice(&11u64.to_le_bytes());
+        gtid.extend_from_slice(&[0; 10]);
+        log.extend(event(MYSQL_GTID, 3, &gtid, true));
+        let info = parse(Path::new("binlog.000001"), &log).unwrap();
+        assert_eq!(
+            info.end,
+            GtidState::Mysql { executed: "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-11".parse().unwrap(), purged: None }
+        );
+    }
+
+    #[test]
+    fn rejects_non_binlogs_naming_the_file() {
+        let err = parse(Path::new("/d/ibdata1"), b"garbage").unwrap_err();
+        assert_eq!(err.to_string(), "binary log /d/ibdata1: not a binary log (no magic number) at byte 0");
+    }
+
+    #[test]
+    fn index_entries_resolve_by_file_name() {
+        let files = files_from_index("./mysql-bin.000001\n/old/place/mysql-bin.000002\n", Path::new("/data"));
+        assert_eq!(files, vec![PathBuf::from("/data/mysql-bin.000001"), PathBuf::from("/data/mysql-bin.000002")]);
+    }
+}

@@ -1,0 +1,8 @@
+//! What the data path knows of MySQL and MariaDB: talking to a running server, GTID algebra, the
+//! replication positions recorded with backups, the mbstream format and binary logs.
+
+pub mod binlog;
+pub mod gtid;
+pub mod mbstream;
+pub mod position;
+pub mod server;

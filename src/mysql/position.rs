@@ -1,0 +1,158 @@
+//! The server identity and replication positions recorded with every backup, taken at the method's
+//! consistent point.
+
+use serde::{Deserialize, Serialize};
+
+use crate::mysql::gtid::{MariaGtidPos, MysqlGtidSet};
+
+/// Which server family wrote the data. The two differ in GTID model, tools and file layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavor {
+    /// MariaDB Server.
+    Mariadb,
+    /// Oracle MySQL (and Percona Server, which follows it).
+    Mysql,
+}
+
+impl Flavor {
+    /// Tells the family from a version string such as `10.11.19-MariaDB-0+deb12u1-log` or `8.0.36`.
+    pub fn from_version(version: &str) -> Self {
+        if version.to_ascii_lowercase().contains("mariadb") { Self::Mariadb } else { Self::Mysql }
+    }
+}
+
+/// GTID state at the consistent point, in the shape of the server family.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "flavor", rename_all = "lowercase")]
+pub enum GtidState {
+    /// MariaDB GTID positions.
+    #[serde(rename_all = "camelCase")]
+    Mariadb {
+        /// `@@gtid_binlog_pos`: the last transaction written to the binary log in each domain.
+        binlog_pos: MariaGtidPos,
+        /// `@@gtid_current_pos` where it could be read at the consistent point (it also counts
+        /// transactions applied as a replica without a binary log).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        current_pos: Option<MariaGtidPos>,
+        /// The GTID state at the start of the oldest binary log still on the server: transactions at or
+        /// before it can no longer be read from binary logs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        purged: Option<MariaGtidPos>,
+    },
+    /// MySQL GTID sets.
+    #[serde(rename_all = "camelCase")]
+    Mysql {
+        /// `@@gtid_executed`.
+        executed: MysqlGtidSet,
+        /// `@@gtid_purged`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        purged: Option<MysqlGtidSet>,
+    },
+}
+
+/// A binary log coordinate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinlogCoordinate {
+    /// Binary log file name, without directory, e.g. `mysql-bin.000042`.
+    pub file: String,
+    /// Byte offset in that file.
+    pub position: u64,
+}
+
+/// Who the server is and where its replication stream stood at the backup's consistent point.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Positions {
+    /// Server family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flavor: Option<Flavor>,
+    /// Server version string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `@@server_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<u32>,
+    /// `@@server_uuid` (MySQL only; MariaDB has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_uuid: Option<String>,
+    /// GTID state, when the server has GTIDs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid: Option<GtidState>,
+    /// Binary log coordinate, when binary logging is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog: Option<BinlogCoordinate>,
+}
+
+impl Positions {
+    /// A one-line description for listings: the GTID state, else the binlog coordinate.
+    pub fn short(&self) -> String {
+        match (&self.gtid, &self.binlog) {
+            (Some(GtidState::Mariadb { binlog_pos, .. }), _) if !binlog_pos.is_empty() => binlog_pos.to_string(),
+            (Some(GtidState::Mysql { executed, .. }), _) if !executed.is_empty() => executed.to_string(),
+            (_, Some(b)) => format!("{}:{}", b.file, b.position),
+            _ => "-".to_string(),
+        }
+    }
+}
+
+/// Parses the position line mariadb-backup writes to `xtrabackup_binlog_info`:
+/// `file<TAB>offset[<TAB>gtid]`. Returns `None` when the file is empty (binary logging off).
+pub fn parse_xtrabackup_binlog_info(text: &str) -> Result<Option<(BinlogCoordinate, MariaGtidPos)>, String> {
+    let line = text.lines().next().unwrap_or("").trim();
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let mut fields = line.split('\t');
+    let file = fields.next().unwrap_or("").to_string();
+    let position = fields
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .ok_or_else(|| format!("xtrabackup_binlog_info: no byte offset in {line:?}"))?;
+    let gtid = fields.next().unwrap_or("").parse().map_err(|e| format!("xtrabackup_binlog_info: {e}"))?;
+    Ok(Some((BinlogCoordinate { file, position }, gtid)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flavor_from_version() {
+        assert_eq!(Flavor::from_version("10.11.19-MariaDB-0+deb12u1-log"), Flavor::Mariadb);
+        assert_eq!(Flavor::from_version("8.0.36"), Flavor::Mysql);
+    }
+
+    #[test]
+    fn parses_binlog_info_written_by_mariadb_backup() {
+        let (coord, gtid) = parse_xtrabackup_binlog_info("mysql-bin.000001\t1287\t0-1-5\n").unwrap().unwrap();
+        assert_eq!(coord, BinlogCoordinate { file: "mysql-bin.000001".into(), position: 1287 });
+        assert_eq!(gtid.to_string(), "0-1-5");
+        assert_eq!(parse_xtrabackup_binlog_info("").unwrap(), None);
+        assert_eq!(
+            parse_xtrabackup_binlog_info("mysql-bin.000001\n").unwrap_err(),
+            "xtrabackup_binlog_info: no byte offset in \"mysql-bin.000001\""
+        );
+    }
+
+    #[test]
+    fn positions_serialise_with_flavor_tagged_gtids() {
+        let p = Positions {
+            flavor: Some(Flavor::Mariadb),
+            gtid: Some(GtidState::Mariadb {
+                binlog_pos: "0-1-5".parse().unwrap(),
+                current_pos: None,
+                purged: Some("".parse().unwrap()),
+            }),
+            binlog: Some(BinlogCoordinate { file: "b.000001".into(), position: 4 }),
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(
+            json,
+            r#"{"flavor":"mariadb","gtid":{"flavor":"mariadb","binlogPos":"0-1-5","purged":""},"binlog":{"file":"b.000001","position":4}}"#
+        );
+        assert_eq!(serde_json::from_str::<Positions>(&json).unwrap(), p);
+        assert_eq!(p.short(), "0-1-5");
+    }
+}
