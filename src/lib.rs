@@ -18,3 +18,15 @@ pub mod install;
 pub mod mysql;
 pub mod shutdown;
 pub mod storage;
+
+/// FNV-1a of the parts in order: a hash that stays the same across builds and Rust versions, for
+/// values that must not move when the operator is upgraded (schedule jitter, generated names, the
+/// archiver's replica id).
+pub fn stable_hash(parts: &[&[u8]]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
+    for part in parts {
+        h.write(part);
+    }
+    h.finish()
+}

@@ -81,7 +81,7 @@ pub struct ArchiverOptions {
 /// The default replica server id of an archive: FNV-1a of its name, in 3000000000..3999999999, far from
 /// the small ids servers usually have.
 pub fn default_replica_id(archive: &str) -> u32 {
-    3_000_000_000 + (crate::controller::schedule::slots::fnv1a(&[archive.as_bytes()]) % 1_000_000_000) as u32
+    3_000_000_000 + (crate::stable_hash(&[archive.as_bytes()]) % 1_000_000_000) as u32
 }
 
 /// What the archiver is doing, as `/status` serves it (and the controller reads it).

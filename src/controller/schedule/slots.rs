@@ -19,6 +19,8 @@
 use std::str::FromStr;
 
 use croner::Cron;
+
+use crate::stable_hash;
 use jiff::{Timestamp, tz::TimeZone};
 
 /// Errors in a schedule's spec, naming the field.
@@ -61,19 +63,6 @@ pub struct Due {
     pub next: Option<(Timestamp, Timestamp)>,
 }
 
-/// FNV-1a: a hash that stays the same across builds and Rust versions (jitter must not move when the
-/// operator is upgraded).
-pub fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in *part {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
-}
-
 impl Schedule {
     /// Parses `expr` in `time_zone` (default UTC). Each slot fires up to `jitter_seconds` late, by an
     /// amount fixed by `seed` (the schedule's uid) and the slot, so retries and restarts agree on it.
@@ -92,7 +81,7 @@ impl Schedule {
             Some(zone) => TimeZone::get(zone)
                 .map_err(|e| ScheduleError::TimeZone { zone: zone.to_string(), reason: e.to_string() })?,
         };
-        Ok(Self { cron, tz, jitter_seconds, seed: fnv1a(&[seed.as_bytes()]) })
+        Ok(Self { cron, tz, jitter_seconds, seed: stable_hash(&[seed.as_bytes()]) })
     }
 
     /// Slots strictly after `after` and at most `until`, oldest first, at most `limit` of them.
@@ -127,7 +116,8 @@ impl Schedule {
         if self.jitter_seconds == 0 {
             return slot;
         }
-        let offset = fnv1a(&[&self.seed.to_le_bytes(), &slot.as_second().to_le_bytes()]) % (self.jitter_seconds + 1);
+        let offset =
+            stable_hash(&[&self.seed.to_le_bytes(), &slot.as_second().to_le_bytes()]) % (self.jitter_seconds + 1);
         slot.checked_add(jiff::SignedDuration::from_secs(offset as i64)).unwrap_or(slot)
     }
 
@@ -165,7 +155,7 @@ pub fn incremental_name(schedule: &str, slot: Timestamp) -> String {
 /// Name of the MySQLBackup an on-demand trigger creates: `<schedule>-manual-<hash of the trigger>`, so
 /// the same trigger value never creates a second backup.
 pub fn on_demand_name(schedule: &str, trigger: &str) -> String {
-    format!("{schedule}-manual-{:08x}", fnv1a(&[trigger.as_bytes()]) as u32)
+    format!("{schedule}-manual-{:08x}", stable_hash(&[trigger.as_bytes()]) as u32)
 }
 
 /// Longest schedule name whose children's names stay within 63 characters (they become label values).
