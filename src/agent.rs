@@ -12,8 +12,9 @@ use crate::datapath::chunk::writer::{ChunkParams, ChunkWriteError, ChunkWriter};
 use crate::datapath::method::{BackupMethod, MethodError};
 use crate::datapath::progress::Progress;
 use crate::datapath::restore::{RestoreError, RestoreOptions};
-use crate::datapath::verify::{Damage, VerifyReport};
-use crate::format::manifest::{Chunking, FORMAT_VERSION, Manifest, MethodKind, Totals, new_backup_id};
+use crate::format::manifest::{Chunking, FORMAT_VERSION, Manifest, MethodKind, new_backup_id};
+use crate::format::summary::Damage;
+use crate::format::summary::{PitrSummary, Summary};
 use crate::gc::lock::Lock;
 use crate::mysql::position::Positions;
 use crate::storage::{Storage, StorageError};
@@ -107,88 +108,6 @@ pub struct BackupSettings {
     pub chunks: ChunkParams,
     /// Interval of progress log lines when not on a terminal.
     pub progress_interval: Duration,
-}
-
-/// The JSON summary of an operation: printed on stdout and written to `--summary-file`, which a Job's
-/// termination message carries to the controller. This one type is written by the agent and read by
-/// the controller — whichever release each is (a Job started by one operator can report to the next):
-/// a field is only ever added, with a default.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", tag = "operation")]
-pub enum Summary {
-    /// A backup was taken.
-    #[serde(rename = "backup", rename_all = "camelCase")]
-    Backup {
-        backup_id: String,
-        storage: String,
-        manifest: String,
-        method: MethodKind,
-        positions: Positions,
-        totals: Totals,
-        started_at: DateTime<Utc>,
-        completed_at: DateTime<Utc>,
-        duration_seconds: f64,
-        /// Peak resident memory of the agent process (not counting tools it ran), for sizing Jobs.
-        peak_rss_bytes: u64,
-        /// For an incremental: what it builds on.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        incremental: Option<crate::format::manifest::Incremental>,
-    },
-    /// A backup was verified.
-    #[serde(rename = "verify", rename_all = "camelCase")]
-    Verify { backup_id: String, storage: String, report: VerifyReport, duration_seconds: f64 },
-    /// A backup was restored.
-    #[serde(rename = "restore", rename_all = "camelCase")]
-    Restore {
-        backup_id: String,
-        storage: String,
-        datadir: PathBuf,
-        method: MethodKind,
-        positions: Positions,
-        files: u64,
-        bytes: u64,
-        transfer_seconds: f64,
-        prepare_seconds: f64,
-        duration_seconds: f64,
-        /// Peak resident memory of the agent process (not counting tools it ran).
-        peak_rss_bytes: u64,
-        /// For a point-in-time restore: what was replayed.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        until: Option<PitrSummary>,
-    },
-    /// A backup was deleted.
-    #[serde(rename = "delete", rename_all = "camelCase")]
-    Delete {
-        backup_id: String,
-        storage: String,
-        #[serde(flatten)]
-        outcome: crate::gc::DeleteOutcome,
-        duration_seconds: f64,
-    },
-    /// The archiver stopped.
-    #[serde(rename = "binlogArchive", rename_all = "camelCase")]
-    BinlogArchive {
-        archive: String,
-        storage: String,
-        /// Every transaction up to this position is in the archive.
-        archived_position: String,
-        last_segment: Option<u64>,
-        segments: u64,
-        transactions: u64,
-        duplicates: u64,
-        reconnects: u64,
-        gaps: u64,
-        duration_seconds: f64,
-    },
-    /// A retention policy was applied.
-    #[serde(rename = "prune", rename_all = "camelCase")]
-    Prune {
-        storage: String,
-        dry_run: bool,
-        #[serde(flatten)]
-        outcome: crate::gc::PruneOutcome,
-        duration_seconds: f64,
-    },
 }
 
 /// Deletes backup `id`, then sweeps the chunks no backup references.
@@ -381,7 +300,7 @@ pub struct ArchiveReport {
     /// Time of the last event.
     pub last_event_time: Option<DateTime<Utc>>,
     /// Every gap.
-    pub gaps: Vec<crate::archive::Gap>,
+    pub gaps: Vec<crate::format::archive_index::Gap>,
 }
 
 impl ArchiveReport {
@@ -429,28 +348,6 @@ pub async fn archive_status(storage: &Storage, name: &str) -> Result<ArchiveRepo
     })
 }
 
-/// What a point-in-time restore replayed.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PitrSummary {
-    /// The target asked for.
-    pub target: String,
-    /// Incrementals whose binary logs were replayed.
-    pub incrementals: Vec<String>,
-    /// Binary log files of incrementals read.
-    pub binlog_files: u64,
-    /// The binary-log archive whose segments were replayed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub archive: Option<String>,
-    /// Archive segments replayed.
-    pub segments: u64,
-    /// Gaps a forced restore crossed: their transactions are missing.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub gaps_crossed: Vec<String>,
-    /// Transactions replayed.
-    pub transactions: u64,
-}
-
 /// Peak resident memory of this process so far, in bytes (0 if unknown).
 pub fn peak_rss_bytes() -> u64 {
     nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
@@ -475,38 +372,6 @@ pub fn raise_open_files_limit() -> u64 {
         }
     }
     soft
-}
-
-/// What a failed agent leaves in its summary file: the error, with its causes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Failure {
-    /// The error and its causes, as printed.
-    pub error: String,
-}
-
-impl Summary {
-    /// The operation's name, as the summary's `operation` field has it.
-    pub fn operation(&self) -> &'static str {
-        match self {
-            Self::Backup { .. } => "backup",
-            Self::Verify { .. } => "verify",
-            Self::Restore { .. } => "restore",
-            Self::Delete { .. } => "delete",
-            Self::BinlogArchive { .. } => "binlogArchive",
-            Self::Prune { .. } => "prune",
-        }
-    }
-
-    /// Parses a summary the agent wrote (this release's or an earlier one's).
-    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(text)
-    }
-
-    /// Writes the summary as JSON to `path`.
-    pub fn write_to(&self, path: &PathBuf) -> Result<(), AgentError> {
-        let json = serde_json::to_string(self).expect("summaries always serialise");
-        std::fs::write(path, json).map_err(|source| AgentError::SummaryFile { path: path.clone(), source })
-    }
 }
 
 /// Takes a backup with `method` into `storage`. The manifest is written after every chunk is stored;

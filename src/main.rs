@@ -4,13 +4,14 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mysql_backup_operator::agent;
-use mysql_backup_operator::agent::{AgentError, BackupSettings, Summary};
+use mysql_backup_operator::agent::{AgentError, BackupSettings};
 use mysql_backup_operator::datapath::chunk::writer::ChunkParams;
 use mysql_backup_operator::datapath::method::binlog::Binlog;
 use mysql_backup_operator::datapath::method::cold::Cold;
 use mysql_backup_operator::datapath::method::mariabackup::Mariabackup;
 use mysql_backup_operator::datapath::restore::RestoreOptions;
 use mysql_backup_operator::format::manifest::MethodKind;
+use mysql_backup_operator::format::summary::Summary;
 use mysql_backup_operator::mysql::server::ServerConfig;
 use mysql_backup_operator::storage::{RetryPolicy, Storage, parse_option};
 
@@ -393,7 +394,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 fn finish(summary: Summary, summary_file: Option<&PathBuf>) -> Result<(), AgentError> {
     println!("{}", serde_json::to_string_pretty(&summary).expect("summaries always serialise"));
     if let Some(path) = summary_file {
-        summary.write_to(path)?;
+        summary.write_to(path).map_err(|source| AgentError::SummaryFile { path: path.clone(), source })?;
     }
     Ok(())
 }
@@ -553,7 +554,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let result = run_agent(*agent).await;
             if let (Err(e), Some(path)) = (&result, summary_file) {
                 // The controller reads the reason of a failed Job from here (its termination message).
-                let failure = agent::Failure { error: error_chain(e) };
+                let failure = mysql_backup_operator::format::summary::Failure { error: error_chain(e) };
                 let _ = std::fs::write(path, serde_json::to_string(&failure).unwrap_or_default());
             }
             Ok(result?)

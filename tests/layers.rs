@@ -1,20 +1,27 @@
-//! The layers, read from the sources: the data path (storage format, MySQL knowledge, backup and
-//! restore, archive, retention) never imports Kubernetes code. Only the files listed in
-//! [`KUBERNETES_SIDE`] may; a new module is on the data path unless it is added there.
+//! The layers, read from the sources. The data path (the storage format, MySQL knowledge, backup and
+//! restore, the archive, garbage collection) never imports Kubernetes code; the controller reads what
+//! an agent wrote only through `format`, never through the agent's own modules; and no source file
+//! grows past [`MAX_LINES`].
 
 use std::path::{Path, PathBuf};
 
-/// Files and folders under `src/` that are the Kubernetes side: the resources, the controller, the
-/// builders of its objects, and the binary that dispatches to both sides.
+/// Files and folders under `src/` that are the Kubernetes side: the resources, the controller, and
+/// the binary that dispatches to both sides. Everything else is the data path.
 const KUBERNETES_SIDE: &[&str] = &["crd", "controller", "main.rs", "cli.rs", "lib.rs"];
 
 /// What the data path must not name.
-const FORBIDDEN: &[&str] = &["crate::crd", "crate::controller", "kube::", "use kube", "k8s_openapi"];
+const NOT_ON_THE_DATA_PATH: &[&str] = &["crate::crd", "crate::controller", "kube::", "use kube", "k8s_openapi"];
+
+/// What the controller must not name: it learns what an agent did from `crate::format` alone.
+const NOT_IN_THE_CONTROLLER: &[&str] = &["crate::agent", "crate::archive", "crate::datapath"];
+
+/// The longest a source file may be.
+const MAX_LINES: usize = 600;
 
 /// The forbidden name a line of code uses, if any (comments do not count).
-fn offends(line: &str) -> Option<&'static str> {
+fn offends(line: &str, forbidden: &[&'static str]) -> Option<&'static str> {
     let code = line.split("//").next().unwrap_or_default();
-    FORBIDDEN.iter().find(|w| code.contains(*w)).copied()
+    forbidden.iter().find(|w| code.contains(*w)).copied()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -28,37 +35,74 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-#[test]
-fn the_data_path_never_imports_kubernetes_code() {
+/// Every source under `src/`: its path below `src/`, its first component, and its text.
+fn sources() -> Vec<(PathBuf, String, String)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     files.sort();
-    let mut data_path = 0;
-    let mut offences = Vec::new();
-    for file in &files {
-        let rel = file.strip_prefix(&src).expect("under src");
-        let top = rel.components().next().expect("a component").as_os_str().to_string_lossy();
-        if KUBERNETES_SIDE.contains(&top.as_ref()) {
-            continue;
-        }
-        data_path += 1;
-        let text = std::fs::read_to_string(file).expect("read a source");
+    files
+        .into_iter()
+        .map(|file| {
+            let rel = file.strip_prefix(&src).expect("under src").to_path_buf();
+            let top = rel.components().next().expect("a component").as_os_str().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(&file).expect("read a source");
+            (rel, top, text)
+        })
+        .collect()
+}
+
+fn offences(files: &[&(PathBuf, String, String)], forbidden: &[&'static str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (rel, _, text) in files {
         for (n, line) in text.lines().enumerate() {
-            if let Some(word) = offends(line) {
-                offences.push(format!("src/{}:{}: names {word}: {}", rel.display(), n + 1, line.trim()));
+            if let Some(word) = offends(line, forbidden) {
+                out.push(format!("src/{}:{}: names {word}: {}", rel.display(), n + 1, line.trim()));
             }
         }
     }
-    assert!(data_path >= 20, "only {data_path} data-path files found under {}", src.display());
-    assert!(offences.is_empty(), "the data path imports Kubernetes code:\n{}", offences.join("\n"));
+    out
+}
+
+#[test]
+fn the_data_path_never_imports_kubernetes_code() {
+    let all = sources();
+    let data_path: Vec<_> = all.iter().filter(|(_, top, _)| !KUBERNETES_SIDE.contains(&top.as_str())).collect();
+    assert!(data_path.len() >= 30, "only {} data-path files found", data_path.len());
+    for folder in ["format", "mysql", "datapath", "archive", "gc"] {
+        assert!(data_path.iter().any(|(_, top, _)| top == folder), "no data-path folder {folder}");
+    }
+    let found = offences(&data_path, NOT_ON_THE_DATA_PATH);
+    assert!(found.is_empty(), "the data path imports Kubernetes code:\n{}", found.join("\n"));
+}
+
+#[test]
+fn the_controller_reads_agent_output_only_through_format() {
+    let all = sources();
+    let controller: Vec<_> = all.iter().filter(|(_, top, _)| top == "controller" || top == "crd").collect();
+    assert!(controller.len() >= 15, "only {} controller files found", controller.len());
+    let found = offences(&controller, NOT_IN_THE_CONTROLLER);
+    assert!(found.is_empty(), "the controller reaches past crate::format:\n{}", found.join("\n"));
+}
+
+#[test]
+fn no_source_file_is_longer_than_the_limit() {
+    let long: Vec<String> = sources()
+        .iter()
+        .map(|(rel, _, text)| (rel, text.lines().count()))
+        .filter(|(_, lines)| *lines > MAX_LINES)
+        .map(|(rel, lines)| format!("src/{}: {lines} lines", rel.display()))
+        .collect();
+    assert!(long.is_empty(), "split these files (at most {MAX_LINES} lines):\n{}", long.join("\n"));
 }
 
 #[test]
 fn the_check_finds_an_import() {
     // The check itself: a line naming the controller is an offence, a comment naming it is not.
-    assert_eq!(offends("    use crate::controller::run::shutdown_signal;"), Some("crate::controller"));
-    assert_eq!(offends("    let s = crate::controller::build::LABEL_SCHEDULE;"), Some("crate::controller"));
-    assert_eq!(offends("use k8s_openapi::api::batch::v1::Job;"), Some("k8s_openapi"));
-    assert_eq!(offends("    // unlike crate::controller, this module is pure"), None);
+    let data = NOT_ON_THE_DATA_PATH;
+    assert_eq!(offends("    use crate::controller::run::shutdown_signal;", data), Some("crate::controller"));
+    assert_eq!(offends("use k8s_openapi::api::batch::v1::Job;", data), Some("k8s_openapi"));
+    assert_eq!(offends("    // unlike crate::controller, this module is pure", data), None);
+    assert_eq!(offends("use crate::agent::Summary;", NOT_IN_THE_CONTROLLER), Some("crate::agent"));
+    assert_eq!(offends("use crate::format::summary::Summary;", NOT_IN_THE_CONTROLLER), None);
 }

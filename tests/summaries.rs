@@ -4,7 +4,7 @@
 //! one `Summary` type and serialize back to the same document: renaming, removing or retyping a field
 //! fails here.
 
-use mysql_backup_operator::agent::{Failure, Summary};
+use mysql_backup_operator::format::summary::{Failure, Summary};
 
 const RELEASE_0_1_0: &str = include_str!("fixtures/agent-summaries-0.1.0.jsonl");
 

@@ -22,14 +22,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
-use serde::{Deserialize, Serialize};
 
 use crate::archive;
 use crate::archive::segment::{Bounds, RawEvent, SegmentBuilder, SegmentError};
-use crate::archive::{ArchiveError, Gap, state_text};
+use crate::archive::{ArchiveError, state_text};
+use crate::format::archive_index::Gap;
+use crate::format::archiver_status::{ArchiverState, ArchiverStatus};
 use crate::mysql::position::{Flavor, GtidState};
 use crate::mysql::server::{ServerConfig, ServerError};
 use crate::storage::Storage;
@@ -84,93 +85,6 @@ pub fn default_replica_id(archive: &str) -> u32 {
     3_000_000_000 + (crate::stable_hash(&[archive.as_bytes()]) % 1_000_000_000) as u32
 }
 
-/// What the archiver is doing, as `/status` serves it (and the controller reads it).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct ArchiverStatus {
-    /// `starting`, `streaming`, `reconnecting` or `stopped`.
-    pub state: String,
-    /// The archive.
-    pub archive: String,
-    /// The position stored last (every transaction up to it is in the archive).
-    pub archived_position: String,
-    /// Time of the newest event stored.
-    pub last_event_time: Option<DateTime<Utc>>,
-    /// When a segment was last stored.
-    pub last_segment_time: Option<DateTime<Utc>>,
-    /// Number of the newest segment stored.
-    pub last_segment: Option<u64>,
-    /// Seconds of received transactions not yet stored, or since the connection was lost: what a loss
-    /// of the archiver now could leave out of the archive.
-    pub lag_seconds: f64,
-    /// When the server last said it had nothing more to send.
-    pub caught_up_at: Option<DateTime<Utc>>,
-    /// Segments stored by this process.
-    pub segments: u64,
-    /// Transactions stored by this process.
-    pub transactions: u64,
-    /// Transactions received twice and dropped.
-    pub duplicates: u64,
-    /// Reconnections so far.
-    pub reconnects: u64,
-    /// Server id of the server streamed from.
-    pub server_id: Option<u32>,
-    /// The last connection or storage error, while it lasts.
-    pub last_error: Option<String>,
-    /// Gaps in the archive (found at start-up and while streaming).
-    pub gaps: Vec<Gap>,
-    #[serde(skip)]
-    unstored_since: Option<DateTime<Utc>>,
-}
-
-impl ArchiverStatus {
-    /// The status as of `now` (the lag is computed then).
-    pub fn at(&self, now: DateTime<Utc>) -> Self {
-        let mut s = self.clone();
-        s.lag_seconds = s.unstored_since.map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0).unwrap_or(0.0);
-        s
-    }
-
-    /// Prometheus text exposition of the status.
-    pub fn metrics(&self) -> String {
-        let ts = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp_millis() as f64 / 1000.0).unwrap_or(0.0);
-        let label = format!("archive=\"{}\"", self.archive);
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{label}}} {value}\n"));
-        };
-        metric(
-            "mysqlbackup_archive_lag_seconds",
-            "gauge",
-            "Seconds of transactions received or possibly written but not yet stored.",
-            self.lag_seconds,
-        );
-        metric(
-            "mysqlbackup_archive_last_event_timestamp_seconds",
-            "gauge",
-            "Time of the newest event stored.",
-            ts(self.last_event_time),
-        );
-        metric(
-            "mysqlbackup_archive_caught_up_timestamp_seconds",
-            "gauge",
-            "When the server last had nothing more to send.",
-            ts(self.caught_up_at),
-        );
-        metric("mysqlbackup_archive_segments_total", "counter", "Segments stored.", self.segments as f64);
-        metric("mysqlbackup_archive_transactions_total", "counter", "Transactions stored.", self.transactions as f64);
-        metric(
-            "mysqlbackup_archive_reconnects_total",
-            "counter",
-            "Reconnections to the server.",
-            self.reconnects as f64,
-        );
-        metric("mysqlbackup_archive_gaps", "gauge", "Gaps in the archive.", self.gaps.len() as f64);
-        metric("mysqlbackup_archive_up", "gauge", "1 while streaming.", f64::from(u8::from(self.state == "streaming")));
-        out
-    }
-}
-
 type Shared = Arc<Mutex<ArchiverStatus>>;
 
 fn update(status: &Shared, f: impl FnOnce(&mut ArchiverStatus)) {
@@ -197,12 +111,12 @@ pub async fn run(
 ) -> Result<ArchiverStatus, ArchiverError> {
     archive::validate_name(&opts.archive)?;
     let status: Shared = Arc::new(Mutex::new(ArchiverStatus {
-        state: "starting".into(),
+        state: ArchiverState::Starting,
         archive: opts.archive.clone(),
         ..Default::default()
     }));
     if let Some(addr) = opts.listen {
-        serve_status(addr, status.clone()).await?;
+        crate::archive::http::serve_status(addr, status.clone()).await?;
     }
     let timeline = archive::read_timeline(storage, &opts.archive).await?;
     for gap in &timeline.gaps {
@@ -258,7 +172,7 @@ pub async fn run(
                 tracing::warn!(archive = %opts.archive, error = %reason, retry_in = ?backoff, "binary-log stream lost");
                 let lost_at = Utc::now();
                 update(&status, |s| {
-                    s.state = "reconnecting".into();
+                    s.state = ArchiverState::Reconnecting;
                     s.reconnects += 1;
                     s.last_error = Some(reason);
                     s.unstored_since.get_or_insert(lost_at);
@@ -271,7 +185,7 @@ pub async fn run(
             }
         }
     }
-    update(&status, |s| s.state = "stopped".into());
+    update(&status, |s| s.state = ArchiverState::Stopped);
     let last = status.lock().map(|s| s.at(Utc::now())).unwrap_or_default();
     Ok(last)
 }
@@ -352,7 +266,7 @@ impl Session<'_> {
             Err(e) => return Ok(broken("requesting the binary-log stream", e)),
         };
         update(&self.status, |s| {
-            s.state = "streaming".into();
+            s.state = ArchiverState::Streaming;
             s.last_error = None;
         });
         tracing::info!(from = %binlog_pos, "streaming");
@@ -463,71 +377,11 @@ impl Session<'_> {
                 s.segments += 1;
                 s.transactions += index.transactions;
                 s.last_error = None;
-                if !unsealed && s.state == "streaming" {
+                if !unsealed && s.state == ArchiverState::Streaming {
                     s.unstored_since = None;
                 }
             });
         }
         Ok(())
-    }
-}
-
-/// Serves `/status`, `/metrics` and `/healthz` in the background.
-async fn serve_status(addr: SocketAddr, status: Shared) -> Result<(), ArchiverError> {
-    use axum::{Router, http::header::CONTENT_TYPE, routing::get};
-    let listener =
-        tokio::net::TcpListener::bind(addr).await.map_err(|source| ArchiverError::Listen { addr, source })?;
-    let (a, b) = (status.clone(), status);
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/status",
-            get(move || {
-                let s = a.clone();
-                async move {
-                    let now = s.lock().map(|s| s.at(Utc::now())).unwrap_or_default();
-                    ([(CONTENT_TYPE, "application/json")], serde_json::to_string(&now).unwrap_or_default())
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let s = b.clone();
-                async move { s.lock().map(|s| s.at(Utc::now()).metrics()).unwrap_or_default() }
-            }),
-        );
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "status endpoint stopped");
-        }
-    });
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lag_and_metrics() {
-        let t0: DateTime<Utc> = "2026-11-22T10:00:00Z".parse().unwrap();
-        let s = ArchiverStatus {
-            state: "streaming".into(),
-            archive: "shop".into(),
-            unstored_since: Some(t0),
-            last_event_time: Some(t0),
-            segments: 3,
-            ..Default::default()
-        };
-        let now = s.at(t0 + chrono::Duration::milliseconds(2500));
-        assert_eq!(now.lag_seconds, 2.5);
-        let text = now.metrics();
-        assert!(text.contains("mysqlbackup_archive_lag_seconds{archive=\"shop\"} 2.5\n"), "{text}");
-        assert!(text.contains("mysqlbackup_archive_last_event_timestamp_seconds{archive=\"shop\"} 1795341600\n"));
-        assert!(text.contains("mysqlbackup_archive_segments_total{archive=\"shop\"} 3\n"));
-        assert!(text.contains("mysqlbackup_archive_up{archive=\"shop\"} 1\n"));
-        let idle = ArchiverStatus { unstored_since: None, ..s };
-        assert_eq!(idle.at(t0).lag_seconds, 0.0);
     }
 }

@@ -17,6 +17,7 @@
 //! and refuses to cross a gap unless forced.
 
 pub mod archiver;
+pub mod http;
 pub mod segment;
 
 use std::collections::BTreeSet;
@@ -24,17 +25,12 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
 
 use crate::archive::segment::Sealed;
+use crate::format::archive_index::{self, ArchiveObject, Gap, INDEX_FORMAT, SegmentIndex};
 use crate::mysql::binlog::range::holds;
 use crate::mysql::position::GtidState;
 use crate::storage::{Storage, StorageError};
-
-/// Version of the index entry format.
-pub const INDEX_FORMAT: u32 = 1;
-const DATA_SUFFIX: &str = ".binlog.zst";
-const INDEX_SUFFIX: &str = ".json";
 
 /// Errors of the archive.
 #[derive(Debug, thiserror::Error)]
@@ -71,57 +67,14 @@ pub fn validate_name(name: &str) -> Result<(), ArchiveError> {
     if ok { Ok(()) } else { Err(ArchiveError::Name(name.to_string())) }
 }
 
-/// The index entry of one segment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SegmentIndex {
-    /// [`INDEX_FORMAT`].
-    pub format_version: u32,
-    /// Number of the segment, from 0, without holes.
-    pub seq: u64,
-    /// GTID state before its first transaction.
-    pub start: GtidState,
-    /// GTID state after its last transaction.
-    pub end: GtidState,
-    /// Its first transaction.
-    pub first_gtid: String,
-    /// Its last transaction.
-    pub last_gtid: String,
-    /// Transactions it holds.
-    pub transactions: u64,
-    /// Time of the first event of its first transaction (binary logs keep whole seconds).
-    pub first_event_time: DateTime<Utc>,
-    /// Time of the last event of its last transaction.
-    pub last_event_time: DateTime<Utc>,
-    /// Server id of the server it was streamed from.
-    pub server_id: u32,
-    /// That server's version.
-    pub server_version: String,
-    /// Bytes of the segment (a binary log file).
-    pub bytes: u64,
-    /// Bytes stored (compressed).
-    pub stored_bytes: u64,
-    /// BLAKE3 of the segment's bytes, hex.
-    pub blake3: String,
-    /// When it was stored.
-    pub archived_at: DateTime<Utc>,
-    /// Why the stream before it is incomplete, when the archiver knew it was.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gap_before: Option<String>,
-}
-
-fn seq_name(seq: u64) -> String {
-    format!("{seq:012}")
-}
-
 /// Key of segment `seq`'s data object.
 fn data_key(storage: &Storage, archive: &str, seq: u64) -> object_store::path::Path {
-    storage.archive_key(archive, &format!("{}{DATA_SUFFIX}", seq_name(seq)))
+    storage.archive_key(archive, &archive_index::data_name(seq))
 }
 
 /// Key of segment `seq`'s index entry.
 fn index_key(storage: &Storage, archive: &str, seq: u64) -> object_store::path::Path {
-    storage.archive_key(archive, &format!("{}{INDEX_SUFFIX}", seq_name(seq)))
+    storage.archive_key(archive, &archive_index::index_name(seq))
 }
 
 /// Stores a sealed segment as number `seq`: data first, then its index entry.
@@ -279,24 +232,6 @@ pub async fn prune_before(
     Ok(old.len() as u64)
 }
 
-/// A hole in the archive.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Gap {
-    /// The segment after which transactions are missing (`None`: before the first).
-    pub after_seq: Option<u64>,
-    /// The segment where the archive resumes.
-    pub before_seq: u64,
-    /// What is missing, in words.
-    pub reason: String,
-}
-
-impl std::fmt::Display for Gap {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "gap before segment {}: {}", self.before_seq, self.reason)
-    }
-}
-
 /// The archive as read back: its segments in order and its gaps.
 #[derive(Debug, Clone, Default)]
 pub struct Timeline {
@@ -381,10 +316,12 @@ pub async fn read_timeline(storage: &Storage, archive: &str) -> Result<Timeline,
     let mut data = BTreeSet::new();
     let mut index_names = Vec::new();
     for (name, _) in names {
-        if let Some(n) = name.strip_suffix(DATA_SUFFIX).and_then(|n| n.parse::<u64>().ok()) {
-            data.insert(n);
-        } else if let Some(n) = name.strip_suffix(INDEX_SUFFIX).and_then(|n| n.parse::<u64>().ok()) {
-            index_names.push((n, name));
+        match archive_index::parse_name(&name) {
+            Some((ArchiveObject::Data, n)) => {
+                data.insert(n);
+            }
+            Some((ArchiveObject::Index, n)) => index_names.push((n, name)),
+            None => {}
         }
     }
     let entries: Vec<SegmentIndex> = futures::stream::iter(index_names)

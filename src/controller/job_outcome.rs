@@ -25,7 +25,7 @@ pub fn job_outcome(job: &Job, message: Option<&str>) -> JobOutcome {
     }
     if let Some(failed) = condition_true(job, "Failed") {
         let reason = message
-            .and_then(|m| serde_json::from_str::<crate::agent::Failure>(m).ok())
+            .and_then(|m| serde_json::from_str::<crate::format::summary::Failure>(m).ok())
             .map(|f| f.error)
             .or_else(|| failed.message.clone())
             .unwrap_or_else(|| "the agent Job failed".into());

@@ -574,7 +574,7 @@ async fn archiver_status(
     ctx: &Context,
     pods: &Api<Pod>,
     name: &str,
-) -> Result<Option<Result<crate::archive::archiver::ArchiverStatus, String>>, ReconcileError> {
+) -> Result<Option<Result<crate::format::archiver_status::ArchiverStatus, String>>, ReconcileError> {
     let selector = format!("app.kubernetes.io/component=archiver,{}={name}", build::LABEL_SCHEDULE);
     let list = pods
         .list(&ListParams::default().labels(&selector))

@@ -22,7 +22,8 @@ use std::{
 use chrono::{DateTime, Utc};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::archive::{Reach, SegmentIndex, Timeline};
+use crate::archive::{Reach, Timeline};
+use crate::format::archive_index::SegmentIndex;
 use crate::format::manifest::{Manifest, MethodKind};
 use crate::mysql::gtid::{MariaGtid, MariaGtidPos};
 use crate::mysql::position::GtidState;
@@ -113,7 +114,7 @@ pub struct Plan<'a> {
     /// Where the replay of the segments starts: the end of the full backup or of the last incremental.
     pub segments_from: Option<MariaGtidPos>,
     /// Gaps crossed (only when forced): their transactions are missing from the result.
-    pub gaps_crossed: Vec<crate::archive::Gap>,
+    pub gaps_crossed: Vec<crate::format::archive_index::Gap>,
 }
 
 fn describe_end(m: &Manifest) -> String {

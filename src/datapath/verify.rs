@@ -11,31 +11,8 @@ use futures::StreamExt;
 use crate::datapath::chunk::reader::fetch_verified;
 use crate::datapath::progress::Progress;
 use crate::format::manifest::{ChunkHash, ChunkRef, Manifest};
+use crate::format::summary::{Damage, VerifyReport};
 use crate::storage::Storage;
-
-/// One damaged place of a backup.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Damage {
-    /// File path.
-    pub path: String,
-    /// Offset of the damaged chunk in the file.
-    pub offset: u64,
-    /// What is wrong.
-    pub reason: String,
-}
-
-/// Result of a verification.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VerifyReport {
-    /// Distinct chunks read.
-    pub chunks_checked: u64,
-    /// Bytes of original data checked.
-    pub bytes_checked: u64,
-    /// Every damaged chunk, by file, in manifest order.
-    pub damaged: Vec<Damage>,
-}
 
 /// Checks every chunk of `manifest`.
 pub async fn verify(storage: &Storage, manifest: &Manifest, parallel: usize, progress: Arc<Progress>) -> VerifyReport {

@@ -1,4 +1,7 @@
 //! The compatibility promise: every document one side writes and another reads — across processes,
 //! releases and years — each one typed struct, versioned, serialized and parsed by both sides.
 
+pub mod archive_index;
+pub mod archiver_status;
 pub mod manifest;
+pub mod summary;

@@ -16,9 +16,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use futures::{StreamExt, TryStreamExt};
 use jiff::tz::TimeZone;
-use serde::{Deserialize, Serialize};
 
 use crate::format::manifest::is_backup_id;
+use crate::format::summary::{DeleteOutcome, LISTED_IDS, PruneOutcome, SweepOutcome, Window};
 use crate::gc::lock::{Lock, LockError, SweepLock};
 use crate::gc::retention::{Item, Policy};
 use crate::storage::{Storage, StorageError};
@@ -41,21 +41,6 @@ pub enum GcError {
     /// Pruning the binary-log archive failed.
     #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),
-}
-
-/// What a sweep did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct SweepOutcome {
-    /// Chunks deleted.
-    pub deleted_chunks: u64,
-    /// Stored bytes of the deleted chunks.
-    pub freed_bytes: u64,
-    /// Chunks left: those some manifest references.
-    pub kept_chunks: u64,
-    /// Locks of running backups that made the sweep wait for a later run (empty when it ran).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub deferred_by: Vec<String>,
 }
 
 /// Chunks deleted at once.
@@ -102,17 +87,6 @@ async fn sweep_locked(storage: &Storage, lock: &Lock) -> Result<SweepOutcome, Gc
     Ok(SweepOutcome { deleted_chunks, freed_bytes, kept_chunks, deferred_by: Vec::new() })
 }
 
-/// What a deletion did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct DeleteOutcome {
-    /// The backup was already gone.
-    pub already_deleted: bool,
-    /// The sweep after it.
-    #[serde(flatten)]
-    pub sweep: SweepOutcome,
-}
-
 /// Deletes backup `id` from `storage`, then sweeps. With `ignore_missing`, a backup that is already
 /// gone is a success (`alreadyDeleted`) and the sweep still runs, which finishes an interrupted deletion.
 pub async fn delete(storage: &Storage, id: &str, ignore_missing: bool) -> Result<DeleteOutcome, GcError> {
@@ -129,43 +103,6 @@ pub async fn delete(storage: &Storage, id: &str, ignore_missing: bool) -> Result
         tracing::info!(backup_id = id, "manifest deleted; the backup is no longer listed");
     }
     Ok(DeleteOutcome { already_deleted, sweep: sweep(storage).await? })
-}
-
-/// What a prune did (or, dry, would do).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct PruneOutcome {
-    /// Backups the policy applied to (those with the requested tags).
-    pub considered: u64,
-    /// Backups kept.
-    pub kept: u64,
-    /// Backups deleted, newest first (at most [`LISTED_IDS`] listed; see `deletedCount`).
-    pub deleted: Vec<String>,
-    /// How many were deleted.
-    pub deleted_count: u64,
-    /// The oldest and newest kept backups' points in time: the range a restore can reach.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub window: Option<Window>,
-    /// The sweep after it (none when dry).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sweep: Option<SweepOutcome>,
-    /// Segments of the binary-log archive deleted (with `--archive`): those before the oldest kept full
-    /// backup.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub archive_segments_deleted: Option<u64>,
-}
-
-/// Ids listed in a prune summary at most (it must fit a pod's termination message).
-pub const LISTED_IDS: usize = 50;
-
-/// A range of points in time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Window {
-    /// The earliest point a restore can reach.
-    pub from: chrono::DateTime<chrono::Utc>,
-    /// The latest.
-    pub to: chrono::DateTime<chrono::Utc>,
 }
 
 /// Applies `policy` to the backups in `storage` whose manifest carries every tag in `tags`, with

@@ -12,12 +12,12 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Time,
 };
 
-use crate::agent::Summary;
 use crate::controller::build::{BuildError, backup_job, resolve_method};
 use crate::controller::job_outcome::{JobOutcome, job_outcome};
 use crate::controller::status;
 use crate::crd::{MySQLBackup, MySQLBackupStatus, Phase, PositionsStatus, SizesStatus};
 use crate::format::manifest::MethodKind;
+use crate::format::summary::Summary;
 use crate::mysql::position::Positions;
 
 pub use crate::controller::status::{BLOCKED, COMPLETE, FAILED};

@@ -141,8 +141,8 @@ pub fn decide(o: &Observed) -> Decision {
     }
     let skip = b.metadata.annotations.as_ref().and_then(|a| a.get(SKIP_CLEANUP_ANNOTATION)).map(String::as_str);
     let id = d.status.backup_id.clone().or_else(|| match o.backup_job.map(|j| job_outcome(j, o.backup_message)) {
-        Some(JobOutcome::Succeeded(Some(m))) => match crate::agent::Summary::parse(&m) {
-            Ok(crate::agent::Summary::Backup { backup_id, .. }) => Some(backup_id),
+        Some(JobOutcome::Succeeded(Some(m))) => match crate::format::summary::Summary::parse(&m) {
+            Ok(crate::format::summary::Summary::Backup { backup_id, .. }) => Some(backup_id),
             _ => None,
         },
         _ => None,
@@ -219,8 +219,8 @@ pub fn decide(o: &Observed) -> Decision {
             d
         }
         Some((_, JobOutcome::Succeeded(message))) => {
-            let summary = match message.as_deref().map(crate::agent::Summary::parse) {
-                Some(Ok(crate::agent::Summary::Delete { outcome, .. })) => Some(outcome),
+            let summary = match message.as_deref().map(crate::format::summary::Summary::parse) {
+                Some(Ok(crate::format::summary::Summary::Delete { outcome, .. })) => Some(outcome),
                 _ => None,
             };
             let url = &b.spec.storage.url;

@@ -12,13 +12,13 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Time,
 };
 
-use crate::agent::Summary;
 use crate::controller::backup::decide::{BLOCKED_RETRY, EventNote};
 use crate::controller::build::{RestorePlan, restore_claim, restore_job, restore_target_claim};
 use crate::controller::job_outcome::{JobOutcome, job_outcome};
 use crate::controller::status;
 use crate::controller::status::{BLOCKED, COMPLETE};
 use crate::crd::{MySQLBackup, MySQLRestore, MySQLRestoreStatus, Phase, PositionsStatus};
+use crate::format::summary::Summary;
 
 /// What was observed around one MySQLRestore.
 #[derive(Debug, Clone)]

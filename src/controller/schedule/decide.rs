@@ -26,7 +26,6 @@ use k8s_openapi::{
 };
 use kube::{Resource, ResourceExt};
 
-use crate::archive::archiver::ArchiverStatus;
 use crate::controller::backup::decide::EventNote;
 use crate::controller::build::{LABEL_SCHEDULE, archive_name, archiver_deployment, prune_job};
 use crate::controller::job_outcome::{JobOutcome, job_outcome};
@@ -36,6 +35,7 @@ use crate::crd::{
     BackupSchedule, BackupScheduleStatus, BinlogArchiveStatus, ConcurrencyPolicy, MySQLBackup, Phase, PruneStatus,
     ScheduledBackupStatus, WindowStatus,
 };
+use crate::format::archiver_status::{ArchiverState, ArchiverStatus};
 use crate::gc::retention::Policy;
 
 /// Condition: the schedule is valid and running (False with the reason when invalid or suspended).
@@ -353,8 +353,8 @@ pub fn decide(o: &Observed) -> Decision {
                 let mut p = p;
                 match outcome {
                     Some(JobOutcome::Succeeded(message)) => {
-                        let summary = match message.as_deref().map(crate::agent::Summary::parse) {
-                            Some(Ok(crate::agent::Summary::Prune { outcome, .. })) => Some(outcome),
+                        let summary = match message.as_deref().map(crate::format::summary::Summary::parse) {
+                            Some(Ok(crate::format::summary::Summary::Prune { outcome, .. })) => Some(outcome),
                             _ => None,
                         };
                         if let Some(summary) = summary {
@@ -472,10 +472,11 @@ fn archiving(o: &Observed, status: &mut BackupScheduleStatus, d: &mut Decision) 
             a.message = Some(reason.clone());
         }
         (false, Some(Ok(r))) => {
-            a.phase = match r.state.as_str() {
-                "streaming" => "Streaming",
-                "reconnecting" => "Reconnecting",
-                _ => "Starting",
+            a.phase = match r.state {
+                ArchiverState::Streaming => "Streaming",
+                ArchiverState::Reconnecting => "Reconnecting",
+                // A stopped archiver is exiting; its Deployment starts it again.
+                ArchiverState::Starting | ArchiverState::Stopped => "Starting",
             }
             .into();
             a.archived_position = Some(r.archived_position.clone()).filter(|p| !p.is_empty());

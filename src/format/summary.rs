@@ -1,0 +1,236 @@
+//! The agent's summary: the one JSON document an agent run ends with, printed on stdout and written
+//! to `--summary-file` — a Job's termination-message path, which carries it to the controller. Both
+//! sides serialize and parse these types and nothing else; a Job started by one release of the
+//! operator can report to the next, so a field is only ever added, with a default (see
+//! `tests/summaries.rs`, which parses the summaries of the previous release).
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::format::manifest::{Incremental, MethodKind, Totals};
+use crate::mysql::position::Positions;
+
+/// The JSON summary of an operation: printed on stdout and written to `--summary-file`, which a Job's
+/// termination message carries to the controller. This one type is written by the agent and read by
+/// the controller — whichever release each is (a Job started by one operator can report to the next):
+/// a field is only ever added, with a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "operation")]
+pub enum Summary {
+    /// A backup was taken.
+    #[serde(rename = "backup", rename_all = "camelCase")]
+    Backup {
+        backup_id: String,
+        storage: String,
+        manifest: String,
+        method: MethodKind,
+        positions: Positions,
+        totals: Totals,
+        started_at: DateTime<Utc>,
+        completed_at: DateTime<Utc>,
+        duration_seconds: f64,
+        /// Peak resident memory of the agent process (not counting tools it ran), for sizing Jobs.
+        peak_rss_bytes: u64,
+        /// For an incremental: what it builds on.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        incremental: Option<Incremental>,
+    },
+    /// A backup was verified.
+    #[serde(rename = "verify", rename_all = "camelCase")]
+    Verify { backup_id: String, storage: String, report: VerifyReport, duration_seconds: f64 },
+    /// A backup was restored.
+    #[serde(rename = "restore", rename_all = "camelCase")]
+    Restore {
+        backup_id: String,
+        storage: String,
+        datadir: PathBuf,
+        method: MethodKind,
+        positions: Positions,
+        files: u64,
+        bytes: u64,
+        transfer_seconds: f64,
+        prepare_seconds: f64,
+        duration_seconds: f64,
+        /// Peak resident memory of the agent process (not counting tools it ran).
+        peak_rss_bytes: u64,
+        /// For a point-in-time restore: what was replayed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        until: Option<PitrSummary>,
+    },
+    /// A backup was deleted.
+    #[serde(rename = "delete", rename_all = "camelCase")]
+    Delete {
+        backup_id: String,
+        storage: String,
+        #[serde(flatten)]
+        outcome: DeleteOutcome,
+        duration_seconds: f64,
+    },
+    /// The archiver stopped.
+    #[serde(rename = "binlogArchive", rename_all = "camelCase")]
+    BinlogArchive {
+        archive: String,
+        storage: String,
+        /// Every transaction up to this position is in the archive.
+        archived_position: String,
+        last_segment: Option<u64>,
+        segments: u64,
+        transactions: u64,
+        duplicates: u64,
+        reconnects: u64,
+        gaps: u64,
+        duration_seconds: f64,
+    },
+    /// A retention policy was applied.
+    #[serde(rename = "prune", rename_all = "camelCase")]
+    Prune {
+        storage: String,
+        dry_run: bool,
+        #[serde(flatten)]
+        outcome: PruneOutcome,
+        duration_seconds: f64,
+    },
+}
+
+impl Summary {
+    /// The operation's name, as the summary's `operation` field has it.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Self::Backup { .. } => "backup",
+            Self::Verify { .. } => "verify",
+            Self::Restore { .. } => "restore",
+            Self::Delete { .. } => "delete",
+            Self::BinlogArchive { .. } => "binlogArchive",
+            Self::Prune { .. } => "prune",
+        }
+    }
+
+    /// Parses a summary the agent wrote (this release's or an earlier one's).
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// Writes the summary as JSON to `path`.
+    pub fn write_to(&self, path: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_string(self).expect("summaries always serialise");
+        std::fs::write(path, json)
+    }
+}
+
+/// What a point-in-time restore replayed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PitrSummary {
+    /// The target asked for.
+    pub target: String,
+    /// Incrementals whose binary logs were replayed.
+    pub incrementals: Vec<String>,
+    /// Binary log files of incrementals read.
+    pub binlog_files: u64,
+    /// The binary-log archive whose segments were replayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+    /// Archive segments replayed.
+    pub segments: u64,
+    /// Gaps a forced restore crossed: their transactions are missing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps_crossed: Vec<String>,
+    /// Transactions replayed.
+    pub transactions: u64,
+}
+
+/// What a failed agent leaves in its summary file: the error, with its causes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The error and its causes, as printed.
+    pub error: String,
+}
+
+/// One damaged place of a backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Damage {
+    /// File path.
+    pub path: String,
+    /// Offset of the damaged chunk in the file.
+    pub offset: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Result of a verification.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyReport {
+    /// Distinct chunks read.
+    pub chunks_checked: u64,
+    /// Bytes of original data checked.
+    pub bytes_checked: u64,
+    /// Every damaged chunk, by file, in manifest order.
+    pub damaged: Vec<Damage>,
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SweepOutcome {
+    /// Chunks deleted.
+    pub deleted_chunks: u64,
+    /// Stored bytes of the deleted chunks.
+    pub freed_bytes: u64,
+    /// Chunks left: those some manifest references.
+    pub kept_chunks: u64,
+    /// Locks of running backups that made the sweep wait for a later run (empty when it ran).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deferred_by: Vec<String>,
+}
+
+/// What a deletion did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DeleteOutcome {
+    /// The backup was already gone.
+    pub already_deleted: bool,
+    /// The sweep after it.
+    #[serde(flatten)]
+    pub sweep: SweepOutcome,
+}
+
+/// What a prune did (or, dry, would do).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PruneOutcome {
+    /// Backups the policy applied to (those with the requested tags).
+    pub considered: u64,
+    /// Backups kept.
+    pub kept: u64,
+    /// Backups deleted, newest first (at most [`LISTED_IDS`] listed; see `deletedCount`).
+    pub deleted: Vec<String>,
+    /// How many were deleted.
+    pub deleted_count: u64,
+    /// The oldest and newest kept backups' points in time: the range a restore can reach.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
+    /// The sweep after it (none when dry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepOutcome>,
+    /// Segments of the binary-log archive deleted (with `--archive`): those before the oldest kept full
+    /// backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_segments_deleted: Option<u64>,
+}
+
+/// Ids listed in a prune summary at most (it must fit a pod's termination message).
+pub const LISTED_IDS: usize = 50;
+
+/// A range of points in time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Window {
+    /// The earliest point a restore can reach.
+    pub from: chrono::DateTime<chrono::Utc>,
+    /// The latest.
+    pub to: chrono::DateTime<chrono::Utc>,
+}
