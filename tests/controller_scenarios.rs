@@ -6,7 +6,9 @@ use std::{sync::Arc, time::Duration};
 
 use http::{Request, Response};
 use kube::{Client, client::Body, runtime::controller::Action};
-use mysql_backup_operator::controller::reconcile::{Context, reconcile_backup, reconcile_restore};
+use mysql_backup_operator::controller::backup::reconcile::reconcile_backup;
+use mysql_backup_operator::controller::context::Context;
+use mysql_backup_operator::controller::restore::reconcile::reconcile_restore;
 use mysql_backup_operator::crd::{MySQLBackup, MySQLRestore};
 use serde_json::{Value, json};
 
@@ -446,8 +448,10 @@ async fn run_schedule(
     let script = async move {
         script(handle).await;
     };
-    let (action, ()) =
-        tokio::join!(mysql_backup_operator::controller::reconcile::reconcile_schedule(Arc::new(schedule), ctx), script);
+    let (action, ()) = tokio::join!(
+        mysql_backup_operator::controller::schedule::reconcile::reconcile_schedule(Arc::new(schedule), ctx),
+        script
+    );
     action.expect("reconcile succeeds")
 }
 

@@ -27,7 +27,8 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::archive::segment::Sealed;
-use crate::format::archive_index::{self, ArchiveObject, Gap, INDEX_FORMAT, SegmentIndex};
+use crate::format::archive_index;
+use crate::format::archive_index::{ArchiveObject, Gap, INDEX_FORMAT, SegmentIndex};
 use crate::mysql::binlog::range::holds;
 use crate::mysql::position::GtidState;
 use crate::storage::{Storage, StorageError};

@@ -25,10 +25,11 @@ use kube::{
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 
+use crate::controller::backup::reconcile::reconcile_backup;
+use crate::controller::context::{Context, FIELD_MANAGER, ReconcileError};
 use crate::controller::metrics::{ErrorLabels, KindLabels};
-use crate::controller::reconcile::{
-    Context, FIELD_MANAGER, ReconcileError, reconcile_backup, reconcile_restore, reconcile_schedule,
-};
+use crate::controller::restore::reconcile::reconcile_restore;
+use crate::controller::schedule::reconcile::reconcile_schedule;
 use crate::crd::{BackupSchedule, MySQLBackup, MySQLRestore};
 
 /// Errors that stop the controller.

@@ -1,7 +1,21 @@
 //! Status conditions: setting one keeps its `lastTransitionTime` unless its status changes, so a
 //! reconcile that finds nothing new writes an identical status.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+    },
+};
+
+use crate::controller::context::{Context, FIELD_MANAGER, ReconcileError};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 /// Sets condition `type_` in `conditions`.
 pub fn set(
@@ -59,6 +73,22 @@ mod tests {
         set(&mut c, "Blocked", false, "Resolved", "", Some(2), &t(300));
         assert_eq!((c[0].status.as_str(), &c[0].last_transition_time), ("False", &t(300)));
         assert!(!is_true(&c, "Blocked"));
+    }
+
+    #[test]
+    fn only_a_terminating_namespace_excuses_a_failed_event() {
+        // As the API server answers an Event created in a namespace being deleted.
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": 403, "reason": "Forbidden",
+            "message": "events.events.k8s.io \"x.1\" is forbidden: unable to create new content in namespace e2e because it is being terminated",
+            "details": {"name": "x.1", "group": "events.k8s.io", "kind": "events",
+                        "causes": [{"reason": "NamespaceTerminating", "message": "namespace e2e is being terminated", "field": "metadata.namespace"}]}
+        }))
+        .unwrap();
+        assert!(namespace_terminating(&kube::Error::Api(Box::new(status.clone()))));
+        let mut rbac = status;
+        rbac.details = None;
+        assert!(!namespace_terminating(&kube::Error::Api(Box::new(rbac))));
     }
 }
 
@@ -128,4 +158,77 @@ pub fn mark_blocked<S: RunStatus>(
     } else {
         vec![crate::controller::backup::decide::EventNote { warning: true, reason, message }]
     }
+}
+
+/// Applies `status` to the status subresource of `obj` when it differs from `old`, only if `obj` is still
+/// the current version: a server-side apply drops the fields it no longer names, so a status decided from a
+/// stale cache would erase what a newer reconcile wrote.
+pub(crate) async fn apply_status<K, S>(api: &Api<K>, obj: &K, old: Option<&S>, status: &S) -> Result<(), ReconcileError>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize + PartialEq,
+{
+    if old == Some(status) {
+        return Ok(());
+    }
+    let name = obj.name_any();
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": { "resourceVersion": obj.resource_version() },
+        "status": status,
+    });
+    match api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Err(ReconcileError::StaleRead { name }),
+        Err(source) => Err(ReconcileError::WriteStatus { name, source }),
+    }
+}
+
+/// Publishes `events` on `obj`. A failure is logged, never fatal: Events are best effort.
+pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    events: Vec<crate::controller::backup::decide::EventNote>,
+) {
+    for e in events {
+        let event = Event {
+            type_: if e.warning { EventType::Warning } else { EventType::Normal },
+            reason: e.reason.to_string(),
+            note: Some(e.message),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        match ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+            Ok(()) => {}
+            // The object's namespace is being deleted, and the object with it: nobody reads its Events.
+            Err(err) if namespace_terminating(&err) => {
+                tracing::debug!(kind = %K::kind(&()), name = obj.meta().name.as_deref().unwrap_or(""), "namespace terminating: Event dropped");
+            }
+            Err(err) => {
+                tracing::warn!(kind = %K::kind(&()), name = obj.meta().name.as_deref().unwrap_or(""), error = %err, "could not publish an Event");
+            }
+        }
+    }
+}
+
+/// Whether `err` is the API server refusing new objects in a namespace being deleted.
+pub(crate) fn namespace_terminating(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(e) if e.code == 403
+        && e.details.as_ref().is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating")))
+}
+
+/// What to do after a reconcile: the decision's own requeue, else wait for a change when the resource
+/// is finished, else a slow safety-net requeue (Job changes arrive through the watch).
+pub(crate) fn next_action(requeue: Option<Duration>, phase: Option<crate::crd::Phase>) -> Action {
+    use crate::crd::Phase;
+    match requeue {
+        Some(after) => Action::requeue(after),
+        None if matches!(phase, Some(Phase::Complete | Phase::Failed)) => Action::await_change(),
+        None => Action::requeue(Duration::from_secs(300)),
+    }
+}
+
+pub(crate) fn is_finished(phase: Option<crate::crd::Phase>) -> bool {
+    matches!(phase, Some(crate::crd::Phase::Complete | crate::crd::Phase::Failed))
 }

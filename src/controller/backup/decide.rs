@@ -12,7 +12,8 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Time,
 };
 
-use crate::controller::build::{BuildError, backup_job, resolve_method};
+use crate::controller::backup::build::backup_job;
+use crate::controller::build::{BuildError, resolve_method};
 use crate::controller::job_outcome::{JobOutcome, job_outcome};
 use crate::controller::status;
 use crate::crd::{MySQLBackup, MySQLBackupStatus, Phase, PositionsStatus, SizesStatus};

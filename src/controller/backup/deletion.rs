@@ -17,8 +17,8 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Time,
 };
 
+use crate::controller::backup::build::cleanup_job;
 use crate::controller::backup::decide::{BLOCKED_RETRY, EventNote};
-use crate::controller::build::cleanup_job;
 use crate::controller::job_outcome::{JobOutcome, job_outcome};
 use crate::controller::status;
 use crate::crd::{DeletionPolicy, MySQLBackup, MySQLBackupStatus};

@@ -1,4 +1,6 @@
 //! MySQLBackup: what it needs (pure), and deleting it.
 
+pub mod build;
 pub mod decide;
 pub mod deletion;
+pub mod reconcile;

@@ -13,8 +13,8 @@ use k8s_openapi::{
 };
 
 use crate::controller::backup::decide::{BLOCKED_RETRY, EventNote};
-use crate::controller::build::{RestorePlan, restore_claim, restore_job, restore_target_claim};
 use crate::controller::job_outcome::{JobOutcome, job_outcome};
+use crate::controller::restore::build::{RestorePlan, restore_claim, restore_job, restore_target_claim};
 use crate::controller::status;
 use crate::controller::status::{BLOCKED, COMPLETE};
 use crate::crd::{MySQLBackup, MySQLRestore, MySQLRestoreStatus, Phase, PositionsStatus};

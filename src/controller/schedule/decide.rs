@@ -27,8 +27,9 @@ use k8s_openapi::{
 use kube::{Resource, ResourceExt};
 
 use crate::controller::backup::decide::EventNote;
-use crate::controller::build::{LABEL_SCHEDULE, archive_name, archiver_deployment, prune_job};
+use crate::controller::build::LABEL_SCHEDULE;
 use crate::controller::job_outcome::{JobOutcome, job_outcome};
+use crate::controller::schedule::build::{archive_name, archiver_deployment, prune_job};
 use crate::controller::schedule::slots::{MAX_SCHEDULE_NAME, Schedule, child_name, incremental_name, on_demand_name};
 use crate::controller::status;
 use crate::crd::{

@@ -1,4 +1,6 @@
 //! BackupSchedule: when it fires (pure) and what it needs (pure).
 
+pub mod build;
 pub mod decide;
+pub mod reconcile;
 pub mod slots;

@@ -1,0 +1,357 @@
+//! The Jobs of a MySQLBackup: the backup Job next to the database pod, and the cleanup Job that
+//! deletes a stored backup.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        batch::v1::Job,
+        core::v1::{
+            Affinity, Container, EmptyDirVolumeSource, NodeAffinity, NodeSelector, NodeSelectorRequirement,
+            NodeSelectorTerm, PersistentVolumeClaimVolumeSource, Pod, PodSpec, Volume, VolumeMount,
+        },
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+
+use crate::controller::build::{
+    AGENT_DIR, BuildError, LABEL_BACKUP, LABEL_SCHEDULE, OperatorJob, agent_job_spec, agent_runtime, child_name,
+    credentials_env, datadir_mount, install_container, labels, mysql_url, owner_reference, password_file,
+    resolve_method, storage_args,
+};
+use crate::crd::MySQLBackup;
+/// Builds the backup Job of `backup`, whose source pod is `pod`, with the operator image `operator_image`.
+pub fn backup_job(backup: &MySQLBackup, pod: &Pod, operator_image: &str) -> Result<Job, BuildError> {
+    let spec = &backup.spec;
+    let name = backup.metadata.name.clone().ok_or(BuildError::MissingMetadata("name"))?;
+    let namespace = backup.metadata.namespace.clone().ok_or(BuildError::MissingMetadata("namespace"))?;
+    let pod_name = spec.source.pod.clone();
+    let pod_spec = pod.spec.clone().unwrap_or_default();
+    let node = pod_spec.node_name.clone().ok_or_else(|| BuildError::PodNotScheduled { pod: pod_name.clone() })?;
+    let container = match &spec.source.container {
+        Some(c) => pod_spec.containers.iter().find(|x| &x.name == c),
+        None => pod_spec.containers.first(),
+    }
+    .ok_or_else(|| BuildError::ContainerNotFound {
+        pod: pod_name.clone(),
+        container: spec.source.container.clone().unwrap_or_default(),
+    })?;
+    let datadir = spec.source.datadir.trim_end_matches('/').to_string();
+    let (mount, claim) = datadir_mount(&pod_name, pod, container, &datadir)?;
+    let method = resolve_method(spec.method);
+    // mariadb-backup comes with the database image; binlog and cold read files with the operator's own.
+    let needs_server = method == crate::format::manifest::MethodKind::Mariabackup;
+    let needs_connection = method != crate::format::manifest::MethodKind::Cold;
+
+    let mut args: Vec<String> = vec![
+        "agent".into(),
+        "backup".into(),
+        format!("--method={}", method.as_str()),
+        format!("--datadir={datadir}"),
+        format!("--compression-level={}", spec.storage.compression_level),
+        format!("--parallel={}", spec.storage.parallelism),
+        "--summary-file=/dev/termination-log".into(),
+        "--log-format=json".into(),
+        format!("--tag={LABEL_BACKUP}={namespace}/{name}"),
+    ];
+    // A schedule's backups carry its tag: its retention applies to them only.
+    if let Some(schedule) = backup.metadata.labels.as_ref().and_then(|l| l.get(LABEL_SCHEDULE)) {
+        args.push(format!("--tag={LABEL_SCHEDULE}={namespace}/{schedule}"));
+    }
+    let mut volumes = vec![
+        Volume {
+            name: "datadir".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: claim, read_only: None }),
+            ..Default::default()
+        },
+        Volume { name: "agent".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+    ];
+    let mut mounts = vec![
+        VolumeMount {
+            name: "datadir".into(),
+            mount_path: mount.mount_path.clone(),
+            sub_path: mount.sub_path.clone(),
+            ..Default::default()
+        },
+        VolumeMount { name: "agent".into(), mount_path: AGENT_DIR.into(), ..Default::default() },
+    ];
+    storage_args(&spec.storage, &mut args, &mut volumes, &mut mounts);
+    if needs_connection {
+        args.push(format!("--mysql-url={}", mysql_url(&spec.source.connection, pod, &pod_name, false)?));
+        password_file(&spec.source.connection, &mut args, &mut volumes, &mut mounts);
+    }
+    let (image, command) = agent_runtime(needs_server, container.image.as_deref().unwrap_or_default(), operator_image);
+    let agent = Container {
+        name: "agent".into(),
+        image: Some(image.clone()),
+        command: Some(vec![command]),
+        args: Some(args),
+        env_from: credentials_env(&spec.storage),
+        volume_mounts: Some(mounts),
+        resources: spec.job.resources.clone(),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    };
+    let install = install_container(operator_image);
+    let pod_labels = labels("backup", &name);
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(child_name("backup", &name)),
+            namespace: Some(namespace),
+            labels: Some(pod_labels.clone()),
+            annotations: Some(BTreeMap::from([(
+                "mysqlbackup.dev/database-image".to_string(),
+                container.image.clone().unwrap_or_default(),
+            )])),
+            owner_references: Some(vec![owner_reference(backup)?]),
+            ..Default::default()
+        },
+        spec: Some(agent_job_spec(
+            &spec.job,
+            pod_labels,
+            PodSpec {
+                affinity: Some(Affinity {
+                    node_affinity: Some(NodeAffinity {
+                        required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                            node_selector_terms: vec![NodeSelectorTerm {
+                                match_fields: Some(vec![NodeSelectorRequirement {
+                                    key: "metadata.name".into(),
+                                    operator: "In".into(),
+                                    values: Some(vec![node]),
+                                }]),
+                                ..Default::default()
+                            }],
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                tolerations: pod_spec.tolerations.clone(),
+                security_context: pod_spec.security_context.clone(),
+                image_pull_secrets: pod_spec.image_pull_secrets.clone(),
+                init_containers: Some(vec![install]),
+                containers: vec![agent],
+                volumes: Some(volumes),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    })
+}
+
+/// Builds the Job that deletes the stored backup `backup_id` of `backup` (`deletionPolicy: Delete`). It
+/// runs the operator image alone (no database tools, no datadir), as `security_context` when given (the
+/// source pod's, so it can delete what the backup Job wrote to a `file://` volume). It has no owner:
+/// while its MySQLBackup is being deleted the garbage collector could remove an owned Job before it
+/// finishes; `ttlSecondsAfterFinished` removes it instead.
+pub fn cleanup_job(
+    backup: &MySQLBackup,
+    backup_id: &str,
+    security_context: Option<k8s_openapi::api::core::v1::PodSecurityContext>,
+    operator_image: &str,
+) -> Result<Job, BuildError> {
+    let name = backup.metadata.name.clone().ok_or(BuildError::MissingMetadata("name"))?;
+    let namespace = backup.metadata.namespace.clone().ok_or(BuildError::MissingMetadata("namespace"))?;
+    let args = vec![
+        "agent".to_string(),
+        "delete".into(),
+        format!("--backup={backup_id}"),
+        "--ignore-missing".into(),
+        "--summary-file=/dev/termination-log".into(),
+        "--log-format=json".into(),
+    ];
+    let job = OperatorJob {
+        name: child_name("cleanup", &name),
+        namespace,
+        labels: labels("cleanup", &name),
+        // No owner: see above.
+        owner: None,
+        ttl_seconds: 3600,
+    };
+    Ok(job.build(args, &backup.spec.storage, security_context, operator_image))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::build::fixtures::{POD, parse};
+
+    const BACKUP: &str = r#"
+apiVersion: mysqlbackup.dev/v1alpha1
+kind: MySQLBackup
+metadata: {name: nightly-1, namespace: db, uid: 1234-abcd}
+spec:
+  source:
+    pod: db-0
+    container: mariadb
+    connection: {user: backup, passwordSecret: {name: db-backup-user, key: password}}
+  storage:
+    url: s3://backups/prod
+    options: {region: eu-west-1}
+    credentialsSecret: s3-creds
+"#;
+
+    fn build(backup: &str, pod: &str) -> Result<Job, BuildError> {
+        backup_job(&parse(backup), &parse(pod), "ghcr.io/example/mysql-backup-operator:0.1.0")
+    }
+
+    fn pod_spec(job: &Job) -> &PodSpec {
+        job.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+    }
+
+    #[test]
+    fn pins_to_the_pods_node_mounts_its_datadir_and_runs_as_its_user() {
+        let job = build(BACKUP, POD).unwrap();
+        let spec = pod_spec(&job);
+        let terms = &spec.affinity.as_ref().unwrap().node_affinity.as_ref().unwrap();
+        let field = &terms.required_during_scheduling_ignored_during_execution.as_ref().unwrap().node_selector_terms[0]
+            .match_fields
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!((field.key.as_str(), field.values.as_deref()), ("metadata.name", Some(&["node-7".to_string()][..])));
+        assert_eq!(spec.tolerations.as_ref().unwrap()[0].key.as_deref(), Some("dedicated"));
+        let sc = spec.security_context.as_ref().unwrap();
+        assert_eq!((sc.run_as_user, sc.run_as_group, sc.fs_group), (Some(999), Some(999), Some(999)));
+        let data = spec.volumes.as_ref().unwrap().iter().find(|v| v.name == "datadir").unwrap();
+        assert_eq!(data.persistent_volume_claim.as_ref().unwrap().claim_name, "data-db-0");
+        let agent = &spec.containers[0];
+        let mount = agent.volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "datadir").unwrap();
+        assert_eq!((mount.mount_path.as_str(), mount.sub_path.as_deref()), ("/var/lib/mysql", Some("mysql")));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(job.metadata.name.as_deref(), Some("backup-nightly-1"));
+        let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("MySQLBackup", "1234-abcd", Some(true))
+        );
+        assert_eq!(job.metadata.labels.as_ref().unwrap()[LABEL_BACKUP], "nightly-1");
+        let js = job.spec.as_ref().unwrap();
+        assert_eq!(
+            (js.backoff_limit, js.active_deadline_seconds, js.ttl_seconds_after_finished),
+            (Some(1), Some(21600), Some(86400))
+        );
+    }
+
+    #[test]
+    fn mariabackup_runs_in_the_database_image_with_secrets_from_files_and_env() {
+        let job = build(BACKUP, POD).unwrap();
+        let spec = pod_spec(&job);
+        let init = &spec.init_containers.as_ref().unwrap()[0];
+        assert_eq!(init.image.as_deref(), Some("ghcr.io/example/mysql-backup-operator:0.1.0"));
+        assert_eq!(init.args.as_ref().unwrap(), &["install", "--to=/opt/mysql-backup-operator"]);
+        let agent = &spec.containers[0];
+        assert_eq!(agent.image.as_deref(), Some("mariadb:10.11"));
+        assert_eq!(agent.command.as_ref().unwrap(), &["/opt/mysql-backup-operator/mysql-backup-operator"]);
+        assert_eq!(
+            agent.args.as_ref().unwrap(),
+            &[
+                "agent",
+                "backup",
+                "--method=mariabackup",
+                "--datadir=/var/lib/mysql",
+                "--compression-level=3",
+                "--parallel=2",
+                "--summary-file=/dev/termination-log",
+                "--log-format=json",
+                "--tag=mysqlbackup.dev/backup=db/nightly-1",
+                "--storage=s3://backups/prod",
+                "--storage-option=region=eu-west-1",
+                "--mysql-url=mysql://backup@10.1.2.3:3306",
+                "--mysql-password-file=/var/run/secrets/mysql-backup-operator/mysql/password",
+            ]
+        );
+        assert_eq!(agent.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name, "s3-creds");
+        assert!(agent.env.is_none(), "no secret value is ever written into the Job");
+        let secret = spec.volumes.as_ref().unwrap().iter().find(|v| v.name == "mysql-password").unwrap();
+        let s = secret.secret.as_ref().unwrap();
+        assert_eq!((s.secret_name.as_deref(), s.default_mode), (Some("db-backup-user"), Some(0o400)));
+        let json = serde_json::to_string(&job).unwrap();
+        assert!(!json.contains("hunter2") && !json.contains("password\":\""), "{json}");
+    }
+
+    #[test]
+    fn cold_runs_in_the_operator_image_without_a_connection() {
+        let backup = BACKUP.replace("  storage:", "  method: cold\n  storage:");
+        let job = build(&backup, POD).unwrap();
+        let agent = &pod_spec(&job).containers[0];
+        assert_eq!(agent.image.as_deref(), Some("ghcr.io/example/mysql-backup-operator:0.1.0"));
+        assert_eq!(agent.command.as_ref().unwrap(), &["/mysql-backup-operator"]);
+        assert!(agent.args.as_ref().unwrap().iter().all(|a| !a.starts_with("--mysql")));
+    }
+
+    #[test]
+    fn binlog_runs_in_the_operator_image_with_a_connection() {
+        let backup = BACKUP.replace("  storage:", "  method: binlog\n  storage:");
+        let job = build(&backup, POD).unwrap();
+        let agent = &pod_spec(&job).containers[0];
+        assert_eq!(agent.image.as_deref(), Some("ghcr.io/example/mysql-backup-operator:0.1.0"));
+        let args = agent.args.as_ref().unwrap();
+        assert!(args.contains(&"--method=binlog".to_string()));
+        assert!(args.contains(&"--mysql-url=mysql://backup@10.1.2.3:3306".to_string()), "{args:?}");
+        assert!(
+            pod_spec(&job).volumes.as_ref().unwrap().iter().any(|v| v.name == "datadir"),
+            "reads the binlogs from the volume"
+        );
+    }
+
+    #[test]
+    fn bad_sources_are_named() {
+        let unscheduled = POD.replace("  nodeName: node-7\n", "");
+        assert_eq!(build(BACKUP, &unscheduled).unwrap_err(), BuildError::PodNotScheduled { pod: "db-0".into() });
+        assert!(build(BACKUP, &unscheduled).unwrap_err().is_transient());
+        let no_ip = POD.replace("status: {podIP: 10.1.2.3}", "status: {}");
+        assert_eq!(
+            build(BACKUP, &no_ip).unwrap_err().to_string(),
+            "pod db-0 has no IP address yet; set spec.source.connection.host or wait for the pod to start"
+        );
+        let wrong_container = BACKUP.replace("container: mariadb", "container: mysql");
+        assert_eq!(
+            build(&wrong_container, POD).unwrap_err().to_string(),
+            "pod db-0 has no container \"mysql\" (spec.source.container)"
+        );
+        let other_datadir =
+            BACKUP.replace("    container: mariadb\n", "    container: mariadb\n    datadir: /data/mysql\n");
+        let err = build(&other_datadir, POD).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "container \"mariadb\" of pod db-0 mounts no volume at or above the datadir /data/mysql (spec.source.datadir)"
+        );
+        assert!(!err.is_transient());
+        let empty_dir = POD.replace("persistentVolumeClaim: {claimName: data-db-0}", "emptyDir: {}");
+        assert_eq!(
+            build(BACKUP, &empty_dir).unwrap_err(),
+            BuildError::DatadirNotOnClaim { pod: "db-0".into(), volume: "data".into() }
+        );
+    }
+
+    #[test]
+    fn default_container_is_the_first_and_deepest_mount_wins() {
+        let pod = POD.replace(
+            "    - {name: data, mountPath: /var/lib/mysql, subPath: mysql}",
+            "    - {name: data, mountPath: /var/lib/mysql, subPath: mysql}\n    - {name: other, mountPath: /var/lib}",
+        );
+        let job = build(BACKUP, &pod).unwrap();
+        let mount = pod_spec(&job).containers[0].volume_mounts.as_ref().unwrap()[0].clone();
+        assert_eq!(mount.mount_path, "/var/lib/mysql");
+        let first = BACKUP.replace("    container: mariadb\n", "");
+        let err = build(&first, POD).unwrap_err();
+        assert_eq!(
+            err,
+            BuildError::NoDatadirMount {
+                pod: "db-0".into(),
+                container: "sidecar".into(),
+                datadir: "/var/lib/mysql".into()
+            }
+        );
+    }
+
+    #[test]
+    fn long_names_are_shortened_stably_and_distinctly() {
+        let a = child_name("backup", &"x".repeat(80));
+        let b = child_name("backup", &format!("{}y", "x".repeat(79)));
+        assert_eq!(a.len(), 63);
+        assert_ne!(a, b);
+        assert_eq!(a, child_name("backup", &"x".repeat(80)));
+        assert_eq!(child_name("backup", "short"), "backup-short");
+    }
+}
