@@ -27,8 +27,9 @@ use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 
 use crate::archive;
+use crate::archive::ArchiveError;
 use crate::archive::segment::{Bounds, RawEvent, SegmentBuilder, SegmentError};
-use crate::archive::{ArchiveError, state_text};
+use crate::archive::timeline::state_text;
 use crate::format::archive_index::Gap;
 use crate::format::archiver_status::{ArchiverState, ArchiverStatus};
 use crate::mysql::position::{Flavor, GtidState};
@@ -118,7 +119,7 @@ pub async fn run(
     if let Some(addr) = opts.listen {
         crate::archive::http::serve_status(addr, status.clone()).await?;
     }
-    let timeline = archive::read_timeline(storage, &opts.archive).await?;
+    let timeline = archive::timeline::read_timeline(storage, &opts.archive).await?;
     for gap in &timeline.gaps {
         tracing::warn!(archive = %opts.archive, %gap, "gap in the archive");
     }

@@ -22,7 +22,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::archive::{Reach, Timeline};
+use crate::archive::timeline::{Reach, Timeline};
 use crate::format::archive_index::SegmentIndex;
 use crate::format::manifest::{Manifest, MethodKind};
 use crate::mysql::gtid::{MariaGtid, MariaGtidPos};
@@ -57,7 +57,7 @@ pub enum PitrError {
     #[error(
         "{target} is past what the backups reach: after full backup {full}, the incrementals end at {reached}, and {archive}"
     )]
-    NotCovered { target: String, full: String, reached: String, archive: crate::archive::CoverError },
+    NotCovered { target: String, full: String, reached: String, archive: crate::archive::timeline::CoverError },
     /// A process of the replay failed.
     #[error("{what}: {detail}")]
     Replay { what: String, detail: String },
@@ -182,7 +182,7 @@ pub fn plan_with_archive<'a>(
         // transaction of that second is in the segments up to it.
         Target::Time(t) => Reach::Time(t.with_nanosecond_floor() + chrono::Duration::seconds(1)),
     };
-    match crate::archive::segments_for(name, timeline, &from, &reach, force) {
+    match crate::archive::timeline::segments_for(name, timeline, &from, &reach, force) {
         Ok((segments, crossed)) => {
             let GtidState::Mariadb { binlog_pos, .. } = from else {
                 return Err(PitrError::NoFullBefore(target.to_string()));
