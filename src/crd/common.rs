@@ -238,3 +238,41 @@ mod tests {
         assert_eq!(PositionsStatus::from(&Positions::default()), PositionsStatus::default());
     }
 }
+
+/// How a backup reads the server's files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupMethod {
+    /// The best method the server supports: `mariabackup` for MariaDB.
+    #[default]
+    Auto,
+    /// File copy of a datadir nothing writes to (a stopped server, or a volume restored from a snapshot).
+    Cold,
+    /// `mariadb-backup --backup --stream=mbstream`, run in the database's own image.
+    Mariabackup,
+    /// An incremental: the closed binary logs after the newest backup in the same storage.
+    Binlog,
+}
+
+/// What happens to the stored backup when the MySQLBackup object is deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum DeletionPolicy {
+    /// Keep the backup in storage.
+    #[default]
+    Retain,
+    /// Delete the manifest and every chunk no other backup uses.
+    Delete,
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum Phase {
+    /// Accepted; the Job is not running yet.
+    Pending,
+    /// The Job is running.
+    Running,
+    /// Finished successfully.
+    Complete,
+    /// Finished unsuccessfully; see the conditions.
+    Failed,
+}
