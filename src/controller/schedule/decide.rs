@@ -28,15 +28,12 @@ use kube::{Resource, ResourceExt};
 
 use crate::controller::backup::decide::EventNote;
 use crate::controller::build::LABEL_SCHEDULE;
-use crate::controller::job_outcome::{JobOutcome, job_outcome};
-use crate::controller::schedule::build::{archive_name, archiver_deployment, prune_job};
 use crate::controller::schedule::slots::{MAX_SCHEDULE_NAME, Schedule, child_name, incremental_name, on_demand_name};
 use crate::controller::status;
 use crate::crd::{
-    BackupSchedule, BackupScheduleStatus, BinlogArchiveStatus, ConcurrencyPolicy, MySQLBackup, Phase, PruneStatus,
-    ScheduledBackupStatus, WindowStatus,
+    BackupSchedule, BackupScheduleStatus, ConcurrencyPolicy, MySQLBackup, Phase, ScheduledBackupStatus, WindowStatus,
 };
-use crate::format::archiver_status::{ArchiverState, ArchiverStatus};
+use crate::format::archiver_status::ArchiverStatus;
 use crate::gc::retention::Policy;
 
 /// Condition: the schedule is valid and running (False with the reason when invalid or suspended).
@@ -223,9 +220,35 @@ pub fn decide(o: &Observed) -> Decision {
             return d;
         }
     };
-    let existing = |name: &str| o.children.iter().any(|b| b.name_any() == name);
+    on_demand(o, &mut status, &mut d);
+    full_slots(o, &schedule, &active, &mut status, &mut d);
 
-    // On demand: a new trigger value takes one backup.
+    if let Some(inc) = &incrementals {
+        incremental_slots(o, inc, &active, !complete.is_empty(), &mut status, &mut d);
+    }
+
+    crate::controller::schedule::archiving::archiving(o, &mut status, &mut d);
+
+    // History limits.
+    let failed_limit = s.spec.failed_backups_history_limit.unwrap_or(3).max(0) as usize;
+    d.delete.extend(failed.iter().rev().skip(failed_limit).map(|b| b.name_any()));
+    if let Some(limit) = s.spec.successful_backups_history_limit {
+        d.delete.extend(complete.iter().rev().skip(limit.max(1) as usize).map(|b| b.name_any()));
+    }
+
+    if policy.is_some() {
+        crate::controller::schedule::retention::retention(o, &complete, &mut status, &mut d);
+    }
+    d.delete.sort();
+    d.delete.dedup();
+    d.status = status;
+    d
+}
+
+/// On demand: a new `spec.trigger` value takes one backup.
+fn on_demand(o: &Observed, status: &mut BackupScheduleStatus, d: &mut Decision) {
+    let s = o.schedule;
+    let existing = |name: &str| o.children.iter().any(|b| b.name_any() == name);
     if let Some(trigger) = s.spec.trigger.as_deref().filter(|t| status.last_trigger.as_deref() != Some(*t)) {
         let name = on_demand_name(&s.name_any(), trigger);
         if !existing(&name) {
@@ -238,8 +261,20 @@ pub fn decide(o: &Observed) -> Decision {
         }
         status.last_trigger = Some(trigger.to_string());
     }
+}
 
-    // Slots.
+/// The full backups' slots: start the newest due one (by the concurrency policy), count the missed, set
+/// the Ready condition and when to look again.
+fn full_slots(
+    o: &Observed,
+    schedule: &Schedule,
+    active: &[String],
+    status: &mut BackupScheduleStatus,
+    d: &mut Decision,
+) {
+    let s = o.schedule;
+    let (generation, now_time) = (s.metadata.generation, time(o.now));
+    let existing = |name: &str| o.children.iter().any(|b| b.name_any() == name);
     let cursor =
         status.last_schedule_time.as_ref().or(s.metadata.creation_timestamp.as_ref()).map(|t| t.0).unwrap_or(o.now);
     let due = schedule.due(cursor, o.now, s.spec.starting_deadline_seconds);
@@ -302,9 +337,20 @@ pub fn decide(o: &Observed) -> Decision {
             None => MAX_REQUEUE,
         });
     }
+}
 
-    // Incrementals between full backups: only on top of a complete backup, never beside a running one.
-    if let (Some(inc), false) = (&incrementals, s.spec.suspend) {
+/// Incrementals between full backups: only on top of a complete backup, never beside a running one.
+fn incremental_slots(
+    o: &Observed,
+    inc: &Schedule,
+    active: &[String],
+    has_complete: bool,
+    status: &mut BackupScheduleStatus,
+    d: &mut Decision,
+) {
+    let s = o.schedule;
+    let existing = |name: &str| o.children.iter().any(|b| b.name_any() == name);
+    if !s.spec.suspend {
         let cursor = status
             .last_binlog_schedule_time
             .as_ref()
@@ -318,7 +364,7 @@ pub fn decide(o: &Observed) -> Decision {
         if let Some(slot) = due.start {
             let name = incremental_name(&s.name_any(), slot);
             let busy = !active.is_empty() || !d.create.is_empty();
-            if !existing(&name) && !busy && !complete.is_empty() {
+            if !existing(&name) && !busy && has_complete {
                 let mut c = child(s, &name, &slot.to_string());
                 c.spec.method = crate::crd::BackupMethod::Binlog;
                 d.create.push(c);
@@ -334,595 +380,7 @@ pub fn decide(o: &Observed) -> Decision {
             d.requeue = Some(current.min(wait));
         }
     }
-
-    archiving(o, &mut status, &mut d);
-
-    // History limits.
-    let failed_limit = s.spec.failed_backups_history_limit.unwrap_or(3).max(0) as usize;
-    d.delete.extend(failed.iter().rev().skip(failed_limit).map(|b| b.name_any()));
-    if let Some(limit) = s.spec.successful_backups_history_limit {
-        d.delete.extend(complete.iter().rev().skip(limit.max(1) as usize).map(|b| b.name_any()));
-    }
-
-    // Retention, after each newly complete backup.
-    if let (Some(_), Some(newest)) = (&policy, complete.last()) {
-        let newest = newest.name_any();
-        let last = status.last_prune.clone();
-        match last {
-            Some(p) if p.after == newest => {
-                let outcome = o.prune_job.map(|j| job_outcome(j, o.prune_message));
-                let mut p = p;
-                match outcome {
-                    Some(JobOutcome::Succeeded(message)) => {
-                        let summary = match message.as_deref().map(crate::format::summary::Summary::parse) {
-                            Some(Ok(crate::format::summary::Summary::Prune { outcome, .. })) => Some(outcome),
-                            _ => None,
-                        };
-                        if let Some(summary) = summary {
-                            if p.phase != Phase::Complete {
-                                d.events.push(EventNote {
-                                    warning: false,
-                                    reason: "Pruned",
-                                    message: format!(
-                                        "retention kept {} backup(s) and deleted {}{}",
-                                        summary.kept,
-                                        summary.deleted_count,
-                                        match summary.sweep.as_ref().map(|w| &w.deferred_by) {
-                                            Some(by) if !by.is_empty() =>
-                                                format!("; chunk sweep deferred ({} running)", by.join(", ")),
-                                            _ => String::new(),
-                                        }
-                                    ),
-                                });
-                            }
-                            p.phase = Phase::Complete;
-                            p.kept = summary.kept as i64;
-                            p.deleted = summary.deleted_count as i64;
-                            p.deleted_chunks = summary.sweep.as_ref().map(|w| w.deleted_chunks as i64).unwrap_or(0);
-                            p.message = summary
-                                .sweep
-                                .as_ref()
-                                .filter(|w| !w.deferred_by.is_empty())
-                                .map(|w| format!("chunk sweep deferred: {} running", w.deferred_by.join(", ")));
-                            // The objects of the deleted backups go too.
-                            for b in &complete {
-                                let id = b.status.as_ref().and_then(|st| st.backup_id.clone());
-                                if id.is_some_and(|id| summary.deleted.contains(&id)) {
-                                    d.delete.push(b.name_any());
-                                }
-                            }
-                        } else {
-                            p.phase = Phase::Complete;
-                        }
-                    }
-                    Some(JobOutcome::Failed(reason)) => {
-                        if p.phase != Phase::Failed {
-                            d.events.push(EventNote {
-                                warning: true,
-                                reason: "PruneFailed",
-                                message: format!("retention after {newest} failed: {reason}"),
-                            });
-                        }
-                        p.phase = Phase::Failed;
-                        p.message = Some(reason);
-                    }
-                    Some(JobOutcome::Running) => p.phase = Phase::Running,
-                    // Gone (finished and cleaned up): keep what was recorded.
-                    None => {}
-                }
-                status.last_prune = Some(p);
-            }
-            _ => match prune_job(s, &newest, o.pod_security_context.cloned(), o.operator_image) {
-                Ok(job) => {
-                    status.last_prune = Some(PruneStatus {
-                        job: job.name_any(),
-                        after: newest,
-                        phase: Phase::Running,
-                        kept: 0,
-                        deleted: 0,
-                        deleted_chunks: 0,
-                        message: None,
-                    });
-                    d.prune_job = Some(job);
-                }
-                Err(e) => {
-                    d.events.push(EventNote { warning: true, reason: "PruneFailed", message: e.to_string() });
-                }
-            },
-        }
-    }
-    d.delete.sort();
-    d.delete.dedup();
-    d.status = status;
-    d
-}
-
-/// Continuous archiving: the archiver Deployment, its status, Events on changes, the window's end.
-fn archiving(o: &Observed, status: &mut BackupScheduleStatus, d: &mut Decision) {
-    let s = o.schedule;
-    let name = s.name_any();
-    if s.spec.binlog_archive.is_none() {
-        if status.binlog_archive.take().is_some() {
-            d.delete_archiver = Some(crate::controller::build::child_name("archiver", &name));
-        }
-        return;
-    }
-    let prev = status.binlog_archive.clone().unwrap_or_default();
-    let mut a = BinlogArchiveStatus {
-        archive: archive_name(s.metadata.namespace.as_deref().unwrap_or_default(), &name),
-        ..prev.clone()
-    };
-    let mut problem = None;
-    match o.source_pod.map(|p| archiver_deployment(s, p, o.operator_image)) {
-        Some(Ok(dep)) => d.archiver = Some(dep),
-        Some(Err(e)) => problem = Some(e.to_string()),
-        None => problem = Some(format!("source pod {} not found", s.spec.backup_template.source.pod)),
-    }
-    match (s.spec.suspend, o.archiver) {
-        (true, _) => {
-            a.phase = "Suspended".into();
-            a.lag_seconds = 0;
-            a.message = None;
-        }
-        (false, None) => {
-            a.phase = "Starting".into();
-            a.message = problem;
-        }
-        (false, Some(Err(reason))) => {
-            a.phase = "Unreachable".into();
-            a.message = Some(reason.clone());
-        }
-        (false, Some(Ok(r))) => {
-            a.phase = match r.state {
-                ArchiverState::Streaming => "Streaming",
-                ArchiverState::Reconnecting => "Reconnecting",
-                // A stopped archiver is exiting; its Deployment starts it again.
-                ArchiverState::Starting | ArchiverState::Stopped => "Starting",
-            }
-            .into();
-            a.archived_position = Some(r.archived_position.clone()).filter(|p| !p.is_empty());
-            a.last_event_time =
-                r.last_event_time.and_then(|t| Timestamp::from_millisecond(t.timestamp_millis()).ok()).map(time);
-            a.lag_seconds = r.lag_seconds.round() as i64;
-            a.gaps = r.gaps.len() as i64;
-            a.last_gap = r.gaps.last().map(|g| g.to_string());
-            a.message = r.last_error.clone().or(problem);
-        }
-    }
-    if a.gaps > prev.gaps {
-        d.events.push(EventNote {
-            warning: true,
-            reason: "ArchiveGap",
-            message: format!(
-                "archive {} has {} gap(s); point-in-time restores cannot cross them unless forced: {}",
-                a.archive,
-                a.gaps,
-                a.last_gap.clone().unwrap_or_default()
-            ),
-        });
-    }
-    if a.phase != prev.phase {
-        let (warning, reason) = match a.phase.as_str() {
-            "Streaming" => (false, "ArchiverStreaming"),
-            "Reconnecting" | "Unreachable" => (true, "ArchiverDown"),
-            _ => (false, "ArchiverChanged"),
-        };
-        let detail = a.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
-        d.events.push(EventNote {
-            warning,
-            reason,
-            message: format!("binary-log archiver of {} is {}{detail}", a.archive, a.phase),
-        });
-    }
-    // Without a gap, a restore reaches the newest archived event.
-    if let (Some(w), Some(t), 0) = (status.recoverability_window.as_mut(), a.last_event_time.as_ref(), a.gaps)
-        && t.0 > w.to.0
-    {
-        w.to = t.clone();
-    }
-    status.binlog_archive = Some(a);
-    if !s.spec.suspend {
-        d.requeue = Some(d.requeue.map_or(ARCHIVER_POLL, |r| r.min(ARCHIVER_POLL)));
-    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::controller::status::is_true;
-
-    const SCHEDULE: &str = r#"
-apiVersion: mysqlbackup.dev/v1alpha1
-kind: BackupSchedule
-metadata: {name: db-nightly, namespace: db, uid: s-1, generation: 1, creationTimestamp: "2026-11-20T12:00:00Z"}
-spec:
-  schedule: "0 2 * * *"
-  backupTemplate:
-    source: {pod: db-0}
-    storage: {url: "s3://backups/prod", credentialsSecret: s3-creds}
-"#;
-
-    fn parse<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
-        serde_yaml::from_str(yaml).unwrap()
-    }
-
-    fn t(s: &str) -> Timestamp {
-        s.parse().unwrap()
-    }
-
-    fn backup(name: &str, phase: &str, completed: &str, id: &str) -> MySQLBackup {
-        parse(&format!(
-            "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLBackup, metadata: {{name: {name}, namespace: db, creationTimestamp: '{completed}'}}, \
-             spec: {{source: {{pod: db-0}}, storage: {{url: 's3://backups/prod'}}}}, \
-             status: {{phase: {phase}, completionTime: '{completed}', backupId: '{id}', positions: {{gtidExecuted: 0-1-9}}}}}}"
-        ))
-    }
-
-    fn run_at(schedule: &BackupSchedule, children: &[MySQLBackup], now: &str) -> Decision {
-        decide(&Observed {
-            schedule,
-            children,
-            prune_job: None,
-            prune_message: None,
-            pod_security_context: None,
-            source_pod: None,
-            archiver: None,
-            operator_image: "op:1",
-            now: t(now),
-        })
-    }
-
-    fn ready(d: &Decision) -> (bool, String, String) {
-        let c = d.status.conditions.iter().find(|c| c.type_ == READY).expect("a Ready condition");
-        (c.status == "True", c.reason.clone(), c.message.clone())
-    }
-
-    #[test]
-    fn invalid_specs_name_the_field_and_create_nothing() {
-        for (change, message) in [
-            (
-                ("\"0 2 * * *\"", "\"0 25 * * *\""),
-                "spec.schedule \"0 25 * * *\" is not a 5-field cron expression or @shorthand",
-            ),
-            (
-                ("\"0 2 * * *\"", "\"0 2 * * *\"\n  timeZone: Europe/Atlantis"),
-                "spec.timeZone \"Europe/Atlantis\" is not an IANA time zone",
-            ),
-            (("\"0 2 * * *\"", "\"0 2 * * *\"\n  retention: {keepLast: 0}"), "spec.retention keeps nothing"),
-            (
-                ("name: db-nightly", "name: a-schedule-name-that-is-far-too-long-for-children"),
-                "metadata.name \"a-schedule-name-that-is-far-too-long-for-children\" is 49 characters",
-            ),
-        ] {
-            let s: BackupSchedule = parse(&SCHEDULE.replace(change.0, change.1));
-            let d = run_at(&s, &[], "2026-11-22T02:00:30Z");
-            let (ok, reason, msg) = ready(&d);
-            assert!(!ok && reason == "InvalidSpec" && msg.starts_with(message), "{msg}");
-            assert!(d.create.is_empty() && d.requeue.is_none());
-            assert_eq!(d.events.len(), 1);
-            // The same problem again: no second Event.
-            let mut again = s.clone();
-            again.status = Some(d.status.clone());
-            assert!(run_at(&again, &[], "2026-11-22T02:01:30Z").events.is_empty());
-        }
-    }
-
-    #[test]
-    fn a_due_slot_creates_one_owned_labelled_child_and_a_retry_creates_none() {
-        let s: BackupSchedule = parse(SCHEDULE);
-        let d = run_at(&s, &[], "2026-11-22T02:00:30Z");
-        // The 2026-11-21 slot came due too, with no deadline: only the newest starts.
-        assert_eq!(d.status.missed_slots, 1);
-        assert_eq!(d.create.len(), 1);
-        let c = &d.create[0];
-        assert_eq!(c.metadata.name.as_deref(), Some("db-nightly-20261122-0200"));
-        assert_eq!(c.labels().get(LABEL_SCHEDULE).map(String::as_str), Some("db-nightly"));
-        assert_eq!(c.annotations().get(SLOT_ANNOTATION).map(String::as_str), Some("2026-11-22T02:00:00Z"));
-        let owner = &c.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("BackupSchedule", "s-1", Some(true)));
-        assert_eq!(c.spec, s.spec.backup_template);
-        assert_eq!(d.status.last_schedule_time, Some(time(t("2026-11-22T02:00:00Z"))));
-        assert_eq!(d.status.next_schedule_time, Some(time(t("2026-11-23T02:00:00Z"))));
-        assert_eq!(d.requeue, Some(MAX_REQUEUE));
-        assert!(is_true(&d.status.conditions, READY));
-
-        // The status write failed and the reconcile runs again: the cursor did not move, the child exists.
-        let retry = run_at(
-            &s,
-            &[backup("db-nightly-20261122-0200", "Running", "2026-11-22T02:00:31Z", "")],
-            "2026-11-22T02:01:00Z",
-        );
-        assert!(retry.create.is_empty());
-        // With the cursor written: nothing new, an identical status, no Event.
-        let mut written = s.clone();
-        written.status = Some(d.status.clone());
-        let children = [backup("db-nightly-20261122-0200", "Running", "2026-11-22T02:00:31Z", "")];
-        let again = run_at(&written, &children, "2026-11-22T02:01:00Z");
-        assert!(again.create.is_empty() && again.events.is_empty());
-        let mut expected = d.status.clone();
-        expected.active = vec!["db-nightly-20261122-0200".into()];
-        assert_eq!(again.status, expected);
-        // Requeued for the next slot, at most an hour away.
-        assert_eq!(run_at(&written, &children, "2026-11-23T01:59:00Z").requeue, Some(Duration::from_secs(60)));
-    }
-
-    #[test]
-    fn forbid_skips_a_slot_while_a_backup_runs_replace_stops_it_allow_runs_both() {
-        let mut s: BackupSchedule = parse(&SCHEDULE.replace("\"0 2 * * *\"", "\"0 * * * *\""));
-        s.status = Some(BackupScheduleStatus {
-            last_schedule_time: Some(time(t("2026-11-22T01:00:00Z"))),
-            ..Default::default()
-        });
-        let running = [backup("db-nightly-20261122-0100", "Running", "2026-11-22T01:00:00Z", "")];
-        let d = run_at(&s, &running, "2026-11-22T02:00:10Z");
-        assert!(d.create.is_empty());
-        assert_eq!(d.status.missed_slots, 1);
-        assert_eq!(
-            d.events[0].message,
-            "slot 2026-11-22T02:00:00Z skipped: db-nightly-20261122-0100 still running (concurrencyPolicy Forbid)"
-        );
-        s.spec.concurrency_policy = ConcurrencyPolicy::Replace;
-        let d = run_at(&s, &running, "2026-11-22T02:00:10Z");
-        assert_eq!(d.delete, ["db-nightly-20261122-0100"]);
-        assert_eq!(d.create[0].metadata.name.as_deref(), Some("db-nightly-20261122-0200"));
-        s.spec.concurrency_policy = ConcurrencyPolicy::Allow;
-        let d = run_at(&s, &running, "2026-11-22T02:00:10Z");
-        assert!(d.delete.is_empty() && d.create.len() == 1);
-    }
-
-    #[test]
-    fn a_deadline_turns_a_late_slot_into_a_missed_one() {
-        let mut s: BackupSchedule =
-            parse(&SCHEDULE.replace("  schedule:", "  startingDeadlineSeconds: 600\n  schedule:"));
-        s.status = Some(BackupScheduleStatus {
-            last_schedule_time: Some(time(t("2026-11-21T02:00:00Z"))),
-            ..Default::default()
-        });
-        let d = run_at(&s, &[], "2026-11-22T02:30:00Z");
-        assert!(d.create.is_empty());
-        assert_eq!(d.status.missed_slots, 1);
-        assert_eq!(d.status.last_schedule_time, Some(time(t("2026-11-22T02:00:00Z"))));
-        assert_eq!(d.events[0].reason, "MissedSlots");
-    }
-
-    #[test]
-    fn suspended_slots_pass_without_backups_or_misses() {
-        let mut s: BackupSchedule = parse(&SCHEDULE.replace("  schedule:", "  suspend: true\n  schedule:"));
-        s.status = Some(BackupScheduleStatus {
-            last_schedule_time: Some(time(t("2026-11-20T02:00:00Z"))),
-            ..Default::default()
-        });
-        let d = run_at(&s, &[], "2026-11-22T02:30:00Z");
-        assert!(d.create.is_empty() && d.events.is_empty());
-        assert_eq!(d.status.missed_slots, 0);
-        assert_eq!(d.status.last_schedule_time, Some(time(t("2026-11-22T02:00:00Z"))));
-        assert_eq!(d.status.next_schedule_time, None);
-        assert_eq!(ready(&d), (false, "Suspended".into(), "spec.suspend is true".into()));
-        // Resumed: nothing is due until the next slot.
-        let mut resumed: BackupSchedule = parse(SCHEDULE);
-        resumed.status = Some(d.status.clone());
-        let d = run_at(&resumed, &[], "2026-11-22T03:00:00Z");
-        assert!(d.create.is_empty());
-        assert_eq!(d.status.next_schedule_time, Some(time(t("2026-11-23T02:00:00Z"))));
-    }
-
-    #[test]
-    fn binlog_incrementals_run_between_fulls_on_top_of_a_complete_backup() {
-        let mut s: BackupSchedule =
-            parse(&SCHEDULE.replace("  schedule:", "  binlogSchedule: \"*/15 * * * *\"\n  schedule:"));
-        s.status = Some(BackupScheduleStatus {
-            last_schedule_time: Some(time(t("2026-11-22T02:00:00Z"))),
-            last_binlog_schedule_time: Some(time(t("2026-11-22T02:30:00Z"))),
-            ..Default::default()
-        });
-        let done = [backup("db-nightly-20261122-0200", "Complete", "2026-11-22T02:10:00Z", "id-1")];
-        let d = run_at(&s, &done, "2026-11-22T02:45:05Z");
-        assert_eq!(d.create.len(), 1);
-        let c = &d.create[0];
-        assert_eq!(c.metadata.name.as_deref(), Some("db-nightly-i-20261122-0245"));
-        assert_eq!(c.spec.method, crate::crd::BackupMethod::Binlog);
-        assert_eq!(d.status.last_binlog_schedule_time, Some(time(t("2026-11-22T02:45:00Z"))));
-        assert_eq!(d.requeue, Some(Duration::from_secs(895)), "the next incremental comes before the next full");
-        // No complete backup to build on yet, or a backup running: no incremental.
-        assert!(run_at(&s, &[], "2026-11-22T02:45:05Z").create.is_empty());
-        let running = [done[0].clone(), backup("db-nightly-i-20261122-0230", "Running", "2026-11-22T02:30:01Z", "")];
-        assert!(run_at(&s, &running, "2026-11-22T02:45:05Z").create.is_empty());
-        // A bad expression names its own field.
-        let bad: BackupSchedule =
-            parse(&SCHEDULE.replace("  schedule:", "  binlogSchedule: \"every 5 minutes\"\n  schedule:"));
-        let (ok, _, message) = ready(&run_at(&bad, &[], "2026-11-22T02:45:05Z"));
-        assert!(!ok && message.starts_with("spec.binlogSchedule \"every 5 minutes\" has 3 fields"), "{message}");
-    }
-
-    #[test]
-    fn a_new_trigger_value_takes_one_backup() {
-        let mut s: BackupSchedule = parse(&SCHEDULE.replace("  schedule:", "  trigger: before-upgrade\n  schedule:"));
-        s.status = Some(BackupScheduleStatus {
-            last_schedule_time: Some(time(t("2026-11-22T02:00:00Z"))),
-            ..Default::default()
-        });
-        let d = run_at(&s, &[], "2026-11-22T10:00:00Z");
-        assert_eq!(d.create.len(), 1);
-        let name = on_demand_name("db-nightly", "before-upgrade");
-        assert_eq!(d.create[0].metadata.name.as_deref(), Some(name.as_str()));
-        assert_eq!(d.create[0].annotations().get(SLOT_ANNOTATION).map(String::as_str), Some("trigger"));
-        assert_eq!(d.status.last_trigger.as_deref(), Some("before-upgrade"));
-        s.status = Some(d.status.clone());
-        assert!(
-            run_at(&s, &[], "2026-11-22T10:01:00Z").create.is_empty(),
-            "the same value never takes a second backup"
-        );
-    }
-
-    #[test]
-    fn status_reports_the_last_success_the_window_and_trims_failed_history() {
-        let s: BackupSchedule = parse(SCHEDULE);
-        let mut children = vec![
-            backup("db-nightly-20261118-0200", "Complete", "2026-11-18T02:10:00Z", "id-18"),
-            backup("db-nightly-20261121-0200", "Complete", "2026-11-21T02:10:00Z", "id-21"),
-        ];
-        for day in 10..15 {
-            children.push(backup(
-                &format!("db-nightly-202611{day}-0200"),
-                "Failed",
-                &format!("2026-11-{day}T02:10:00Z"),
-                "",
-            ));
-        }
-        let d = run_at(&s, &children, "2026-11-21T12:00:00Z");
-        let last = d.status.last_successful_backup.clone().unwrap();
-        assert_eq!((last.name.as_str(), last.backup_id.as_deref()), ("db-nightly-20261121-0200", Some("id-21")));
-        assert_eq!(last.positions.and_then(|p| p.gtid_executed).as_deref(), Some("0-1-9"));
-        let w = d.status.recoverability_window.clone().unwrap();
-        assert_eq!((w.from, w.to), (time(t("2026-11-18T02:10:00Z")), time(t("2026-11-21T02:10:00Z"))));
-        assert_eq!(d.delete, ["db-nightly-20261110-0200", "db-nightly-20261111-0200"], "three failed ones are kept");
-    }
-
-    #[test]
-    fn retention_runs_after_each_new_success_and_deletes_the_pruned_objects() {
-        let mut s: BackupSchedule =
-            parse(&SCHEDULE.replace(
-                "  schedule:",
-                "  retention: {keepLast: 1, maxAge: 72h}\n  timeZone: Europe/Berlin\n  schedule:",
-            ));
-        s.status = Some(BackupScheduleStatus {
-            last_schedule_time: Some(time(t("2026-11-22T01:00:00Z"))),
-            ..Default::default()
-        });
-        let children = [
-            backup("db-nightly-20261118-0100", "Complete", "2026-11-18T01:10:00Z", "20261118T010000Z-000001"),
-            backup("db-nightly-20261122-0100", "Complete", "2026-11-22T01:10:00Z", "20261122T010000Z-000002"),
-        ];
-        let d = run_at(&s, &children, "2026-11-22T01:20:00Z");
-        let job = d.prune_job.clone().expect("a prune Job");
-        assert_eq!(job.metadata.name.as_deref(), Some("prune-db-nightly-20261122-0100"));
-        let args = job.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
-        assert_eq!(
-            args,
-            [
-                "agent",
-                "prune",
-                "--keep-last=1",
-                "--max-age=72h",
-                "--time-zone=Europe/Berlin",
-                "--tag=mysqlbackup.dev/schedule=db/db-nightly",
-                "--summary-file=/dev/termination-log",
-                "--log-format=json",
-                "--storage=s3://backups/prod"
-            ]
-        );
-        let p = d.status.last_prune.clone().unwrap();
-        assert_eq!((p.after.as_str(), p.phase), ("db-nightly-20261122-0100", Phase::Running));
-        // With archiving, the prune also drops the archive's segments no kept backup needs.
-        let mut archiving = s.clone();
-        archiving.spec.binlog_archive = Some(Default::default());
-        let job = run_at(&archiving, &children, "2026-11-22T01:20:00Z").prune_job.expect("a prune Job");
-        let args = job.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
-        assert!(args.contains(&"--archive=db.db-nightly".to_string()), "{args:?}");
-
-        // The Job finished: its summary names what it deleted, and those objects go.
-        s.status = Some(d.status.clone());
-        let finished: Job = parse(
-            "{metadata: {name: prune-db-nightly-20261122-0100}, status: {succeeded: 1, conditions: [{type: Complete, status: 'True'}]}}",
-        );
-        let summary = r#"{"operation":"prune","storage":"s3://backups/prod","dryRun":false,"considered":2,"kept":1,"deleted":["20261118T010000Z-000001"],"deletedCount":1,"sweep":{"deletedChunks":40,"freedBytes":1000,"keptChunks":60},"durationSeconds":1.0}"#;
-        let d = decide(&Observed {
-            schedule: &s,
-            children: &children,
-            prune_job: Some(&finished),
-            prune_message: Some(summary),
-            pod_security_context: None,
-            source_pod: None,
-            archiver: None,
-            operator_image: "op:1",
-            now: t("2026-11-22T01:30:00Z"),
-        });
-        assert!(d.prune_job.is_none());
-        assert_eq!(d.delete, ["db-nightly-20261118-0100"]);
-        let p = d.status.last_prune.clone().unwrap();
-        assert_eq!((p.phase, p.kept, p.deleted, p.deleted_chunks), (Phase::Complete, 1, 1, 40));
-        assert_eq!(d.events[0].message, "retention kept 1 backup(s) and deleted 1");
-    }
-
-    #[test]
-    fn archiving_runs_a_deployment_and_reports_its_lag_gaps_and_health() {
-        let mut s: BackupSchedule = parse(SCHEDULE);
-        s.spec.binlog_archive = Some(Default::default());
-        let pod: Pod = parse(
-            "{apiVersion: v1, kind: Pod, metadata: {name: db-0, namespace: db}, spec: {containers: [{name: db}]}, \
-             status: {podIP: 10.0.0.9}}",
-        );
-        let children = [backup("db-nightly-20261121-0200", "Complete", "2026-11-21T02:05:00Z", "b1")];
-        let decide_with = |s: &BackupSchedule, archiver: Option<&Result<ArchiverStatus, String>>| {
-            decide(&Observed {
-                schedule: s,
-                children: &children,
-                prune_job: None,
-                prune_message: None,
-                pod_security_context: None,
-                source_pod: Some(&pod),
-                archiver,
-                operator_image: "op:1",
-                now: t("2026-11-21T10:00:00Z"),
-            })
-        };
-        // No archiver pod yet: the Deployment is applied, the archive is starting, polled every 30 s.
-        let d = decide_with(&s, None);
-        assert_eq!(d.archiver.as_ref().and_then(|a| a.metadata.name.as_deref()), Some("archiver-db-nightly"));
-        let a = d.status.binlog_archive.clone().unwrap();
-        assert_eq!((a.phase.as_str(), a.archive.as_str()), ("Starting", "db.db-nightly"));
-        assert_eq!(d.requeue, Some(ARCHIVER_POLL));
-
-        // Streaming: position, lag, last event; the window reaches the newest archived event.
-        s.status = Some(d.status.clone());
-        let report: ArchiverStatus = serde_json::from_str(
-            r#"{"state": "streaming", "archivedPosition": "0-1-420", "lastEventTime": "2026-11-21T09:59:58Z",
-                "lagSeconds": 1.6, "gaps": []}"#,
-        )
-        .unwrap();
-        let d = decide_with(&s, Some(&Ok(report.clone())));
-        let a = d.status.binlog_archive.clone().unwrap();
-        assert_eq!(
-            (a.phase.as_str(), a.archived_position.as_deref(), a.lag_seconds, a.gaps),
-            ("Streaming", Some("0-1-420"), 2, 0)
-        );
-        assert_eq!(d.status.recoverability_window.as_ref().unwrap().to.0, t("2026-11-21T09:59:58Z"));
-        assert_eq!(d.events.len(), 1);
-        assert_eq!(
-            (d.events[0].reason, d.events[0].message.as_str()),
-            ("ArchiverStreaming", "binary-log archiver of db.db-nightly is Streaming")
-        );
-
-        // A gap: a Warning naming it, once; the window no longer extends past the backups.
-        s.status = Some(d.status.clone());
-        let with_gap: ArchiverStatus = serde_json::from_str(
-            r#"{"state": "streaming", "archivedPosition": "0-1-500", "lastEventTime": "2026-11-21T09:59:59Z",
-                "gaps": [{"afterSeq": 6, "beforeSeq": 7, "reason": "the data of segment 6 is missing"}]}"#,
-        )
-        .unwrap();
-        let d = decide_with(&s, Some(&Ok(with_gap.clone())));
-        assert_eq!(d.events.len(), 1);
-        assert!(d.events[0].warning);
-        assert_eq!(
-            d.events[0].message,
-            "archive db.db-nightly has 1 gap(s); point-in-time restores cannot cross them unless forced: gap before \
-             segment 7: the data of segment 6 is missing"
-        );
-        assert_eq!(d.status.recoverability_window.as_ref().unwrap().to.0, t("2026-11-21T02:05:00Z"));
-        s.status = Some(d.status.clone());
-        assert!(decide_with(&s, Some(&Ok(with_gap))).events.is_empty(), "no second Event for the same gap");
-
-        // The endpoint does not answer: a Warning, the last known position kept.
-        let d = decide_with(&s, Some(&Err("http://10.0.0.10:8081/status: connection refused".into())));
-        let a = d.status.binlog_archive.clone().unwrap();
-        assert_eq!((a.phase.as_str(), a.archived_position.as_deref()), ("Unreachable", Some("0-1-500")));
-        assert_eq!(d.events[0].reason, "ArchiverDown");
-
-        // Turned off: the Deployment goes, and the status with it.
-        s.status = Some(d.status.clone());
-        s.spec.binlog_archive = None;
-        let d = decide_with(&s, None);
-        assert_eq!(d.delete_archiver.as_deref(), Some("archiver-db-nightly"));
-        assert!(d.archiver.is_none() && d.status.binlog_archive.is_none());
-    }
-}
+mod tests;
