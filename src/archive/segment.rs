@@ -23,24 +23,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::mysql::binlog::file::{HEADER, MAGIC, u32_at, u64_at, uuid_text};
+use crate::mysql::binlog::event::{self, MAGIC, StateEvent, kind};
 use crate::mysql::gtid::{MariaGtid, MysqlSid};
 use crate::mysql::position::GtidState;
-
-const QUERY: u8 = 2;
-const STOP: u8 = 3;
-const ROTATE: u8 = 4;
-const FORMAT_DESCRIPTION: u8 = 15;
-const XID: u8 = 16;
-const HEARTBEAT: u8 = 27;
-const MYSQL_GTID: u8 = 33;
-const MYSQL_ANONYMOUS_GTID: u8 = 34;
-const MYSQL_PREVIOUS_GTIDS: u8 = 35;
-const MARIA_CHECKPOINT: u8 = 161;
-const MARIA_GTID: u8 = 162;
-const MARIA_GTID_LIST: u8 = 163;
-/// MariaDB GTID flag: the transaction is one statement with no commit event (DDL).
-const FL_STANDALONE: u8 = 1;
 
 /// One event of the stream.
 #[derive(Debug, Clone, Copy)]
@@ -70,7 +55,8 @@ impl std::fmt::Display for Txid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Maria(g) => write!(f, "{g}"),
-            Self::Mysql(sid, n) => write!(f, "{}:{n}", sid.uuid),
+            Self::Mysql(sid, n) if sid.tag.is_empty() => write!(f, "{}:{n}", sid.uuid),
+            Self::Mysql(sid, n) => write!(f, "{}:{}:{n}", sid.uuid, sid.tag),
         }
     }
 }
@@ -96,9 +82,9 @@ pub fn apply_tx(state: &mut GtidState, tx: &Txid) {
 /// Errors of the stream's content.
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentError {
-    /// An event is too short for its type.
-    #[error("{what} event of {len} bytes is too short")]
-    Short { what: &'static str, len: usize },
+    /// An event that carries state could not be decoded.
+    #[error(transparent)]
+    Event(#[from] event::EventError),
     /// A transaction's events arrived before any format description event.
     #[error("the stream sent a transaction before its format description event")]
     NoFormatDescription,
@@ -182,19 +168,8 @@ fn time(secs: u32) -> DateTime<Utc> {
     DateTime::from_timestamp(i64::from(secs), 0).unwrap_or_default()
 }
 
-fn query_text(body: &[u8]) -> Option<&[u8]> {
-    // thread id 4, exec time 4, db length 1, error code 2, status vars length 2, status vars, db, NUL.
-    if body.len() < 13 {
-        return None;
-    }
-    let db_len = body[8] as usize;
-    let vars = u16::from_le_bytes([body[11], body[12]]) as usize;
-    body.get(13 + vars + db_len + 1..)
-}
-
 fn is_query(body: &[u8], words: &[&str]) -> bool {
-    query_text(body).is_some_and(|q| {
-        let q = String::from_utf8_lossy(q);
+    event::query_text(body).is_some_and(|q| {
         let q = q.trim().trim_end_matches(';').trim();
         words.iter().any(|w| q.eq_ignore_ascii_case(w))
     })
@@ -234,44 +209,32 @@ impl SegmentBuilder {
 
     /// Feeds one event; `now` is the archiver's clock.
     pub fn feed(&mut self, ev: &RawEvent<'_>, now: Instant) -> Result<(), SegmentError> {
-        match ev.kind {
-            FORMAT_DESCRIPTION => {
-                if ev.body.len() >= 52 {
-                    let raw = &ev.body[2..52];
-                    let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
-                    self.server_version = String::from_utf8_lossy(&raw[..end]).into_owned();
-                }
+        match event::decode(ev.kind, ev.server_id, ev.body)? {
+            Some(StateEvent::FormatDescription { server_version }) => {
+                self.server_version = server_version;
                 self.server_id = ev.server_id;
                 self.fde = Some(ev.bytes.to_vec());
                 // A new file of the stream: a transaction cannot span it.
                 self.trx = None;
             }
-            ROTATE | HEARTBEAT | STOP | MARIA_GTID_LIST | MARIA_CHECKPOINT | MYSQL_PREVIOUS_GTIDS
-            | MYSQL_ANONYMOUS_GTID => {}
-            MARIA_GTID => {
-                if ev.body.len() < 13 {
-                    return Err(SegmentError::Short { what: "GTID", len: ev.body.len() });
-                }
-                let gtid = MariaGtid { seq: u64_at(ev.body, 0), domain: u32_at(ev.body, 8), server: ev.server_id };
-                self.open(Txid::Maria(gtid), ev, ev.body[12] & FL_STANDALONE != 0, false);
-            }
-            MYSQL_GTID => {
-                if ev.body.len() < 25 {
-                    return Err(SegmentError::Short { what: "GTID", len: ev.body.len() });
-                }
-                let sid = MysqlSid { uuid: uuid_text(&ev.body[1..17]), tag: String::new() };
-                self.open(Txid::Mysql(sid, u64_at(ev.body, 17)), ev, false, true);
-            }
-            kind => {
+            Some(StateEvent::MariaGtid { gtid, standalone }) => self.open(Txid::Maria(gtid), ev, standalone, false),
+            Some(StateEvent::MysqlGtid { sid, gno }) => self.open(Txid::Mysql(sid, gno), ev, false, true),
+            // They describe the stream, not the data.
+            Some(StateEvent::MariaGtidList(_) | StateEvent::MysqlPreviousGtids(_)) => {}
+            None if matches!(
+                ev.kind,
+                kind::ROTATE | kind::HEARTBEAT | kind::STOP | kind::MARIA_CHECKPOINT | kind::MYSQL_ANONYMOUS_GTID
+            ) => {}
+            None => {
                 let Some(trx) = self.trx.as_mut() else { return Ok(()) };
                 trx.events.extend_from_slice(ev.bytes);
-                let ends = match kind {
-                    XID => true,
-                    QUERY if trx.mysql_awaiting_first_query => {
+                let ends = match ev.kind {
+                    kind::XID => true,
+                    kind::QUERY if trx.mysql_awaiting_first_query => {
                         trx.mysql_awaiting_first_query = false;
                         !is_query(ev.body, &["BEGIN"])
                     }
-                    QUERY => trx.ends_at_next_query || is_query(ev.body, &["COMMIT", "ROLLBACK"]),
+                    kind::QUERY => trx.ends_at_next_query || is_query(ev.body, &["COMMIT", "ROLLBACK"]),
                     _ => false,
                 };
                 if ends {
@@ -416,25 +379,14 @@ impl SegmentBuilder {
     }
 }
 
-/// Builds one event's bytes: header, body, CRC-32 (for tests and synthetic events).
-pub fn event_bytes(kind: u8, timestamp: u32, server_id: u32, body: &[u8]) -> Vec<u8> {
-    let size = (HEADER + body.len() + 4) as u32;
-    let mut e = Vec::with_capacity(size as usize);
-    e.extend_from_slice(&timestamp.to_le_bytes());
-    e.push(kind);
-    e.extend_from_slice(&server_id.to_le_bytes());
-    e.extend_from_slice(&size.to_le_bytes());
-    e.extend_from_slice(&0u32.to_le_bytes()); // next position: not meaningful in a segment
-    e.extend_from_slice(&0u16.to_le_bytes());
-    e.extend_from_slice(body);
-    let crc = crc32fast::hash(&e);
-    e.extend_from_slice(&crc.to_le_bytes());
-    e
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mysql::binlog::event::event_bytes;
+    use crate::mysql::binlog::event::kind::*;
+
+    /// MariaDB GTID flag: DDL.
+    const FL_STANDALONE: u8 = 1;
     use crate::mysql::binlog::range::mariadb;
 
     const BOUNDS: Bounds = Bounds { max_bytes: 1 << 20, max_age: Duration::from_secs(5) };
@@ -458,13 +410,7 @@ mod tests {
     }
 
     fn fde(server: u32, version: &str) -> Ev {
-        let mut body = vec![4, 0];
-        let mut v = version.as_bytes().to_vec();
-        v.resize(50, 0);
-        body.extend(v);
-        body.extend([0; 7]);
-        body.push(1); // checksum algorithm: CRC32
-        ev(FORMAT_DESCRIPTION, 100, server, body)
+        ev(FORMAT_DESCRIPTION, 100, server, crate::mysql::binlog::event::format_description_body(version))
     }
 
     fn maria_gtid(seq: u64, domain: u32, server: u32, standalone: bool, ts: u32) -> Ev {
@@ -630,14 +576,31 @@ mod tests {
         for e in [gtid(13), query("BEGIN", 50, 7), query("INSERT INTO m VALUES (1)", 50, 7), query("COMMIT", 50, 7)] {
             feed(&mut b, &e, t0);
         }
+        // A tagged GTID (MySQL 8.4, type 0x2a) opens a transaction like a plain one.
+        let mut tagged = Vec::new();
+        mysql_common::proto::MySerialize::serialize(
+            &mysql_common::binlog::events::GtidEvent::new_tagged(
+                uuid,
+                mysql_common::packets::Tag::new("nightly").unwrap(),
+                1,
+            ),
+            &mut tagged,
+        );
+        for e in [ev(MYSQL_GTID_TAGGED, 50, 7, tagged), query("BEGIN", 50, 7), rows(50), xid(50)] {
+            feed(&mut b, &e, t0);
+        }
         b.seal();
         let s = b.take_sealed();
-        assert_eq!(s[0].transactions, 3);
+        assert_eq!(s[0].transactions, 4);
         assert_eq!(b.duplicates(), 1);
         assert_eq!(
             s[0].end,
-            GtidState::Mysql { executed: "3e3e3e3e-3e3e-3e3e-3e3e-3e3e3e3e3e3e:1-13".parse().unwrap(), purged: None }
+            GtidState::Mysql {
+                executed: "3e3e3e3e-3e3e-3e3e-3e3e-3e3e3e3e3e3e:1-13:nightly:1".parse().unwrap(),
+                purged: None
+            }
         );
+        assert_eq!(s[0].last.to_string(), "3e3e3e3e-3e3e-3e3e-3e3e-3e3e3e3e3e3e:nightly:1");
         assert_eq!(s[0].first.to_string(), "3e3e3e3e-3e3e-3e3e-3e3e-3e3e3e3e3e3e:11");
     }
 }

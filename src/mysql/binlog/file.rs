@@ -1,27 +1,20 @@
 //! Reading replication positions from binary log files on disk, for backups of a datadir with no
 //! running server to ask (the `cold` method).
 //!
-//! Only event headers and the few events that carry GTID state are decoded: the format description
-//! (server version, checksum use), MariaDB `Gtid_list` (163) and `Gtid` (162), and MySQL
-//! `Previous_gtids` (35) and `Gtid` (33). The executed state at the end of the newest file is the state
+//! Only event headers and the few events that carry GTID state are decoded (by
+//! [`crate::mysql::binlog::event`]): the format description (server version, checksum use), MariaDB
+//! `Gtid_list` and `Gtid`, and MySQL `Previous_gtids` and `Gtid`, tagged or not. The executed state at the end of the newest file is the state
 //! at its start plus the GTIDs in it; the purged state is the state at the start of the oldest file.
-//! The MySQL paths are tested on constructed events only (no MySQL server is available here).
+//! The MySQL paths are tested on events `mysql_common` serializes (no MySQL server is available here).
 
 use std::{
     io::{BufReader, Read, Seek},
     path::{Path, PathBuf},
 };
 
-use crate::mysql::gtid::{MariaGtid, MariaGtidPos, MysqlGtidSet, MysqlSid};
+use crate::mysql::binlog::event::{self, HEADER, MAGIC, StateEvent};
+use crate::mysql::gtid::{MariaGtidPos, MysqlGtidSet};
 use crate::mysql::position::{BinlogCoordinate, Flavor, GtidState, Positions};
-
-pub(crate) const MAGIC: &[u8; 4] = b"\xfebin";
-pub(crate) const HEADER: usize = 19;
-const FORMAT_DESCRIPTION: u8 = 15;
-const MYSQL_GTID: u8 = 33;
-const MYSQL_PREVIOUS_GTIDS: u8 = 35;
-const MARIA_GTID: u8 = 162;
-const MARIA_GTID_LIST: u8 = 163;
 
 /// Errors reading binary logs.
 #[derive(Debug, thiserror::Error)]
@@ -47,21 +40,6 @@ pub struct BinlogFileInfo {
     pub end: GtidState,
     /// Byte offset just past the last complete event.
     pub end_offset: u64,
-}
-
-pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
-pub(crate) fn uuid_text(b: &[u8]) -> String {
-    let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
 /// Decodes the events of one binary log held in memory.
@@ -92,11 +70,11 @@ pub fn parse_from<R: Read + Seek>(path: &Path, r: R, len: u64) -> Result<BinlogF
     let mut maria_end = MariaGtidPos::default();
     let mut mysql_start: Option<MysqlGtidSet> = None;
     let mut mysql_end = MysqlGtidSet::default();
-    let mut event = Vec::new();
+    let mut buf = Vec::new();
     while at + HEADER as u64 <= len {
         let mut header = [0u8; HEADER];
         r.read_exact(&mut header).map_err(io)?;
-        let size = u64::from(u32_at(&header, 9));
+        let size = u64::from(u32::from_le_bytes([header[9], header[10], header[11], header[12]]));
         if size < HEADER as u64 {
             return Err(bad(at, "event shorter than its header"));
         }
@@ -104,103 +82,41 @@ pub fn parse_from<R: Read + Seek>(path: &Path, r: R, len: u64) -> Result<BinlogF
             break; // a torn last event: the log ends at the last complete one
         }
         let kind = header[4];
-        if !matches!(kind, FORMAT_DESCRIPTION | MARIA_GTID_LIST | MARIA_GTID | MYSQL_PREVIOUS_GTIDS | MYSQL_GTID) {
+        if !event::carries_state(kind) {
             let skip = i64::try_from(size - HEADER as u64).map_err(|_| bad(at, "event size out of range"))?;
             r.seek_relative(skip).map_err(io)?;
             at += size;
             continue;
         }
         let size = size as usize;
-        event.clear();
-        event.extend_from_slice(&header);
-        event.resize(size, 0);
-        r.read_exact(&mut event[HEADER..]).map_err(io)?;
-        let event = &event[..];
+        buf.clear();
+        buf.extend_from_slice(&header);
+        buf.resize(size, 0);
+        r.read_exact(&mut buf[HEADER..]).map_err(io)?;
+        if kind == event::kind::FORMAT_DESCRIPTION {
+            checksum = event::has_checksums(&buf);
+        }
         let body_end = if checksum { size.saturating_sub(4) } else { size };
-        let body = &event[HEADER..body_end.max(HEADER)];
-        match kind {
-            FORMAT_DESCRIPTION => {
-                if body.len() < 52 {
-                    return Err(bad(at, "format description event too short"));
-                }
-                let raw = &body[2..52];
-                let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
-                version = Some(String::from_utf8_lossy(&raw[..end]).into_owned());
-                server_id = u32_at(event, 5);
-                // With checksums on, the event ends in the algorithm byte (1 = CRC32) and its CRC-32.
-                checksum = size >= HEADER + 57 + 5
-                    && event[size - 5] == 1
-                    && crc32fast::hash(&event[..size - 4]) == u32_at(event, size - 4);
+        let body = &buf[HEADER..body_end.max(HEADER)];
+        let server = u32::from_le_bytes([header[5], header[6], header[7], header[8]]);
+        match event::decode(kind, server, body).map_err(|e| bad(at, &e.to_string()))? {
+            Some(StateEvent::FormatDescription { server_version }) => {
+                version = Some(server_version);
+                server_id = server;
             }
-            MARIA_GTID_LIST => {
-                if body.len() < 4 {
-                    return Err(bad(at, "Gtid_list event too short"));
-                }
-                let count = (u32_at(body, 0) & 0x0fff_ffff) as usize;
-                if body.len() < 4 + count * 16 {
-                    return Err(bad(at, "Gtid_list event too short for its count"));
-                }
-                let mut pos = MariaGtidPos::default();
-                for i in 0..count {
-                    let e = 4 + i * 16;
-                    pos.apply(MariaGtid {
-                        domain: u32_at(body, e),
-                        server: u32_at(body, e + 4),
-                        seq: u64_at(body, e + 8),
-                    });
-                }
-                if maria_start.is_none() {
-                    maria_end = pos.clone();
-                    maria_start = Some(pos);
-                }
+            Some(StateEvent::MariaGtidList(pos)) if maria_start.is_none() => {
+                maria_end = pos.clone();
+                maria_start = Some(pos);
             }
-            MARIA_GTID => {
-                if body.len() < 12 {
-                    return Err(bad(at, "GTID event too short"));
-                }
-                maria_end.apply(MariaGtid { domain: u32_at(body, 8), server: u32_at(event, 5), seq: u64_at(body, 0) });
+            Some(StateEvent::MariaGtid { gtid, .. }) => maria_end.apply(gtid),
+            Some(StateEvent::MysqlPreviousGtids(set)) if mysql_start.is_none() => {
+                mysql_end = set.clone();
+                mysql_start = Some(set);
             }
-            MYSQL_PREVIOUS_GTIDS => {
-                if body.len() < 8 {
-                    return Err(bad(at, "Previous_gtids event too short"));
-                }
-                let n = u64_at(body, 0);
-                if n >> 56 != 0 {
-                    return Err(bad(at, "tagged GTID encoding (MySQL 8.3+) is not supported yet"));
-                }
-                let mut set = MysqlGtidSet::default();
-                let mut p = 8;
-                for _ in 0..n {
-                    if body.len() < p + 24 {
-                        return Err(bad(at, "Previous_gtids event truncated"));
-                    }
-                    let sid = MysqlSid { uuid: uuid_text(&body[p..p + 16]), tag: String::new() };
-                    let intervals = u64_at(body, p + 16);
-                    p += 24;
-                    for _ in 0..intervals {
-                        if body.len() < p + 16 {
-                            return Err(bad(at, "Previous_gtids event truncated"));
-                        }
-                        let (s, e) = (u64_at(body, p), u64_at(body, p + 8));
-                        if e > s {
-                            set.add_range(sid.clone(), s, e - 1);
-                        }
-                        p += 16;
-                    }
-                }
-                if mysql_start.is_none() {
-                    mysql_end = set.clone();
-                    mysql_start = Some(set);
-                }
-            }
-            MYSQL_GTID => {
-                if body.len() < 25 {
-                    return Err(bad(at, "GTID event too short"));
-                }
-                let sid = MysqlSid { uuid: uuid_text(&body[1..17]), tag: String::new() };
-                mysql_end.add(sid, u64_at(body, 17));
-            }
-            _ => {}
+            Some(StateEvent::MysqlGtid { sid, gno }) => mysql_end.add(sid, gno),
+            // A later list or set repeats what the file's first one said; a format description
+            // after the first is the same server's.
+            Some(StateEvent::MariaGtidList(_) | StateEvent::MysqlPreviousGtids(_)) | None => {}
         }
         at += size as u64;
     }
@@ -270,34 +186,15 @@ pub fn positions_from_binlogs(files: &[PathBuf]) -> Result<Option<Positions>, Bi
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn event(kind: u8, server_id: u32, body: &[u8], checksum: bool) -> Vec<u8> {
-        let size = HEADER + body.len() + if checksum { 4 } else { 0 };
-        let mut e = Vec::new();
-        e.extend_from_slice(&0u32.to_le_bytes());
-        e.push(kind);
-        e.extend_from_slice(&server_id.to_le_bytes());
-        e.extend_from_slice(&(size as u32).to_le_bytes());
-        e.extend_from_slice(&0u32.to_le_bytes());
-        e.extend_from_slice(&0u16.to_le_bytes());
-        e.extend_from_slice(body);
-        if checksum {
-            let crc = crc32fast::hash(&e);
-            e.extend_from_slice(&crc.to_le_bytes());
-        }
-        e
-    }
+    use crate::mysql::binlog::event::{event_bytes, kind};
 
     fn fde(version: &str, server_id: u32) -> Vec<u8> {
-        let mut body = vec![4, 0];
-        let mut v = version.as_bytes().to_vec();
-        v.resize(50, 0);
-        body.extend(v);
-        body.extend_from_slice(&[0; 4]);
-        body.push(19);
-        body.extend_from_slice(&[0; 40]); // post-header lengths
-        body.push(1); // CRC32
-        event(FORMAT_DESCRIPTION, server_id, &body, true)
+        event_bytes(
+            kind::FORMAT_DESCRIPTION,
+            0,
+            server_id,
+            &crate::mysql::binlog::event::format_description_body(version),
+        )
     }
 
     #[test]
@@ -310,11 +207,11 @@ mod tests {
             list.extend_from_slice(&s.to_le_bytes());
             list.extend_from_slice(&q.to_le_bytes());
         }
-        log.extend(event(MARIA_GTID_LIST, 7, &list, true));
+        log.extend(event_bytes(kind::MARIA_GTID_LIST, 0, 7, &list));
         let mut gtid = 41u64.to_le_bytes().to_vec();
         gtid.extend_from_slice(&0u32.to_le_bytes());
         gtid.push(0);
-        log.extend(event(MARIA_GTID, 7, &gtid, true));
+        log.extend(event_bytes(kind::MARIA_GTID, 0, 7, &gtid));
         let complete = log.len() as u64;
         log.extend_from_slice(&[1, 2, 3]); // torn tail
         let info = parse(Path::new("b.000002"), &log).unwrap();
@@ -341,17 +238,48 @@ mod tests {
         prev.extend_from_slice(&1u64.to_le_bytes());
         prev.extend_from_slice(&1u64.to_le_bytes());
         prev.extend_from_slice(&11u64.to_le_bytes()); // 1-10
-        log.extend(event(MYSQL_PREVIOUS_GTIDS, 3, &prev, true));
+        log.extend(event_bytes(kind::MYSQL_PREVIOUS_GTIDS, 0, 3, &prev));
         let mut gtid = vec![1u8];
         gtid.extend_from_slice(&sid);
         gtid.extend_from_slice(&11u64.to_le_bytes());
         gtid.extend_from_slice(&[0; 10]);
-        log.extend(event(MYSQL_GTID, 3, &gtid, true));
+        log.extend(event_bytes(kind::MYSQL_GTID, 0, 3, &gtid));
         let info = parse(Path::new("binlog.000001"), &log).unwrap();
         assert_eq!(
             info.end,
             GtidState::Mysql { executed: "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-11".parse().unwrap(), purged: None }
         );
+    }
+
+    #[test]
+    fn mysql_tagged_gtids_are_counted_under_their_tag() {
+        use mysql_common::binlog::events::{GtidEvent, PreviousGtidsEvent, PreviousGtidsSid};
+        use mysql_common::packets::{GnoInterval, Tag};
+        use mysql_common::proto::MySerialize;
+        let sid: [u8; 16] = *b"\x3e\x11\xfa\x47\x71\xca\x11\xe1\x9e\x33\xc8\x0a\xa9\x42\x95\x62";
+        let tag = || Tag::new("nightly").unwrap();
+        let mut log = MAGIC.to_vec();
+        log.extend(fde("8.4.3", 3));
+        let mut prev = Vec::new();
+        PreviousGtidsEvent::new(vec![
+            PreviousGtidsSid::new(sid, None, vec![GnoInterval::new(1, 11)]),
+            PreviousGtidsSid::new(sid, Some(tag()), vec![GnoInterval::new(1, 3)]),
+        ])
+        .serialize(&mut prev);
+        log.extend(event_bytes(kind::MYSQL_PREVIOUS_GTIDS, 0, 3, &prev));
+        for (gtid, kind) in [
+            (GtidEvent::new_tagged(sid, tag(), 3), kind::MYSQL_GTID_TAGGED),
+            (GtidEvent::new(sid, 11), kind::MYSQL_GTID),
+        ] {
+            let mut body = Vec::new();
+            gtid.serialize(&mut body);
+            log.extend(event_bytes(kind, 0, 3, &body));
+        }
+        let info = parse(Path::new("binlog.000001"), &log).unwrap();
+        let expected = "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-11:nightly:1-3";
+        assert_eq!(info.end, GtidState::Mysql { executed: expected.parse().unwrap(), purged: None });
+        let start = "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-10:nightly:1-2";
+        assert_eq!(info.start, GtidState::Mysql { executed: start.parse().unwrap(), purged: None });
     }
 
     #[test]
