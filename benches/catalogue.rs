@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::DateTime;
+use jiff::Timestamp;
 use mysql_backup_operator::format::manifest::{
     Base, ChunkHash, ChunkRef, Chunking, FileEntry, Manifest, MethodKind, Prepare, Totals,
 };
@@ -66,8 +66,8 @@ fn manifest(chunks: u64) -> Manifest {
         format_version: mysql_backup_operator::format::manifest::FORMAT_VERSION,
         backup_id: BACKUP_ID.into(),
         method: MethodKind::Mariabackup,
-        started_at: DateTime::from_timestamp(1_795_000_000, 0).unwrap_or_default(),
-        completed_at: DateTime::from_timestamp(1_795_030_000, 0).unwrap_or_default(),
+        started_at: Timestamp::from_second(1_795_000_000).ok().unwrap_or_default(),
+        completed_at: Timestamp::from_second(1_795_030_000).ok().unwrap_or_default(),
         positions: Positions::default(),
         chunking: Chunking { hash: "blake3".into(), compression: "zstd".into(), level: 3, chunk_size: CHUNK },
         prepare: Prepare::Mariabackup,

@@ -232,7 +232,7 @@ async fn run_agent(command: AgentCommand) -> Result<(), AgentError> {
                     println!(
                         "{:<24} {:<20} {:<12} {:>14} {:>14}  {}",
                         b.backup_id,
-                        b.started_at.format("%Y-%m-%d %H:%M:%S"),
+                        b.started_at.strftime("%Y-%m-%d %H:%M:%S"),
                         b.method.as_str(),
                         b.data_bytes,
                         b.stored_bytes,

@@ -377,14 +377,16 @@ impl Storage {
     }
 
     /// Every lock: name (without `.json`) and when it was last written, by the storage's clock.
-    pub async fn list_locks(&self) -> Result<Vec<(String, chrono::DateTime<chrono::Utc>)>, StorageError> {
+    pub async fn list_locks(&self) -> Result<Vec<(String, jiff::Timestamp)>, StorageError> {
         let key = self.key("locks");
         let err = |source| StorageError::List { url: self.url.clone(), key: key.to_string(), source };
         let mut out = Vec::new();
         let mut listing = self.store.list(Some(&key));
         while let Some(meta) = listing.try_next().await.map_err(err)? {
             if let Some(name) = meta.location.filename().and_then(|n| n.strip_suffix(".json")) {
-                out.push((name.to_string(), meta.last_modified));
+                let at = jiff::Timestamp::from_millisecond(meta.last_modified.timestamp_millis())
+                    .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+                out.push((name.to_string(), at));
             }
         }
         Ok(out)

@@ -124,7 +124,7 @@ async fn the_archive_restores_to_a_gtid_and_a_time_and_survives_a_kill() {
     let inc_id = agent(&inc_args, &env).await.summary()["backupId"].as_str().unwrap().to_string();
     // A time between marker 7 and marker 8, a second apart from both.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let between = chrono::Utc::now();
+    let between = jiff::Timestamp::now();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     for id in 8..=10 {
         gtids.push(marker(&pool, id).await);
@@ -175,7 +175,7 @@ async fn the_archive_restores_to_a_gtid_and_a_time_and_survives_a_kill() {
 
     // To a time after the incremental: it, then the archive; everything committed at or before the time.
     let to_time = dir.path().join("to-time");
-    let summary = agent(&restore_args(&st, &to_time, &between.to_rfc3339(), &[]), &env).await.summary();
+    let summary = agent(&restore_args(&st, &to_time, &between.to_string(), &[]), &env).await.summary();
     assert_eq!(summary["until"]["incrementals"], serde_json::json!([inc_id]));
     assert_eq!(summary["until"]["archive"], "shop");
     assert_eq!(summary["until"]["transactions"], 7);

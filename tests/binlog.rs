@@ -161,7 +161,7 @@ async fn point_in_time_restore_replays_exactly_up_to_the_target() {
     }
     // A time between marker 7 and marker 8, a second apart from both.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let between = chrono::Utc::now();
+    let between = jiff::Timestamp::now();
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     for id in 8..=10 {
         gtids.push(marker(&pool, id).await);
@@ -199,7 +199,7 @@ async fn point_in_time_restore_replays_exactly_up_to_the_target() {
 
     // To a time: everything committed at or before it, nothing after.
     let to_time = dir.path().join("to-time");
-    let summary = agent(&restore_until(&to_time, &between.to_rfc3339()), &[]).await.summary();
+    let summary = agent(&restore_until(&to_time, &between.to_string()), &[]).await.summary();
     assert_eq!(summary["until"]["transactions"], 7);
     let restored = MariaDb::start_on(&to_time, 3).await;
     let rows = restored.rows("SELECT id FROM app.m ORDER BY id").await;

@@ -246,7 +246,7 @@ async fn a_point_in_time_restore_through_a_gigabyte_segment_stays_within_the_mem
     let segment_bytes = index["bytes"].as_u64().unwrap();
     assert!(segment_bytes > 1 << 30, "{index}");
     // Caught up (the server said it had nothing more since the markers), it stores the rest on SIGTERM.
-    let written = chrono::Utc::now();
+    let written = jiff::Timestamp::now();
     while caught_up_at(port).await.is_none_or(|t| t <= written) {
         assert!(std::time::Instant::now() < deadline, "the archiver did not catch up in 300 s");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -272,7 +272,7 @@ async fn a_point_in_time_restore_through_a_gigabyte_segment_stays_within_the_mem
 }
 
 /// When the archiver listening on `port` last heard from the server that it had nothing more to send.
-async fn caught_up_at(port: u16) -> Option<chrono::DateTime<chrono::Utc>> {
+async fn caught_up_at(port: u16) -> Option<jiff::Timestamp> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     s.write_all(b"GET /status HTTP/1.0\r\nHost: x\r\n\r\n").await.ok()?;

@@ -1,6 +1,6 @@
 //! `agent binlog status`: an archive's extent and gaps.
 
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::agent::AgentError;
@@ -25,9 +25,9 @@ pub struct ArchiveReport {
     /// Where the last segment ends.
     pub end: Option<crate::mysql::position::GtidState>,
     /// Time of the first event.
-    pub first_event_time: Option<DateTime<Utc>>,
+    pub first_event_time: Option<Timestamp>,
     /// Time of the last event.
-    pub last_event_time: Option<DateTime<Utc>>,
+    pub last_event_time: Option<Timestamp>,
     /// Every gap.
     pub gaps: Vec<crate::format::archive_index::Gap>,
 }
@@ -40,7 +40,7 @@ impl ArchiveReport {
             Some(crate::mysql::position::GtidState::Mysql { executed, .. }) => executed.to_string(),
             None => "-".into(),
         };
-        let time = |t: &Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into());
+        let time = |t: &Option<Timestamp>| t.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
         let mut out = format!(
             "archive {} in {}: {} segments, {} transactions, {} bytes stored\nfrom {} ({})\nto   {} ({})\n",
             self.archive,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 
 use crate::agent::{AgentError, peak_rss_bytes};
 use crate::datapath::chunk::writer::{ChunkParams, ChunkWriter};
@@ -34,7 +34,7 @@ pub async fn backup<M: BackupMethod>(
     storage: &Storage,
     settings: BackupSettings,
 ) -> Result<Summary, AgentError> {
-    let started_at = Utc::now();
+    let started_at = Timestamp::now();
     let backup_id = new_backup_id(started_at);
     tracing::info!(backup_id, storage = storage.url(), method = method.kind().as_str(), "backup starting");
     // The lock comes first: from here on no sweep deletes a chunk this backup may reuse or upload.
@@ -49,7 +49,7 @@ async fn backup_locked<M: BackupMethod>(
     storage: &Storage,
     settings: BackupSettings,
     backup_id: &str,
-    started_at: DateTime<Utc>,
+    started_at: Timestamp,
     lock: &Lock,
 ) -> Result<Summary, AgentError> {
     let backup_id = backup_id.to_string();
@@ -63,7 +63,7 @@ async fn backup_locked<M: BackupMethod>(
     reporter.stop();
     let positions = ran?;
     let (files, totals) = finished?;
-    let completed_at = Utc::now();
+    let completed_at = Timestamp::now();
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         backup_id: backup_id.clone(),
@@ -85,7 +85,7 @@ async fn backup_locked<M: BackupMethod>(
     };
     lock.check()?;
     storage.write_manifest(&manifest).await?;
-    let duration_seconds = (Utc::now() - started_at).num_milliseconds() as f64 / 1000.0;
+    let duration_seconds = Timestamp::now().duration_since(started_at).as_millis() as f64 / 1000.0;
     tracing::info!(
         backup_id,
         data_bytes = totals.data_bytes,

@@ -5,7 +5,7 @@
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::datapath::chunk::writer::ChunkWriteError;
@@ -169,7 +169,7 @@ pub struct ListedBackup {
     /// Backup id.
     pub backup_id: String,
     /// Start time.
-    pub started_at: DateTime<Utc>,
+    pub started_at: Timestamp,
     /// Method.
     pub method: MethodKind,
     /// Original data bytes.

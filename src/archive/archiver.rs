@@ -22,8 +22,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::Utc;
 use futures::StreamExt;
+use jiff::Timestamp;
 use mysql_async::prelude::Queryable;
 
 use crate::archive;
@@ -171,7 +171,7 @@ pub async fn run(
                     backoff = Duration::from_secs(1);
                 }
                 tracing::warn!(archive = %opts.archive, error = %reason, retry_in = ?backoff, "binary-log stream lost");
-                let lost_at = Utc::now();
+                let lost_at = Timestamp::now();
                 update(&status, |s| {
                     s.state = ArchiverState::Reconnecting;
                     s.reconnects += 1;
@@ -187,7 +187,7 @@ pub async fn run(
         }
     }
     update(&status, |s| s.state = ArchiverState::Stopped);
-    let last = status.lock().map(|s| s.at(Utc::now())).unwrap_or_default();
+    let last = status.lock().map(|s| s.at(Timestamp::now())).unwrap_or_default();
     Ok(last)
 }
 
@@ -306,7 +306,7 @@ impl Session<'_> {
                     self.builder
                         .feed(&raw, now)
                         .map_err(|source| ArchiverError::Stream { endpoint: self.opts.server.endpoint(), source })?;
-                    let received = Utc::now();
+                    let received = Timestamp::now();
                     let unsealed = self.builder.oldest_unsealed().is_some();
                     let duplicates = self.builder.duplicates();
                     update(&self.status, |s| {

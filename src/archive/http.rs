@@ -6,7 +6,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 
 use crate::archive::archiver::ArchiverError;
 use crate::format::archiver_status::{ArchiverState, ArchiverStatus};
@@ -24,7 +24,7 @@ pub async fn serve_status(addr: SocketAddr, status: Arc<Mutex<ArchiverStatus>>) 
             get(move || {
                 let s = a.clone();
                 async move {
-                    let now = s.lock().map(|s| s.at(Utc::now())).unwrap_or_default();
+                    let now = s.lock().map(|s| s.at(Timestamp::now())).unwrap_or_default();
                     ([(CONTENT_TYPE, "application/json")], serde_json::to_string(&now).unwrap_or_default())
                 }
             }),
@@ -33,7 +33,7 @@ pub async fn serve_status(addr: SocketAddr, status: Arc<Mutex<ArchiverStatus>>) 
             "/metrics",
             get(move || {
                 let s = b.clone();
-                async move { s.lock().map(|s| s.at(Utc::now())).map(|s| metrics(&s)).unwrap_or_default() }
+                async move { s.lock().map(|s| s.at(Timestamp::now())).map(|s| metrics(&s)).unwrap_or_default() }
             }),
         );
     tokio::spawn(async move {
@@ -46,7 +46,7 @@ pub async fn serve_status(addr: SocketAddr, status: Arc<Mutex<ArchiverStatus>>) 
 
 /// Prometheus text exposition of the status.
 pub fn metrics(status: &ArchiverStatus) -> String {
-    let ts = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp_millis() as f64 / 1000.0).unwrap_or(0.0);
+    let ts = |t: Option<Timestamp>| t.map(|t| t.as_millisecond() as f64 / 1000.0).unwrap_or(0.0);
     let label = format!("archive=\"{}\"", status.archive);
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
@@ -89,7 +89,7 @@ mod tests {
 
     #[test]
     fn lag_and_metrics() {
-        let t0: DateTime<Utc> = "2026-11-22T10:00:00Z".parse().unwrap();
+        let t0: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
         let s = ArchiverStatus {
             state: ArchiverState::Streaming,
             archive: "shop".into(),
@@ -98,7 +98,7 @@ mod tests {
             segments: 3,
             ..Default::default()
         };
-        let now = s.at(t0 + chrono::Duration::milliseconds(2500));
+        let now = s.at(t0 + jiff::SignedDuration::from_millis(2500));
         assert_eq!(now.lag_seconds, 2.5);
         let text = metrics(&now);
         assert!(text.contains("mysqlbackup_archive_lag_seconds{archive=\"shop\"} 2.5\n"), "{text}");

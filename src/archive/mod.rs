@@ -20,8 +20,8 @@ pub mod segment;
 pub mod timeline;
 
 use bytes::Bytes;
-use chrono::Utc;
 use futures::StreamExt;
+use jiff::Timestamp;
 
 use crate::archive::segment::Sealed;
 use crate::archive::timeline::read_timeline;
@@ -103,7 +103,7 @@ pub async fn write_segment(
         bytes: sealed.bytes.len() as u64,
         stored_bytes: compressed.len() as u64,
         blake3: blake3::hash(&sealed.bytes).to_hex().to_string(),
-        archived_at: Utc::now(),
+        archived_at: Timestamp::now(),
         gap_before: sealed.gap_before.clone(),
     };
     storage.put(&data_key(storage, archive, seq), Bytes::from(compressed)).await?;
@@ -235,7 +235,7 @@ pub async fn prune_before(
 mod tests {
     use super::*;
     use crate::mysql::binlog::range::mariadb;
-    use chrono::DateTime;
+    use jiff::Timestamp;
 
     /// File storage in `dir` holding archive `a`: segments 0, 1, 2 with transactions 1..=10, 11..=20, 21..=30.
     async fn three_segments(dir: &tempfile::TempDir) -> Storage {
@@ -260,8 +260,8 @@ mod tests {
             first: tx(start + 1),
             last: tx(end),
             transactions: end - start,
-            first_event_time: DateTime::from_timestamp(100, 0).unwrap(),
-            last_event_time: DateTime::from_timestamp(200, 0).unwrap(),
+            first_event_time: Timestamp::from_second(100).ok().unwrap(),
+            last_event_time: Timestamp::from_second(200).ok().unwrap(),
             server_id: 1,
             server_version: "10.11".into(),
             gap_before: None,

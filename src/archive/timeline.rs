@@ -4,8 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
+use jiff::Timestamp;
 
 use crate::archive::{ArchiveError, validate_name};
 use crate::format::archive_index;
@@ -131,7 +131,7 @@ pub enum Reach {
     /// The segment whose end state holds this transaction.
     Gtid(crate::mysql::gtid::MariaGtid),
     /// The first segment whose last event is at or after this time.
-    Time(DateTime<Utc>),
+    Time(Timestamp),
 }
 
 /// Why the archive cannot serve a replay.
@@ -211,7 +211,7 @@ pub fn segments_for<'a>(
     Err(CoverError::EndsBefore {
         archive: archive.to_string(),
         end: state_text(&last.end),
-        time: last.last_event_time.to_rfc3339(),
+        time: last.last_event_time.to_string(),
         seq: last.seq,
     })
 }
@@ -238,14 +238,14 @@ mod tests {
             first_gtid: String::new(),
             last_gtid: String::new(),
             transactions: 1,
-            first_event_time: DateTime::from_timestamp(first_time, 0).unwrap(),
-            last_event_time: DateTime::from_timestamp(last_time, 0).unwrap(),
+            first_event_time: Timestamp::from_second(first_time).ok().unwrap(),
+            last_event_time: Timestamp::from_second(last_time).ok().unwrap(),
             server_id: 1,
             server_version: "10.11".into(),
             bytes: 0,
             stored_bytes: 0,
             blake3: String::new(),
-            archived_at: DateTime::from_timestamp(last_time, 0).unwrap(),
+            archived_at: Timestamp::from_second(last_time).ok().unwrap(),
             gap_before: None,
         }
     }
@@ -319,13 +319,13 @@ mod tests {
         let seqs = |r: (Vec<&SegmentIndex>, Vec<Gap>)| r.0.iter().map(|s| s.seq).collect::<Vec<_>>();
         assert_eq!(seqs(segments_for("a", &tl, &from, &gtid("0-1-35"), false).unwrap()), [1, 2]);
         assert_eq!(seqs(segments_for("a", &tl, &from, &gtid("0-1-30"), false).unwrap()), [1]);
-        let time = |t: i64| Reach::Time(DateTime::from_timestamp(t, 0).unwrap());
+        let time = |t: i64| Reach::Time(Timestamp::from_second(t).ok().unwrap());
         assert_eq!(seqs(segments_for("a", &tl, &from, &time(112), false).unwrap()), [1, 2]);
         // Between two segments: the next one says nothing else happened before the target.
         assert_eq!(seqs(segments_for("a", &tl, &from, &time(109), false).unwrap()), [1]);
         assert_eq!(
             segments_for("a", &tl, &from, &gtid("0-1-51"), false).unwrap_err().to_string(),
-            "archive a ends at 0-1-50 (1970-01-01T00:01:59+00:00, segment 3)"
+            "archive a ends at 0-1-50 (1970-01-01T00:01:59Z, segment 3)"
         );
         assert_eq!(
             segments_for("a", &tl, &mariadb("0-1-5").unwrap(), &gtid("0-1-15"), false).unwrap_err().to_string(),

@@ -19,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::archive::timeline::{Reach, Timeline};
@@ -35,7 +35,7 @@ pub enum Target {
     Gtid(MariaGtid),
     /// Up to and including the last transaction at or before this time (second precision, as binary
     /// logs record it).
-    Time(DateTime<Utc>),
+    Time(Timestamp),
 }
 
 /// Errors of point-in-time restore.
@@ -66,8 +66,8 @@ pub enum PitrError {
 impl FromStr for Target {
     type Err = PitrError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-            return Ok(Self::Time(t.with_timezone(&Utc)));
+        if let Ok(t) = s.parse::<Timestamp>() {
+            return Ok(Self::Time(t));
         }
         s.parse::<MariaGtid>().map(Self::Gtid).map_err(|_| PitrError::Target(s.to_string()))
     }
@@ -77,7 +77,7 @@ impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Gtid(g) => write!(f, "GTID {g}"),
-            Self::Time(t) => write!(f, "{}", t.to_rfc3339()),
+            Self::Time(t) => write!(f, "{t}"),
         }
     }
 }
@@ -119,8 +119,8 @@ pub struct Plan<'a> {
 
 fn describe_end(m: &Manifest) -> String {
     match end_pos(m) {
-        Some(p) => format!("{p} ({})", m.completed_at.to_rfc3339()),
-        None => m.completed_at.to_rfc3339(),
+        Some(p) => format!("{p} ({})", m.completed_at),
+        None => m.completed_at.to_string(),
     }
 }
 
@@ -180,7 +180,7 @@ pub fn plan_with_archive<'a>(
         Target::Gtid(g) => Reach::Gtid(*g),
         // Binary logs keep whole seconds: a segment ending after the target's second proves that every
         // transaction of that second is in the segments up to it.
-        Target::Time(t) => Reach::Time(t.with_nanosecond_floor() + chrono::Duration::seconds(1)),
+        Target::Time(t) => Reach::Time(t.with_nanosecond_floor() + jiff::SignedDuration::from_secs(1)),
     };
     match crate::archive::timeline::segments_for(name, timeline, &from, &reach, force) {
         Ok((segments, crossed)) => {
@@ -335,7 +335,7 @@ async fn replay_step(
         // Binary logs keep whole seconds: everything in the target's second is included.
         Target::Time(t) => binlog.arg(format!(
             "--stop-datetime={}",
-            (t.with_nanosecond_floor() + chrono::Duration::seconds(1)).format("%Y-%m-%d %H:%M:%S")
+            (t.with_nanosecond_floor() + jiff::SignedDuration::from_secs(1)).strftime("%Y-%m-%d %H:%M:%S")
         )),
     };
     let mut reader = binlog
@@ -395,9 +395,9 @@ trait FloorSecond {
     fn with_nanosecond_floor(&self) -> Self;
 }
 
-impl FloorSecond for DateTime<Utc> {
+impl FloorSecond for Timestamp {
     fn with_nanosecond_floor(&self) -> Self {
-        DateTime::from_timestamp(self.timestamp(), 0).unwrap_or(*self)
+        Timestamp::from_second(self.as_second()).unwrap_or(*self)
     }
 }
 
@@ -445,7 +445,7 @@ mod tests {
     fn targets_parse() {
         assert_eq!("0-1-42".parse::<Target>().unwrap(), Target::Gtid("0-1-42".parse().unwrap()));
         assert!(
-            matches!("2026-11-22T10:00:00+01:00".parse::<Target>().unwrap(), Target::Time(t) if t.to_rfc3339() == "2026-11-22T09:00:00+00:00")
+            matches!("2026-11-22T10:00:00+01:00".parse::<Target>().unwrap(), Target::Time(t) if t.to_string() == "2026-11-22T09:00:00Z")
         );
         assert_eq!(
             "yesterday".parse::<Target>().unwrap_err().to_string(),
@@ -464,11 +464,11 @@ mod tests {
         assert_eq!(
             plan(&h, &gtid("0-1-301")).unwrap_err().to_string(),
             "GTID 0-1-301 is past what the backups reach: after full backup f2, the incrementals end at 0-1-300 \
-             (2026-11-21T18:00:00+00:00); take an incremental backup first"
+             (2026-11-21T18:00:00Z); take an incremental backup first"
         );
         assert_eq!(
             plan(&h, &time("2026-11-19T00:00:00Z")).unwrap_err().to_string(),
-            "no full backup before 2026-11-19T00:00:00+00:00: the target is older than every backup"
+            "no full backup before 2026-11-19T00:00:00Z: the target is older than every backup"
         );
         // Between f1's end and f2, but i1 ends before the target: f1's chain does not reach it.
         assert!(matches!(plan(&h, &gtid("0-1-180")), Err(PitrError::NotReached { .. })));

@@ -7,7 +7,7 @@
 //! binlogs/<archive>/000000000042.json         [`SegmentIndex`]
 //! ```
 
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::mysql::position::GtidState;
@@ -38,9 +38,9 @@ pub struct SegmentIndex {
     /// Transactions it holds.
     pub transactions: u64,
     /// Time of the first event of its first transaction (binary logs keep whole seconds).
-    pub first_event_time: DateTime<Utc>,
+    pub first_event_time: Timestamp,
     /// Time of the last event of its last transaction.
-    pub last_event_time: DateTime<Utc>,
+    pub last_event_time: Timestamp,
     /// Server id of the server it was streamed from.
     pub server_id: u32,
     /// That server's version.
@@ -52,7 +52,7 @@ pub struct SegmentIndex {
     /// BLAKE3 of the segment's bytes, hex.
     pub blake3: String,
     /// When it was stored.
-    pub archived_at: DateTime<Utc>,
+    pub archived_at: Timestamp,
     /// Why the stream before it is incomplete, when the archiver knew it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gap_before: Option<String>,

@@ -1,7 +1,7 @@
 //! The archiver's status, as its `/status` endpoint serves it and the controller reads it into the
 //! BackupSchedule's `status.binlogArchive`.
 
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::format::archive_index::Gap;
@@ -32,16 +32,16 @@ pub struct ArchiverStatus {
     /// The position stored last (every transaction up to it is in the archive).
     pub archived_position: String,
     /// Time of the newest event stored.
-    pub last_event_time: Option<DateTime<Utc>>,
+    pub last_event_time: Option<Timestamp>,
     /// When a segment was last stored.
-    pub last_segment_time: Option<DateTime<Utc>>,
+    pub last_segment_time: Option<Timestamp>,
     /// Number of the newest segment stored.
     pub last_segment: Option<u64>,
     /// Seconds of received transactions not yet stored, or since the connection was lost: what a loss
     /// of the archiver now could leave out of the archive.
     pub lag_seconds: f64,
     /// When the server last said it had nothing more to send.
-    pub caught_up_at: Option<DateTime<Utc>>,
+    pub caught_up_at: Option<Timestamp>,
     /// Segments stored by this process.
     pub segments: u64,
     /// Transactions stored by this process.
@@ -58,14 +58,15 @@ pub struct ArchiverStatus {
     pub gaps: Vec<Gap>,
     /// Since when received transactions wait to be stored (for the lag; not served).
     #[serde(skip)]
-    pub unstored_since: Option<DateTime<Utc>>,
+    pub unstored_since: Option<Timestamp>,
 }
 
 impl ArchiverStatus {
     /// The status as of `now` (the lag is computed then).
-    pub fn at(&self, now: DateTime<Utc>) -> Self {
+    pub fn at(&self, now: Timestamp) -> Self {
         let mut s = self.clone();
-        s.lag_seconds = s.unstored_since.map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0).unwrap_or(0.0);
+        s.lag_seconds =
+            s.unstored_since.map(|t| now.duration_since(t).as_millis().max(0) as f64 / 1000.0).unwrap_or(0.0);
         s
     }
 }

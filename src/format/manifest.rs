@@ -7,7 +7,7 @@ use std::{
     path::{Component, Path},
 };
 
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::mysql::position::Positions;
@@ -219,9 +219,9 @@ pub struct Manifest {
     /// Method that took the backup.
     pub method: MethodKind,
     /// When the backup started.
-    pub started_at: DateTime<Utc>,
+    pub started_at: Timestamp,
     /// When the last chunk was stored, just before the manifest was written.
-    pub completed_at: DateTime<Utc>,
+    pub completed_at: Timestamp,
     /// Server identity and replication positions at the consistent point.
     pub positions: Positions,
     /// Chunking, hashing and compression parameters.
@@ -258,8 +258,8 @@ pub struct Incremental {
 pub const TAG_SCHEDULE: &str = "mysqlbackup.dev/schedule";
 
 /// Makes a new backup id from the start time and a random suffix; ids sort by start time.
-pub fn new_backup_id(started_at: DateTime<Utc>) -> String {
-    format!("{}-{:06x}", started_at.format("%Y%m%dT%H%M%SZ"), rand::random::<u32>() & 0xff_ffff)
+pub fn new_backup_id(started_at: Timestamp) -> String {
+    format!("{}-{:06x}", started_at.strftime("%Y%m%dT%H%M%SZ"), rand::random::<u32>() & 0xff_ffff)
 }
 
 /// Whether `id` has the shape of a backup id (also keeps ids usable as object-key components).
@@ -399,8 +399,8 @@ mod tests {
             format_version: FORMAT_VERSION,
             backup_id: "20261122T041231Z-00abcd".into(),
             method: MethodKind::Cold,
-            started_at: DateTime::from_timestamp(0, 0).unwrap(),
-            completed_at: DateTime::from_timestamp(1, 0).unwrap(),
+            started_at: Timestamp::from_second(0).ok().unwrap(),
+            completed_at: Timestamp::from_second(1).ok().unwrap(),
             positions: Positions::default(),
             chunking: Chunking { hash: "blake3".into(), compression: "zstd".into(), level: 3, chunk_size: 4 },
             prepare: Prepare::None,
@@ -424,8 +424,8 @@ mod tests {
 
     #[test]
     fn backup_ids_sort_by_time_and_validate() {
-        let a = new_backup_id(DateTime::from_timestamp(1_700_000_000, 0).unwrap());
-        let b = new_backup_id(DateTime::from_timestamp(1_700_000_001, 0).unwrap());
+        let a = new_backup_id(Timestamp::from_second(1_700_000_000).ok().unwrap());
+        let b = new_backup_id(Timestamp::from_second(1_700_000_001).ok().unwrap());
         assert!(a < b, "{a} < {b}");
         assert!(is_backup_id(&a), "{a}");
         assert!(a.starts_with("20231114T221320Z-"));

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::format::manifest::{Incremental, MethodKind, Totals};
@@ -28,8 +28,8 @@ pub enum Summary {
         method: MethodKind,
         positions: Positions,
         totals: Totals,
-        started_at: DateTime<Utc>,
-        completed_at: DateTime<Utc>,
+        started_at: Timestamp,
+        completed_at: Timestamp,
         duration_seconds: f64,
         /// Peak resident memory of the agent process (not counting tools it ran), for sizing Jobs.
         peak_rss_bytes: u64,
@@ -230,7 +230,7 @@ pub const LISTED_IDS: usize = 50;
 #[serde(rename_all = "camelCase")]
 pub struct Window {
     /// The earliest point a restore can reach.
-    pub from: chrono::DateTime<chrono::Utc>,
+    pub from: Timestamp,
     /// The latest.
-    pub to: chrono::DateTime<chrono::Utc>,
+    pub to: Timestamp,
 }

@@ -24,7 +24,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use chrono::Utc;
+use jiff::Timestamp;
 
 use crate::storage::{Storage, StorageError};
 
@@ -67,12 +67,12 @@ pub enum SweepLock {
     Busy(Vec<String>),
 }
 
-fn fresh(locks: &[(String, chrono::DateTime<Utc>)], prefix: &str, except: &str) -> Vec<String> {
-    let now = Utc::now();
+fn fresh(locks: &[(String, Timestamp)], prefix: &str, except: &str) -> Vec<String> {
+    let now = Timestamp::now();
     locks
         .iter()
         .filter(|(name, _)| name.starts_with(prefix) && name != except)
-        .filter(|(_, at)| (now - *at).to_std().map(|age| age < STALE_AFTER).unwrap_or(true))
+        .filter(|(_, at)| now.duration_since(*at).as_secs_f64() < STALE_AFTER.as_secs_f64())
         .map(|(name, _)| name.clone())
         .collect()
 }
@@ -83,7 +83,7 @@ impl Lock {
             "lock": name,
             "host": nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default(),
             "pid": std::process::id(),
-            "since": Utc::now(),
+            "since": Timestamp::now(),
         });
         let bytes = Bytes::from(body.to_string());
         let key = storage.lock_key(&name);

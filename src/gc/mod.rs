@@ -123,8 +123,7 @@ pub async fn prune(
         if !tags.iter().all(|(k, v)| m.tags.get(k) == Some(v)) {
             continue;
         }
-        let nanos = m.completed_at.timestamp_nanos_opt().map(i128::from).unwrap_or_default();
-        let time = jiff::Timestamp::from_nanosecond(nanos).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let time = m.completed_at;
         times.insert(id.clone(), m.completed_at);
         if m.incremental.is_none()
             && let Some(gtid) = m.positions.gtid.clone()

@@ -1,7 +1,6 @@
 //! Continuous archiving in a schedule's decision: the archiver Deployment, its status read into
 //! `status.binlogArchive`, Events when its phase changes or a gap appears.
 
-use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
@@ -55,8 +54,7 @@ pub fn archiving(o: &Observed, status: &mut BackupScheduleStatus, d: &mut Decisi
             }
             .into();
             a.archived_position = Some(r.archived_position.clone()).filter(|p| !p.is_empty());
-            a.last_event_time =
-                r.last_event_time.and_then(|t| Timestamp::from_millisecond(t.timestamp_millis()).ok()).map(Time);
+            a.last_event_time = r.last_event_time.map(Time);
             a.lag_seconds = r.lag_seconds.round() as i64;
             a.gaps = r.gaps.len() as i64;
             a.last_gap = r.gaps.last().map(|g| g.to_string());
