@@ -25,6 +25,7 @@ use crate::controller::status::{apply_status, is_finished, next_action, publish}
 use crate::crd::{MySQLBackup, MySQLRestore};
 
 /// Reconciles one MySQLRestore.
+#[tracing::instrument(skip_all, fields(namespace = restore.namespace().unwrap_or_default(), name = restore.name_any()))]
 pub async fn reconcile_restore(restore: Arc<MySQLRestore>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let name = restore.name_any();
     let ns = restore.namespace().ok_or_else(|| ReconcileError::NoNamespace(name.clone()))?;
