@@ -3,10 +3,12 @@
 //! runs itself as `local-node container` to start each container and as `local-node enter` for each
 //! exec probe. See README.md beside this crate for what it maps and what it leaves out.
 
+mod containers;
 mod images;
 mod network;
 mod node;
 mod pods;
+mod probes;
 mod runtime;
 mod server;
 mod volumes;

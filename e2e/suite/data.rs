@@ -1,0 +1,203 @@
+//! The data through the operator: a StatefulSet backed up and restored into a new claim with equal
+//! checksums; binary logs archived continuously and restored to a GTID between marker rows.
+
+use super::*;
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes cluster with the chart installed: run e2e/run, or set E2E_KUBECONFIG and pass --ignored"]
+async fn backup_a_statefulset_restore_into_a_new_claim_and_compare_checksums() {
+    let (_crds, ns) = with_database("e2e-backup").await;
+    sql(&ns, "load", "db-0.db", LOAD).await;
+    let source = sql(&ns, "checksum-source", "db-0.db", CHECKSUMS).await;
+    assert!(source.contains("app.accounts") && source.contains("20000"), "unexpected source checksums:\n{source}");
+
+    // Back up through the operator and read the result from the status.
+    let storage = "{url: 'file:///backups/e2e', persistentVolumeClaim: backups}";
+    ns.apply::<MySQLBackup>(yaml(&format!(
+        "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLBackup, metadata: {{name: first}}, spec: {{source: {{pod: db-0, connection: {{user: root, passwordSecret: {{name: db-root, key: password}}}}}}, method: mariabackup, storage: {storage}}}}}"
+    )))
+    .await;
+    let backups = ns.api::<MySQLBackup>();
+    let status = backup_finished(&ns, "first").await;
+    assert_eq!(status.phase, Some(Phase::Complete), "backup failed: {:#?}", status.conditions);
+    assert!(status.backup_id.is_some() && status.manifest.is_some());
+    let positions = status.positions.expect("positions");
+    assert!(positions.gtid_executed.as_deref().is_some_and(|g| g.starts_with("0-1-")), "{positions:?}");
+    assert!(positions.binlog_file.as_deref().is_some_and(|f| f.starts_with("mysql-bin.")), "{positions:?}");
+    assert!(status.sizes.expect("sizes").data_bytes > 0);
+
+    // Restore into a new claim, then start a server on it.
+    ns.apply::<MySQLRestore>(yaml(
+        "{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLRestore, metadata: {name: again}, spec: {source: {backup: first}, target: {volumeClaimTemplate: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 2Gi}}}}, securityContext: {runAsUser: 999, runAsGroup: 999, fsGroup: 999}}}",
+    ))
+    .await;
+    let rs = restore_finished(&ns, "again").await;
+    assert_eq!(rs.phase, Some(Phase::Complete), "restore failed: {:#?}", rs.conditions);
+    assert_eq!(rs.positions.and_then(|p| p.gtid_executed), positions.gtid_executed);
+    let claim = rs.persistent_volume_claim.expect("the restored claim");
+    let ip = start_server_on(&ns, "restored", &claim).await;
+    let copy = sql(&ns, "checksum-restored", &ip, CHECKSUMS).await;
+    assert_eq!(copy, source, "checksums of the restored server differ from the source's");
+
+    // deletionPolicy Delete: deleting the object deletes the data, then the object goes.
+    ns.apply::<MySQLBackup>(yaml(&format!(
+        "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLBackup, metadata: {{name: doomed}}, spec: {{source: {{pod: db-0, connection: {{user: root, passwordSecret: {{name: db-root, key: password}}}}}}, method: mariabackup, deletionPolicy: Delete, storage: {storage}}}}}"
+    )))
+    .await;
+    assert_eq!(backup_finished(&ns, "doomed").await.phase, Some(Phase::Complete));
+    let doomed = backups.get("doomed").await.expect("the backup");
+    assert!(doomed.finalizers().iter().any(|f| f == "mysqlbackup.dev/delete-data"), "{:?}", doomed.finalizers());
+    backups.delete("doomed", &DeleteParams::default()).await.expect("delete");
+    wait_gone(&backups, "doomed", Duration::from_secs(300)).await;
+    let cleanup = ns.api::<Job>().get("cleanup-doomed").await.expect("the cleanup Job is kept for an hour");
+    assert_eq!(cleanup.status.and_then(|s| s.succeeded), Some(1));
+    // The first backup is untouched: a second restore of it still completes.
+    ns.apply::<MySQLRestore>(yaml(
+        "{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLRestore, metadata: {name: after-delete}, spec: {source: {backup: first}, target: {volumeClaimTemplate: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 2Gi}}}}, securityContext: {runAsUser: 999, runAsGroup: 999, fsGroup: 999}}}",
+    ))
+    .await;
+    assert_eq!(restore_finished(&ns, "after-delete").await.phase, Some(Phase::Complete));
+
+    // A schedule every minute keeping one backup: after two successes the prune Job deletes the older
+    // backup and its MySQLBackup; the schedule's status reports the window and its last success.
+    ns.apply::<BackupSchedule>(yaml(&format!(
+        "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: BackupSchedule, metadata: {{name: every-minute}}, spec: {{schedule: '* * * * *', retention: {{keepLast: 1}}, backupTemplate: {{source: {{pod: db-0, connection: {{user: root, passwordSecret: {{name: db-root, key: password}}}}}}, method: mariabackup, storage: {storage}}}}}}}"
+    )))
+    .await;
+    let schedules = ns.api::<BackupSchedule>();
+    let pruned = wait_for(&schedules, "every-minute", Duration::from_secs(900), "pruned once", |s: &BackupSchedule| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.last_prune.as_ref())
+            .is_some_and(|p| p.phase == Phase::Complete && p.deleted >= 1)
+    })
+    .await;
+    let st = pruned.status.expect("a status");
+    assert!(st.last_successful_backup.and_then(|b| b.positions).and_then(|p| p.gtid_executed).is_some());
+    assert!(st.recoverability_window.is_some());
+    // The template can be edited (its type is also MySQLBackup's spec, which cannot): the next backup
+    // of the schedule carries the change.
+    let edited = ns
+        .apply::<BackupSchedule>(yaml(&format!(
+            "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: BackupSchedule, metadata: {{name: every-minute}}, spec: {{schedule: '* * * * *', retention: {{keepLast: 1}}, backupTemplate: {{source: {{pod: db-0, connection: {{user: root, passwordSecret: {{name: db-root, key: password}}}}}}, method: mariabackup, storage: {storage}, job: {{backoffLimit: 2}}}}}}}}"
+        )))
+        .await;
+    let edited_at = edited.metadata.generation;
+    assert!(edited_at > pruned.metadata.generation, "the template edit made a new generation");
+    let children_api = ns.api::<MySQLBackup>();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let children = children_api
+            .list(&ListParams::default().labels("mysqlbackup.dev/schedule=every-minute"))
+            .await
+            .expect("children");
+        if children.items.iter().any(|b| b.spec.job.backoff_limit == Some(2)) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no backup of the edited template within 3 minutes");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    ns.apply::<BackupSchedule>(yaml(&format!(
+        "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: BackupSchedule, metadata: {{name: every-minute}}, spec: {{suspend: true, schedule: '* * * * *', retention: {{keepLast: 1}}, backupTemplate: {{source: {{pod: db-0, connection: {{user: root, passwordSecret: {{name: db-root, key: password}}}}}}, method: mariabackup, storage: {storage}}}}}}}"
+    )))
+    .await;
+    let children = ns
+        .api::<MySQLBackup>()
+        .list(&ListParams::default().labels("mysqlbackup.dev/schedule=every-minute"))
+        .await
+        .expect("children");
+    let complete =
+        children.items.iter().filter(|b| b.status.as_ref().and_then(|s| s.phase) == Some(Phase::Complete)).count();
+    assert!(complete <= 2, "retention keeps one complete backup (plus one that may just have finished): {complete}");
+}
+
+/// The markers the archiving test writes, one transaction each.
+const MARKERS: &str = "CREATE DATABASE app; CREATE TABLE app.marks (id INT PRIMARY KEY) ENGINE=InnoDB;";
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes cluster with the chart installed: run e2e/run, or set E2E_KUBECONFIG and pass --ignored"]
+async fn archive_binary_logs_continuously_and_restore_to_a_gtid_between_markers() {
+    let (_crds, ns) = with_database("e2e-archive").await;
+    sql(&ns, "markers", "db-0.db", MARKERS).await;
+    let storage = "{url: 'file:///backups/e2e', persistentVolumeClaim: backups}";
+    let source = "{pod: db-0, connection: {user: root, passwordSecret: {name: db-root, key: password}}}";
+
+    // A full backup to start from, then a schedule that only archives during the test (its backups
+    // are yearly), with 2-second segments.
+    ns.apply::<MySQLBackup>(yaml(&format!(
+        "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLBackup, metadata: {{name: base}}, spec: {{source: {source}, method: mariabackup, storage: {storage}}}}}"
+    )))
+    .await;
+    assert_eq!(backup_finished(&ns, "base").await.phase, Some(Phase::Complete));
+    ns.apply::<BackupSchedule>(yaml(&format!(
+        "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: BackupSchedule, metadata: {{name: archived}}, spec: {{schedule: '0 0 1 1 *', binlogArchive: {{segmentSeconds: 2}}, backupTemplate: {{source: {source}, method: mariabackup, storage: {storage}}}}}}}"
+    )))
+    .await;
+    let schedules = ns.api::<BackupSchedule>();
+    let streaming = |s: &BackupSchedule| {
+        s.status.as_ref().and_then(|st| st.binlog_archive.as_ref()).is_some_and(|a| a.phase == "Streaming")
+    };
+    let st = wait_for(&schedules, "archived", Duration::from_secs(300), "streaming", streaming).await;
+    let archive = st.status.and_then(|s| s.binlog_archive).expect("the archive's status").archive;
+    assert_eq!(archive, format!("{}.archived", ns.name));
+
+    // Four markers, one transaction each; the position after the second is the target.
+    let out = sql(
+        &ns,
+        "write-markers",
+        "db-0.db",
+        "INSERT INTO app.marks VALUES (1); INSERT INTO app.marks VALUES (2); SELECT @@gtid_binlog_pos; \
+         INSERT INTO app.marks VALUES (3); INSERT INTO app.marks VALUES (4); SELECT @@gtid_binlog_pos;",
+    )
+    .await;
+    let positions: Vec<&str> = out.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let [target, last] = positions[..] else { panic!("expected two positions, got:\n{out}") };
+
+    // The schedule's status reaches the last marker within seconds, with no gap.
+    let caught_up = |s: &BackupSchedule| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.binlog_archive.as_ref())
+            .is_some_and(|a| a.archived_position.as_deref() == Some(last))
+    };
+    let st = wait_for(&schedules, "archived", Duration::from_secs(120), "caught up", caught_up).await;
+    let status = st.status.and_then(|s| s.binlog_archive).expect("the archive's status");
+    assert_eq!((status.gaps, status.last_gap), (0, None));
+    assert!(status.last_event_time.is_some());
+
+    // Restore to the second marker: the base backup, then the archive's segments up to it.
+    ns.apply::<MySQLRestore>(yaml(&format!(
+        "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLRestore, metadata: {{name: to-second}}, spec: {{source: {{backup: base}}, pointInTime: {{gtid: '{target}', archive: '{archive}'}}, target: {{volumeClaimTemplate: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 2Gi}}}}}}}}, securityContext: {{runAsUser: 999, runAsGroup: 999, fsGroup: 999}}}}}}"
+    )))
+    .await;
+    let rs = restore_finished(&ns, "to-second").await;
+    assert_eq!(rs.phase, Some(Phase::Complete), "restore failed: {:#?}", rs.conditions);
+    assert_eq!(rs.positions.and_then(|p| p.gtid_executed).as_deref(), Some(target));
+    let replayed = rs.replayed.expect("what was replayed");
+    assert_eq!(replayed.transactions, 2, "{replayed:?}");
+    assert_eq!(replayed.archive.as_deref(), Some(archive.as_str()));
+    assert!(replayed.segments >= 1 && replayed.gaps_crossed.is_empty(), "{replayed:?}");
+    let ip = start_server_on(&ns, "at-second", &rs.persistent_volume_claim.expect("the restored claim")).await;
+    let rows = sql(&ns, "rows-at-second", &ip, "SELECT GROUP_CONCAT(id ORDER BY id) FROM app.marks;").await;
+    assert_eq!(rows.trim(), "1,2");
+
+    // A binlog incremental after the base backup ends at the last marker (taken after the restore,
+    // which would otherwise replay it instead of the archive).
+    ns.apply::<MySQLBackup>(yaml(&format!(
+        "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLBackup, metadata: {{name: incr}}, spec: {{source: {source}, method: binlog, storage: {storage}}}}}"
+    )))
+    .await;
+    let incr = backup_finished(&ns, "incr").await;
+    assert_eq!(incr.phase, Some(Phase::Complete), "incremental failed: {:#?}", incr.conditions);
+    assert_eq!(incr.method.as_deref(), Some("binlog"));
+    let base_id = ns.api::<MySQLBackup>().get("base").await.expect("base").status.and_then(|s| s.backup_id);
+    assert_eq!(incr.incremental.and_then(|i| i.base_backup_id), base_id);
+    assert_eq!(incr.positions.and_then(|p| p.gtid_executed).as_deref(), Some(last));
+
+    // Removing binlogArchive stops the archiver: its Deployment goes.
+    ns.apply::<BackupSchedule>(yaml(&format!(
+        "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: BackupSchedule, metadata: {{name: archived}}, spec: {{schedule: '0 0 1 1 *', backupTemplate: {{source: {source}, method: mariabackup, storage: {storage}}}}}}}"
+    )))
+    .await;
+    wait_gone(&ns.api::<Deployment>(), "archiver-archived", Duration::from_secs(120)).await;
+}
