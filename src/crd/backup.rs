@@ -64,61 +64,48 @@ pub struct MySQLBackupSpec {
 }
 
 /// Observed state of a MySQLBackup.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MySQLBackupStatus {
     /// Where the run stands: `Pending`, `Running`, `Complete` or `Failed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// `Complete`, `Failed`, `Blocked` and their reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The generation of the spec this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// The method used (what `auto` resolved to).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
     /// Name of the agent Job.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
     /// Id of the backup in storage.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_id: Option<String>,
     /// Location of the backup's manifest.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<String>,
     /// Image of the database container, used by restores that must prepare the backup.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_image: Option<String>,
     /// Replication positions at the backup's consistent point.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub positions: Option<PositionsStatus>,
     /// For a `binlog` incremental: what it builds on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental: Option<IncrementalStatus>,
     /// Sizes of the backup.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sizes: Option<SizesStatus>,
     /// When the Job started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
     /// When the backup completed or failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
     /// Seconds the agent took.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<f64>,
 }
 
 /// Where an incremental starts.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IncrementalStatus {
     /// Id of the backup it continues, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_backup_id: Option<String>,
     /// The GTID position it starts after; `positions` holds where it ends.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_gtid: Option<String>,
 }

@@ -21,26 +21,24 @@ pub struct SecretKeyRef {
 }
 
 /// How the agent connects to the database server.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionSpec {
     /// Host name or address of the server. Default: the source pod's IP address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// TCP port. Default: 3306.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
     /// User name. Default: root. mariadb-backup needs RELOAD, PROCESS, LOCK TABLES and BINLOG MONITOR.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Secret key holding the user's password. It reaches the agent as a file, never as a value in the
     /// Job spec.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret: Option<SecretKeyRef>,
 }
 
 /// The database server to back up.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceSpec {
@@ -48,7 +46,6 @@ pub struct SourceSpec {
     /// the volume that holds its datadir.
     pub pod: String,
     /// Container of the pod that runs the server. Default: the pod's first container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
     /// Path of the datadir inside the database container.
     #[serde(default = "default_datadir")]
@@ -64,6 +61,7 @@ pub fn default_datadir() -> String {
 }
 
 /// Where backups are stored.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
@@ -78,10 +76,8 @@ pub struct StorageSpec {
     pub options: BTreeMap<String, String>,
     /// Secret whose keys become the agent's environment: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
     /// `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`, `GOOGLE_SERVICE_ACCOUNT_KEY`, …
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
     /// For `file://` URLs: the PersistentVolumeClaim mounted at the URL's path.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim: Option<String>,
     /// zstd level of newly stored chunks, 1 (fastest) to 19 (smallest).
     #[serde(default = "default_compression_level")]
@@ -104,54 +100,44 @@ pub fn default_parallelism() -> i32 {
 }
 
 /// How the agent's Job runs.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobOptions {
     /// Retries of a failed agent pod before the run counts as failed. Default: 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10))]
     pub backoff_limit: Option<i32>,
     /// Seconds the Job may run before it is stopped and the run fails. Default: 21600 (6 hours).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 60))]
     pub active_deadline_seconds: Option<i64>,
     /// Seconds a finished Job is kept before Kubernetes deletes it. Default: 86400 (one day).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i32>,
     /// CPU and memory of the agent container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 }
 
 /// Replication positions at a backup's consistent point, flattened for `kubectl`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PositionsStatus {
     /// `mariadb` or `mysql`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flavor: Option<String>,
     /// Server version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// `@@server_id`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_id: Option<i64>,
     /// `@@server_uuid` (MySQL).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_uuid: Option<String>,
     /// Executed GTIDs: MariaDB `gtid_binlog_pos` (e.g. `0-1-42`) or MySQL `gtid_executed` set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid_executed: Option<String>,
     /// GTIDs no longer in the server's binary logs: MariaDB position at the start of the oldest binary
     /// log, or MySQL `gtid_purged`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid_purged: Option<String>,
     /// Binary log file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binlog_file: Option<String>,
     /// Byte offset in the binary log file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binlog_position: Option<i64>,
 }
 

@@ -14,34 +14,30 @@ use serde::{Deserialize, Serialize};
 use crate::crd::common::*;
 
 /// Which backup a restore reads.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[x_kube(validation = Rule::new("has(self.backup) != has(self.storage)").message("set exactly one of backup or storage"))]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreSource {
     /// Name of a complete MySQLBackup in the same namespace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<String>,
     /// Storage to read from, when not naming a MySQLBackup.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageSpec>,
     /// Backup id in `storage`, or `latest`. Default: `latest`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_id: Option<String>,
 }
 
 /// The volume a restore writes the datadir into.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[x_kube(validation = Rule::new("has(self.persistentVolumeClaim) != has(self.volumeClaimTemplate)").message("set exactly one of persistentVolumeClaim or volumeClaimTemplate"))]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreTarget {
     /// An existing PersistentVolumeClaim; it must be empty unless `overwrite` is true.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim: Option<String>,
     /// A PersistentVolumeClaim to create, named after the MySQLRestore.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_claim_template: Option<PersistentVolumeClaimSpec>,
     /// Directory inside the volume that becomes the datadir. Default: the volume's root.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub_path: Option<String>,
     /// Delete what the target holds before restoring. Without it a non-empty target is refused.
     #[serde(default)]
@@ -49,6 +45,7 @@ pub struct RestoreTarget {
 }
 
 /// One restore of a backup into a volume.
+#[serde_with::skip_serializing_none]
 #[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "mysqlbackup.dev",
@@ -75,16 +72,13 @@ pub struct MySQLRestoreSpec {
     /// Restore to a point in time instead of the backup's own: the newest full backup before it in the
     /// same storage, then the binary logs of the incrementals after it replayed up to the target
     /// (MariaDB). Refused when the backups do not reach the target.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub point_in_time: Option<PointInTime>,
     /// Database image providing `mariadb-backup` for the prepare step (and `mariadbd`, `mariadb-binlog`
     /// and `mariadb` for `pointInTime`). Default: the image recorded in the referenced MySQLBackup's
     /// status.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// User and group the restore runs as, and so the owner of the restored files: those of the server
     /// that will use the datadir (e.g. `runAsUser: 999`, `fsGroup: 999` for the official MariaDB image).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<k8s_openapi::api::core::v1::PodSecurityContext>,
     /// How the agent's Job runs.
     #[serde(default)]
@@ -92,19 +86,17 @@ pub struct MySQLRestoreSpec {
 }
 
 /// A point in time to restore to: exactly one of `gtid` and `time`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[x_kube(validation = Rule::new("has(self.gtid) != has(self.time)").message("set exactly one of gtid or time"))]
 #[serde(rename_all = "camelCase")]
 pub struct PointInTime {
     /// Up to and including this transaction, e.g. `0-1-4242`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid: Option<String>,
     /// Up to and including the last transaction at or before this RFC 3339 time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<String>,
     /// The binary-log archive whose segments continue the incrementals: `<namespace>.<schedule>` of the
     /// BackupSchedule that archives. Default: the storage's only archive, if it has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<String>,
     /// Restore across gaps in the archive. The transactions in a gap are lost; the status lists the gaps
     /// crossed. Default: false — a gap before the target fails the restore, naming it.
@@ -113,48 +105,39 @@ pub struct PointInTime {
 }
 
 /// Observed state of a MySQLRestore.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MySQLRestoreStatus {
     /// Where the restore stands: `Pending`, `Running`, `Complete` or `Failed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// `Complete`, `Failed`, `Blocked` and their reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The generation of the spec this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Name of the agent Job.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
     /// Name of the PersistentVolumeClaim written.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim: Option<String>,
     /// Id of the restored backup.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_id: Option<String>,
     /// Replication positions of the restored data.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub positions: Option<PositionsStatus>,
     /// Bytes written.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<i64>,
     /// When the Job started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
     /// When the restore completed or failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
     /// Seconds the agent took.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<f64>,
     /// For a point-in-time restore: what was replayed on the restored backup.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replayed: Option<ReplayedStatus>,
 }
 
 /// What a point-in-time restore replayed.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplayedStatus {
@@ -165,7 +148,6 @@ pub struct ReplayedStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub incrementals: Vec<String>,
     /// The archive whose segments were replayed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<String>,
     /// Archive segments replayed.
     #[serde(default)]

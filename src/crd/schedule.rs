@@ -25,31 +25,26 @@ pub enum ConcurrencyPolicy {
 }
 
 /// How many backups to keep; a backup is kept if any rule keeps it.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetentionSpec {
     /// Keep the newest N complete backups.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub keep_last: Option<i32>,
     /// Keep the newest backup of each of the last N hours.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub keep_hourly: Option<i32>,
     /// Keep the newest backup of each of the last N days.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub keep_daily: Option<i32>,
     /// Keep the newest backup of each of the last N weeks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub keep_weekly: Option<i32>,
     /// Keep the newest backup of each of the last N months.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub keep_monthly: Option<i32>,
     /// Keep every backup younger than this duration (e.g. `720h`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<String>,
 }
 
@@ -68,6 +63,7 @@ impl RetentionSpec {
 }
 
 /// Backups on a cron schedule, kept by a retention policy.
+#[serde_with::skip_serializing_none]
 #[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "mysqlbackup.dev",
@@ -91,7 +87,6 @@ pub struct BackupScheduleSpec {
     /// Standard 5-field cron expression, or a shorthand such as `@daily`.
     pub schedule: String,
     /// IANA time zone the schedule is read in. Default: UTC.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
     /// Create no new backups while true.
     #[serde(default)]
@@ -101,37 +96,30 @@ pub struct BackupScheduleSpec {
     #[serde(default)]
     pub concurrency_policy: ConcurrencyPolicy,
     /// Slots missed by more than this many seconds are skipped (and counted).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub starting_deadline_seconds: Option<i64>,
     /// A second cron (same `timeZone`) for `binlog` incrementals between full backups: each slot backs up
     /// the binary logs closed since the newest backup, so a point-in-time restore can reach that close.
     /// Slots are skipped while a backup runs and until a first full backup is complete.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binlog_schedule: Option<String>,
     /// Continuous binary-log archiving: a Deployment (`archiver-<schedule>`, one replica) streams the
     /// server's binary log as a replica into the same storage, under `binlogs/<namespace>.<schedule>/`,
     /// in segments stored within `segmentSeconds`, so a point-in-time restore can reach seconds before
     /// a failure. Its lag, gaps and health appear in `status.binlogArchive`, in Events and in metrics.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binlog_archive: Option<BinlogArchiveSpec>,
     /// Start each slot's backup up to this many seconds late, by an amount fixed per schedule and slot,
     /// so that many schedules on one cron do not all start at once. Default: 0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 86400))]
     pub jitter_seconds: Option<i64>,
     /// Change this value (a date, a ticket id) to take one backup now, outside the schedule; the same
     /// value never takes a second one. Declarative: works from Git.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<String>,
     /// Failed MySQLBackups kept as objects; older ones are deleted. Default: 3.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub failed_backups_history_limit: Option<i32>,
     /// Complete MySQLBackups kept as objects; older ones are deleted (their data stays, under
     /// `retention`, unless the template's `deletionPolicy` is `Delete`). Default: no limit — with
     /// `retention`, the objects are exactly the backups kept in storage.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub successful_backups_history_limit: Option<i32>,
     /// The MySQLBackup each slot creates. Its backups are tagged with this schedule in storage, and
@@ -139,11 +127,11 @@ pub struct BackupScheduleSpec {
     pub backup_template: MySQLBackupSpec,
     /// How many backups to keep, applied after each successful backup by a prune Job. Without it every
     /// backup is kept.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionSpec>,
 }
 
 /// Observed state of a BackupSchedule.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupScheduleStatus {
@@ -151,19 +139,14 @@ pub struct BackupScheduleStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The generation of the spec this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// The newest slot that came due (a backup was created for it, or it was missed): the cursor.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<Time>,
     /// The cursor of `binlogSchedule`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_binlog_schedule_time: Option<Time>,
     /// When the next slot's backup starts (jitter included).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_schedule_time: Option<Time>,
     /// The newest complete backup of this schedule.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_backup: Option<ScheduledBackupStatus>,
     /// MySQLBackups of this schedule still running.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -174,39 +157,34 @@ pub struct BackupScheduleStatus {
     pub missed_slots: i64,
     /// The first and last points in time a restore can reach with the backups of this schedule that
     /// exist (complete MySQLBackups).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recoverability_window: Option<WindowStatus>,
     /// The `spec.trigger` value last acted on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_trigger: Option<String>,
     /// The last retention run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_prune: Option<PruneStatus>,
     /// The continuous binary-log archiver, when `spec.binlogArchive` asks for one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binlog_archive: Option<BinlogArchiveStatus>,
 }
 
 /// Continuous binary-log archiving of a schedule's server.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BinlogArchiveSpec {
     /// Store a segment once its first transaction is this many seconds old: the most that losing the
     /// archiver's node together with the server can leave out of the archive. Default: 5.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 300))]
     pub segment_seconds: Option<i32>,
     /// Server id the archiver registers with as a replica; it must differ from every server and replica
     /// of the topology. Default: derived from the archive name, in 3000000000..3999999999.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 4294967295_i64))]
     pub replica_server_id: Option<i64>,
     /// CPU and memory of the archiver container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
 }
 
 /// The archiver as the controller last saw it.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BinlogArchiveStatus {
@@ -216,10 +194,8 @@ pub struct BinlogArchiveStatus {
     /// The archive in storage: `binlogs/<archive>/`.
     pub archive: String,
     /// Every transaction up to this position is archived.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archived_position: Option<String>,
     /// Time of the newest archived event.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event_time: Option<Time>,
     /// Seconds of transactions received, or possibly written while disconnected, that are not archived
     /// yet.
@@ -229,27 +205,23 @@ pub struct BinlogArchiveStatus {
     #[serde(default)]
     pub gaps: i64,
     /// The newest gap, in words.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_gap: Option<String>,
     /// The archiver's last error, while it lasts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 
 /// A backup of a schedule, as its status reports it.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScheduledBackupStatus {
     /// The MySQLBackup.
     pub name: String,
     /// When it completed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<Time>,
     /// Its id in storage.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_id: Option<String>,
     /// Its replication positions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub positions: Option<PositionsStatus>,
 }
 
@@ -264,6 +236,7 @@ pub struct WindowStatus {
 }
 
 /// The outcome of a retention run.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PruneStatus {
@@ -283,6 +256,5 @@ pub struct PruneStatus {
     #[serde(default)]
     pub deleted_chunks: i64,
     /// Why it failed, or why its sweep was deferred.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
