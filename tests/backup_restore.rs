@@ -42,6 +42,17 @@ fn restore_args(target: &std::path::Path, storage: &[String], backup: &str) -> V
     a
 }
 
+/// A stopped server's datadir holding `rows` sample rows, and file storage beside it.
+async fn stopped_sample(server_id: u32, rows: u64) -> (tempfile::TempDir, std::path::PathBuf, Vec<String>) {
+    let dir = tempdir();
+    let db = MariaDb::start(dir.path(), server_id).await;
+    load_sample(&db, rows).await;
+    db.stop().await;
+    let datadir = dir.path().join("data");
+    let storage = file_storage(dir.path());
+    (dir, datadir, storage)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariabackup_under_write_load_restores_exactly_the_recorded_point() {
     let dir = tempdir();
@@ -179,12 +190,7 @@ async fn second_backup_after_one_percent_churn_uploads_a_small_fraction() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_chunk_fails_verify_and_restore_naming_the_file() {
-    let dir = tempdir();
-    let db = MariaDb::start(dir.path(), 6).await;
-    load_sample(&db, 2_000).await;
-    db.stop().await;
-    let datadir = dir.path().join("data");
-    let storage = file_storage(dir.path());
+    let (dir, datadir, storage) = stopped_sample(6, 2_000).await;
     let summary = agent(&backup_args("cold", &datadir, &storage, &[]), &[]).await.summary();
     let id = summary["backupId"].as_str().unwrap();
 
@@ -209,12 +215,7 @@ async fn corrupted_chunk_fails_verify_and_restore_naming_the_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_backup_leaves_no_backup_and_the_next_one_resumes() {
-    let dir = tempdir();
-    let db = MariaDb::start(dir.path(), 7).await;
-    load_sample(&db, 100_000).await;
-    db.stop().await;
-    let datadir = dir.path().join("data");
-    let storage = file_storage(dir.path());
+    let (dir, datadir, storage) = stopped_sample(7, 100_000).await;
     // Slow on purpose (level 19, one chunk at a time) so the kill lands mid-way.
     let slow = ["--compression-level", "19", "--chunk-size-kib", "256", "--parallel", "1", "--max-in-flight", "1"];
     let mut child = agent_command(&backup_args("cold", &datadir, &storage, &slow), &[]).spawn().unwrap();

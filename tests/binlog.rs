@@ -10,14 +10,20 @@ fn storage(dir: &std::path::Path) -> Vec<String> {
     vec!["--storage".into(), format!("file://{}", dir.join("backups").display())]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn incrementals_store_the_closed_binlogs_after_the_newest_backup() {
+/// A server in a fresh directory, with file storage there and an empty table `app.m`.
+async fn server_with_table_m() -> (tempfile::TempDir, MariaDb, Vec<String>) {
     let dir = tempdir();
     let db = MariaDb::start(dir.path(), 1).await;
     let st = storage(dir.path());
-    let datadir = db.datadir.display().to_string();
     db.exec("CREATE DATABASE app").await;
     db.exec("CREATE TABLE app.m (id INT PRIMARY KEY, note VARCHAR(40)) ENGINE=InnoDB").await;
+    (dir, db, st)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incrementals_store_the_closed_binlogs_after_the_newest_backup() {
+    let (dir, db, st) = server_with_table_m().await;
+    let datadir = db.datadir.display().to_string();
     for id in 1..=10 {
         db.exec(&format!("INSERT INTO app.m VALUES ({id}, 'before the full backup')")).await;
     }
@@ -147,12 +153,8 @@ async fn incrementals_store_the_closed_binlogs_after_the_newest_backup() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn point_in_time_restore_replays_exactly_up_to_the_target() {
-    let dir = tempdir();
-    let db = MariaDb::start(dir.path(), 1).await;
-    let st = storage(dir.path());
+    let (dir, db, st) = server_with_table_m().await;
     let datadir = db.datadir.display().to_string();
-    db.exec("CREATE DATABASE app").await;
-    db.exec("CREATE TABLE app.m (id INT PRIMARY KEY, note VARCHAR(40)) ENGINE=InnoDB").await;
     let full = full_backup(&db, &st, &[]).await;
     let pool = db.pool();
     let mut gtids = vec![String::new()];

@@ -156,12 +156,18 @@ async fn backup_to(s3: &S3Server, prefix: &str, data: &Path) -> String {
     agent(&a, &s3.env()).await.summary()["backupId"].as_str().unwrap().to_string()
 }
 
+/// A datadir made by [`make_datadir`] and its backup, under `prefix` of a fresh S3 server.
+async fn backed_up_datadir(prefix: &str, files: usize, mib: usize) -> (tempfile::TempDir, PathBuf, S3Server, String) {
+    let dir = tempdir();
+    let data = make_datadir(dir.path(), files, mib);
+    let s3 = S3Server::start();
+    let id = backup_to(&s3, prefix, &data).await;
+    (dir, data, s3, id)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_restore_is_refused_until_overwritten_then_restores_exactly() {
-    let dir = tempdir();
-    let data = make_datadir(dir.path(), 4, 8);
-    let s3 = S3Server::start();
-    let id = backup_to(&s3, "killed", &data).await;
+    let (dir, data, s3, id) = backed_up_datadir("killed", 4, 8).await;
     let target = dir.path().join("restored");
     let restore = |extra: &[&str]| {
         let t = target.display().to_string();
@@ -193,10 +199,7 @@ async fn a_killed_restore_is_refused_until_overwritten_then_restores_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_changed_while_a_restore_runs_is_refused_by_its_hash() {
-    let dir = tempdir();
-    let data = make_datadir(dir.path(), 2, 4);
-    let s3 = S3Server::start();
-    let id = backup_to(&s3, "changed", &data).await;
+    let (dir, _data, s3, id) = backed_up_datadir("changed", 2, 4).await;
     let manifest = manifest_at(&s3.object_path(&format!("changed/backups/{id}/manifest.json")));
     let file = manifest["files"].as_array().unwrap().iter().find(|f| f["path"] == "app/t1.ibd").unwrap();
     let hash = file["chunks"][2]["hash"].as_str().unwrap().to_string();

@@ -36,7 +36,7 @@ pub async fn backup<M: BackupMethod>(
 ) -> Result<Summary, AgentError> {
     let started_at = Timestamp::now();
     let backup_id = new_backup_id(started_at);
-    tracing::info!(backup_id, storage = storage.url(), method = method.kind().as_str(), "backup starting");
+    tracing::info!(backup_id, storage = storage.url(), method = M::KIND.as_str(), "backup starting");
     // The lock comes first: from here on no sweep deletes a chunk this backup may reuse or upload.
     let lock = Lock::backup(storage, &backup_id).await?;
     let result = backup_locked(method, storage, settings, &backup_id, started_at, &lock).await;
@@ -67,7 +67,7 @@ async fn backup_locked<M: BackupMethod>(
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         backup_id: backup_id.clone(),
-        method: method.kind(),
+        method: M::KIND,
         started_at,
         completed_at,
         positions: positions.clone(),
@@ -77,7 +77,7 @@ async fn backup_locked<M: BackupMethod>(
             level: settings.chunks.level,
             chunk_size: settings.chunks.chunk_size as u64,
         },
-        prepare: method.prepare(),
+        prepare: M::PREPARE,
         totals: totals.clone(),
         files,
         tags: settings.tags.clone(),

@@ -53,13 +53,8 @@ fn server_binlog_dir(basename: Option<&str>) -> Option<PathBuf> {
 }
 
 impl BackupMethod for Binlog {
-    fn kind(&self) -> MethodKind {
-        MethodKind::Binlog
-    }
-
-    fn prepare(&self) -> Prepare {
-        Prepare::None
-    }
+    const KIND: MethodKind = MethodKind::Binlog;
+    const PREPARE: Prepare = Prepare::None;
 
     async fn estimated_bytes(&self) -> u64 {
         0

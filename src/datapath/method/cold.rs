@@ -118,13 +118,8 @@ fn walk(root: &Path, base: Base, out: &mut Vec<Entry>) -> Result<(), MethodError
 }
 
 impl BackupMethod for Cold {
-    fn kind(&self) -> MethodKind {
-        MethodKind::Cold
-    }
-
-    fn prepare(&self) -> Prepare {
-        Prepare::None
-    }
+    const KIND: MethodKind = MethodKind::Cold;
+    const PREPARE: Prepare = Prepare::None;
 
     async fn estimated_bytes(&self) -> u64 {
         let dirs = std::iter::once(self.datadir.clone()).chain(self.binlog_dir.clone()).collect();

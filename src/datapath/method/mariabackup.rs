@@ -149,13 +149,8 @@ impl Mariabackup {
 }
 
 impl BackupMethod for Mariabackup {
-    fn kind(&self) -> MethodKind {
-        MethodKind::Mariabackup
-    }
-
-    fn prepare(&self) -> Prepare {
-        Prepare::Mariabackup
-    }
+    const KIND: MethodKind = MethodKind::Mariabackup;
+    const PREPARE: Prepare = Prepare::Mariabackup;
 
     async fn estimated_bytes(&self) -> u64 {
         // mariadb-backup does not copy binary logs.

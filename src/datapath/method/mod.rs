@@ -73,10 +73,10 @@ pub enum MethodError {
 /// A way of taking a backup.
 pub trait BackupMethod {
     /// The method's name in manifests.
-    fn kind(&self) -> MethodKind;
+    const KIND: MethodKind;
 
     /// What restore must run after writing the files.
-    fn prepare(&self) -> Prepare;
+    const PREPARE: Prepare;
 
     /// Estimated bytes the backup will read, for progress (0 when unknown).
     fn estimated_bytes(&self) -> impl std::future::Future<Output = u64> + Send;
