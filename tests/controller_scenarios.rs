@@ -56,6 +56,12 @@ async fn expect(handle: &mut Handle, method: &str, path: &str, (status, body): (
     sent
 }
 
+/// Expects the server-side apply of Job `name` and answers it; returns the applied Job.
+async fn apply_job(h: &mut Handle, name: &str) -> Value {
+    let path = format!("{JOBS}/{name}?&force=true&fieldManager=mysql-backup-operator");
+    expect(h, "PATCH", &path, (200, json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name}}))).await
+}
+
 fn context() -> (Arc<Context>, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "db");
@@ -97,13 +103,7 @@ async fn create_applies_the_job_and_marks_pending() {
         expect(&mut h, "GET", &format!("{JOBS}/backup-nightly-1"), not_found()).await;
         expect(&mut h, "GET", &format!("{SECRETS}/db-user"), (200, secret("db-user", "password"))).await;
         expect(&mut h, "GET", &format!("{SECRETS}/s3-creds"), (200, secret("s3-creds", "AWS_ACCESS_KEY_ID"))).await;
-        let job = expect(
-            &mut h,
-            "PATCH",
-            &format!("{JOBS}/backup-nightly-1?&force=true&fieldManager=mysql-backup-operator"),
-            (200, json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "backup-nightly-1"}})),
-        )
-        .await;
+        let job = apply_job(&mut h, "backup-nightly-1").await;
         assert_eq!(job["kind"], "Job");
         assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["image"], "mariadb:10.11");
         let status = expect(&mut h, "PATCH", STATUS, (200, backup_json())).await;

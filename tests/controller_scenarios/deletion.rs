@@ -32,13 +32,7 @@ async fn deletion_with_delete_policy_runs_the_cleanup_job() {
         expect(&mut h, "GET", &format!("{JOBS}/cleanup-nightly-1"), not_found()).await;
         expect(&mut h, "GET", &format!("{PODS}/db-0"), (200, pod())).await;
         expect(&mut h, "GET", &format!("{SECRETS}/s3-creds"), (200, secret("s3-creds", "K"))).await;
-        let job = expect(
-            &mut h,
-            "PATCH",
-            &format!("{JOBS}/cleanup-nightly-1?&force=true&fieldManager=mysql-backup-operator"),
-            (200, json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "cleanup-nightly-1"}})),
-        )
-        .await;
+        let job = apply_job(&mut h, "cleanup-nightly-1").await;
         let args = &job["spec"]["template"]["spec"]["containers"][0]["args"];
         assert_eq!(args[1], "delete");
         assert_eq!(args[2], "--backup=20261122T020001Z-00abcd");
@@ -198,17 +192,17 @@ async fn a_new_success_starts_retention_as_a_prune_job() {
     let list =
         json!({"apiVersion": "mysqlbackup.dev/v1alpha1", "kind": "MySQLBackupList", "metadata": {}, "items": [child]});
     let action = run_schedule(schedule, async |mut h: Handle| {
-        expect(&mut h, "GET", &format!("{BACKUPS}?&labelSelector=mysqlbackup.dev%2Fschedule%3Ddb-nightly"), (200, list)).await;
+        expect(
+            &mut h,
+            "GET",
+            &format!("{BACKUPS}?&labelSelector=mysqlbackup.dev%2Fschedule%3Ddb-nightly"),
+            (200, list),
+        )
+        .await;
         let mut db_pod = pod();
         db_pod["spec"]["securityContext"] = json!({"runAsUser": 999, "fsGroup": 999});
         expect(&mut h, "GET", &format!("{PODS}/db-0"), (200, db_pod)).await;
-        let job = expect(
-            &mut h,
-            "PATCH",
-            &format!("{JOBS}/prune-db-nightly-manual-0000abcd?&force=true&fieldManager=mysql-backup-operator"),
-            (200, json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "prune-db-nightly-manual-0000abcd"}})),
-        )
-        .await;
+        let job = apply_job(&mut h, "prune-db-nightly-manual-0000abcd").await;
         let spec = &job["spec"]["template"]["spec"];
         assert_eq!(spec["securityContext"]["runAsUser"], 999, "runs as the database pod's user");
         assert_eq!(spec["containers"][0]["args"][2], "--keep-daily=7");
