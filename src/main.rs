@@ -80,11 +80,8 @@ async fn run_backup(args: BackupArgs) -> Result<(), AgentError> {
             agent::backup(&method, &storage, settings).await?
         }
         MethodKind::Mariabackup => {
-            let url = args.mysql_url.ok_or(AgentError::MissingOption {
-                option: "--mysql-url (or MYSQL_URL)",
-                needed_by: "--method mariabackup",
-            })?;
-            let server = ServerConfig::from_url(&url, args.mysql_password_file.as_ref())?;
+            let server =
+                server_of(args.mysql_url.as_deref(), args.mysql_password_file.as_ref(), "--method mariabackup")?;
             let method = Mariabackup {
                 server,
                 datadir: args.datadir,
@@ -95,11 +92,7 @@ async fn run_backup(args: BackupArgs) -> Result<(), AgentError> {
             agent::backup(&method, &storage, settings).await?
         }
         MethodKind::Binlog => {
-            let url = args.mysql_url.ok_or(AgentError::MissingOption {
-                option: "--mysql-url (or MYSQL_URL)",
-                needed_by: "--method binlog",
-            })?;
-            let server = ServerConfig::from_url(&url, args.mysql_password_file.as_ref())?;
+            let server = server_of(args.mysql_url.as_deref(), args.mysql_password_file.as_ref(), "--method binlog")?;
             let incremental = agent::incremental_from(&storage, &args.from, &settings.tags).await?;
             let method =
                 Binlog { server, binlog_dir: args.binlog_dir, from: incremental.from.clone(), read_size: chunk_size };
@@ -107,6 +100,16 @@ async fn run_backup(args: BackupArgs) -> Result<(), AgentError> {
         }
     };
     finish(summary, args.common.summary_file.as_ref())
+}
+
+/// The server `--mysql-url` names, which `needed_by` requires.
+fn server_of(
+    url: Option<&str>,
+    password_file: Option<&PathBuf>,
+    needed_by: &'static str,
+) -> Result<ServerConfig, AgentError> {
+    let url = url.ok_or(AgentError::MissingOption { option: "--mysql-url (or MYSQL_URL)", needed_by })?;
+    Ok(ServerConfig::from_url(url, password_file)?)
 }
 
 async fn run_archiver(args: ArchiveArgs) -> Result<(), AgentError> {

@@ -222,6 +222,11 @@ fn replay_err(what: &str) -> impl Fn(std::io::Error) -> PitrError + '_ {
     move |e| PitrError::Replay { what: what.to_string(), detail: e.to_string() }
 }
 
+/// Starts `cmd` with no input, killed if the replay is dropped; `what` names the step in errors.
+fn spawn(cmd: &mut tokio::process::Command, what: &str) -> Result<tokio::process::Child, PitrError> {
+    cmd.stdin(Stdio::null()).kill_on_drop(true).spawn().map_err(replay_err(what))
+}
+
 /// One `mariadb-binlog` run of a replay: these files, after this position.
 #[derive(Debug, Clone)]
 pub struct ReplayStep {
@@ -251,13 +256,7 @@ pub async fn replay(
     if nix::unistd::geteuid().is_root() {
         cmd.arg("--user=root");
     }
-    let mut server = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(replay_err("starting mariadbd"))?;
+    let mut server = spawn(cmd.stdout(Stdio::null()).stderr(Stdio::null()), "starting mariadbd")?;
     let log_tail = || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
@@ -338,14 +337,8 @@ async fn replay_step(
             (t.with_nanosecond_floor() + jiff::SignedDuration::from_secs(1)).strftime("%Y-%m-%d %H:%M:%S")
         )),
     };
-    let mut reader = binlog
-        .args(&step.files)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(replay_err("starting mariadb-binlog"))?;
+    let mut reader =
+        spawn(binlog.args(&step.files).stdout(Stdio::piped()).stderr(Stdio::piped()), "starting mariadb-binlog")?;
     let mut client = tokio::process::Command::new(&tools.client)
         .arg(format!("--socket={}", socket.display()))
         .args(["--user=root", "--binary-mode", "--batch"])
