@@ -1,9 +1,10 @@
-//! Server-side apply of what a reconcile decided: Jobs, and the finalizers of MySQLBackups.
+//! Applying what a reconcile decided: Jobs (server-side apply), the finalizers of MySQLBackups, and
+//! deletions that tolerate an object already gone.
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::{
     Api, ResourceExt,
-    api::{Patch, PatchParams},
+    api::{DeleteParams, Patch, PatchParams},
 };
 
 use crate::controller::backup::deletion;
@@ -40,5 +41,17 @@ pub(crate) async fn set_finalizers(
         // Gone already: nothing holds it.
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(source) => Err(ReconcileError::Finalizer { name, source }),
+    }
+}
+
+/// Deletes `name` in the background; one already gone is not an error.
+pub(crate) async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
     }
 }

@@ -26,6 +26,14 @@ use kube::Resource;
 
 use crate::crd::{BackupMethod, StorageSpec};
 
+/// The name and namespace of `obj`, which every object built for it needs.
+pub fn name_and_namespace<K: Resource>(obj: &K) -> Result<(String, String), BuildError> {
+    let meta = obj.meta();
+    let name = meta.name.clone().ok_or(BuildError::MissingMetadata("name"))?;
+    let namespace = meta.namespace.clone().ok_or(BuildError::MissingMetadata("namespace"))?;
+    Ok((name, namespace))
+}
+
 /// Where the operator binary sits in the operator image.
 pub const OPERATOR_BINARY: &str = "/mysql-backup-operator";
 /// Where the init container puts the binary for the agent container.

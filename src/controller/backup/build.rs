@@ -16,15 +16,14 @@ use k8s_openapi::{
 
 use crate::controller::build::{
     AGENT_DIR, BuildError, LABEL_BACKUP, LABEL_SCHEDULE, OperatorJob, agent_job_spec, agent_runtime, child_name,
-    credentials_env, datadir_mount, install_container, labels, mysql_url, owner_reference, password_file,
-    resolve_method, storage_args,
+    credentials_env, datadir_mount, install_container, labels, mysql_url, name_and_namespace, owner_reference,
+    password_file, resolve_method, storage_args,
 };
 use crate::crd::MySQLBackup;
 /// Builds the backup Job of `backup`, whose source pod is `pod`, with the operator image `operator_image`.
 pub fn backup_job(backup: &MySQLBackup, pod: &Pod, operator_image: &str) -> Result<Job, BuildError> {
     let spec = &backup.spec;
-    let name = backup.metadata.name.clone().ok_or(BuildError::MissingMetadata("name"))?;
-    let namespace = backup.metadata.namespace.clone().ok_or(BuildError::MissingMetadata("namespace"))?;
+    let (name, namespace) = name_and_namespace(backup)?;
     let pod_name = spec.source.pod.clone();
     let pod_spec = pod.spec.clone().unwrap_or_default();
     let node = pod_spec.node_name.clone().ok_or_else(|| BuildError::PodNotScheduled { pod: pod_name.clone() })?;
@@ -150,8 +149,7 @@ pub fn cleanup_job(
     security_context: Option<k8s_openapi::api::core::v1::PodSecurityContext>,
     operator_image: &str,
 ) -> Result<Job, BuildError> {
-    let name = backup.metadata.name.clone().ok_or(BuildError::MissingMetadata("name"))?;
-    let namespace = backup.metadata.namespace.clone().ok_or(BuildError::MissingMetadata("namespace"))?;
+    let (name, namespace) = name_and_namespace(backup)?;
     let args = vec![
         "agent".to_string(),
         "delete".into(),

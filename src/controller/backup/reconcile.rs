@@ -10,9 +10,9 @@ use k8s_openapi::{
     },
     apimachinery::pkg::apis::meta::v1::Time,
 };
-use kube::{Api, ResourceExt, api::DeleteParams, runtime::controller::Action};
+use kube::{Api, ResourceExt, runtime::controller::Action};
 
-use crate::controller::apply::{apply_job, set_finalizers, without_ours};
+use crate::controller::apply::{apply_job, delete_if_present, set_finalizers, without_ours};
 use crate::controller::backup::decide::{Decision, Observed};
 use crate::controller::backup::{decide, deletion};
 use crate::controller::build;
@@ -60,11 +60,9 @@ pub(crate) async fn reconcile_deletion(
     });
 
     for job in &d.delete_jobs {
-        match jobs_api.delete(job, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(source) => return Err(ReconcileError::DeleteJob { job: job.clone(), source }),
-        }
+        delete_if_present(&jobs_api, job)
+            .await
+            .map_err(|source| ReconcileError::DeleteJob { job: job.clone(), source })?;
     }
     if let Some(job) = &d.job {
         apply_job(&jobs_api, job).await?;

@@ -13,7 +13,7 @@ use k8s_openapi::{
 
 use crate::controller::build::{
     AGENT_DIR, BuildError, RESTORE_WORK, agent_job_spec, agent_runtime, child_name, credentials_env, install_container,
-    labels, owner_reference, storage_args,
+    labels, name_and_namespace, owner_reference, storage_args,
 };
 use crate::crd::{MySQLRestore, StorageSpec};
 /// The PersistentVolumeClaim a restore creates from its template, if it has one. It has no owner: a
@@ -61,8 +61,7 @@ pub const RESTORE_MOUNT: &str = "/var/lib/mysql-restore";
 
 /// Builds the restore Job of `restore`.
 pub fn restore_job(restore: &MySQLRestore, plan: &RestorePlan, operator_image: &str) -> Result<Job, BuildError> {
-    let name = restore.metadata.name.clone().ok_or(BuildError::MissingMetadata("name"))?;
-    let namespace = restore.metadata.namespace.clone().ok_or(BuildError::MissingMetadata("namespace"))?;
+    let (name, namespace) = name_and_namespace(restore)?;
     let target = &restore.spec.target;
     let datadir = match &target.sub_path {
         Some(sub) => format!("{RESTORE_MOUNT}/{}", sub.trim_matches('/')),

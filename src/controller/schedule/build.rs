@@ -11,7 +11,7 @@ use k8s_openapi::{
 
 use crate::controller::build::{
     BuildError, LABEL_SCHEDULE, OPERATOR_BINARY, OperatorJob, child_name, credentials_env, labels, mysql_url,
-    owner_reference, password_file, storage_args,
+    name_and_namespace, owner_reference, password_file, storage_args,
 };
 /// Builds the Job that applies `schedule`'s retention to its backups in storage (`agent prune`), after
 /// the complete MySQLBackup `after`. Operator image only; as `security_context` when given (the source
@@ -22,8 +22,7 @@ pub fn prune_job(
     security_context: Option<k8s_openapi::api::core::v1::PodSecurityContext>,
     operator_image: &str,
 ) -> Result<Job, BuildError> {
-    let name = schedule.metadata.name.clone().ok_or(BuildError::MissingMetadata("name"))?;
-    let namespace = schedule.metadata.namespace.clone().ok_or(BuildError::MissingMetadata("namespace"))?;
+    let (name, namespace) = name_and_namespace(schedule)?;
     let retention = schedule.spec.retention.clone().unwrap_or_default();
     let mut args = vec!["agent".to_string(), "prune".into()];
     for (flag, value) in [
@@ -108,8 +107,7 @@ pub fn archiver_deployment(
         },
         apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
     };
-    let name = schedule.metadata.name.clone().ok_or(BuildError::MissingMetadata("name"))?;
-    let namespace = schedule.metadata.namespace.clone().ok_or(BuildError::MissingMetadata("namespace"))?;
+    let (name, namespace) = name_and_namespace(schedule)?;
     let spec = schedule.spec.binlog_archive.clone().unwrap_or_default();
     let template = &schedule.spec.backup_template;
     let mut args = vec![

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
 use kube::{
     Api, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{ListParams, Patch, PatchParams, PostParams},
     runtime::controller::Action,
 };
 
-use crate::controller::apply::apply_job;
+use crate::controller::apply::{apply_job, delete_if_present};
 use crate::controller::build;
 use crate::controller::context::{Context, FIELD_MANAGER, ReconcileError};
 use crate::controller::observe::{finished_job_message, observe_err};
@@ -97,11 +97,9 @@ pub async fn reconcile_schedule(schedule: Arc<BackupSchedule>, ctx: Arc<Context>
         }
     }
     for victim in &d.delete {
-        match backups.delete(victim, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(source) => return Err(ReconcileError::DeleteBackup { name: victim.clone(), source }),
-        }
+        delete_if_present(&backups, victim)
+            .await
+            .map_err(|source| ReconcileError::DeleteBackup { name: victim.clone(), source })?;
     }
     if let Some(job) = &d.prune_job {
         apply_job(&jobs_api, job).await?;
@@ -115,11 +113,9 @@ pub async fn reconcile_schedule(schedule: Arc<BackupSchedule>, ctx: Arc<Context>
             .map_err(|source| ReconcileError::ApplyDeployment { name: dep_name, source })?;
     }
     if let Some(victim) = &d.delete_archiver {
-        match deployments.delete(victim, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(source) => return Err(ReconcileError::DeleteDeployment { name: victim.clone(), source }),
-        }
+        delete_if_present(&deployments, victim)
+            .await
+            .map_err(|source| ReconcileError::DeleteDeployment { name: victim.clone(), source })?;
     }
     let api: Api<BackupSchedule> = Api::namespaced(client.clone(), &ns);
     apply_status(&api, &*schedule, schedule.status.as_ref(), &d.status).await?;
