@@ -1,12 +1,6 @@
-//! Object storage: one code path for `file://`, `s3://`, `az://` and `gs://` through `object_store`, and
-//! the object-key layout that is part of the compatibility promise:
-//!
-//! ```text
-//! <prefix>/backups/<backup-id>/manifest.json   written last; a backup exists iff this exists
-//! <prefix>/chunks/<hh>/<blake3-hex>             zstd frame of one chunk, shared by all backups
-//! <prefix>/binlogs/<archive>/<seq>.binlog.zst    one segment of a continuous binary-log archive
-//! <prefix>/binlogs/<archive>/<seq>.json          its index entry, written after it (see `archive`)
-//! ```
+//! Object storage: one code path for `file://`, `s3://`, `az://` and `gs://` through `object_store`,
+//! with retries bounded in time. The keys under the URL's prefix are laid out by
+//! [`crate::format::keys`].
 //!
 //! Credentials come only from the environment (the `AWS_*`, `AZURE_*`, `GOOGLE_*` variables
 //! `object_store` reads); options given on the command line that look like credentials are refused so
@@ -26,6 +20,7 @@ use object_store::{
 };
 use url::Url;
 
+use crate::format::keys;
 use crate::format::manifest::{ChunkHash, Manifest, ManifestError, is_backup_id};
 
 /// Retries of one request: high enough that the time budget (`RetryPolicy::timeout`), not the count,
@@ -213,19 +208,12 @@ impl Storage {
 
     /// Object key of a chunk.
     pub fn chunk_key(&self, hash: &ChunkHash) -> ObjPath {
-        let hex = hash.to_string();
-        self.key(&format!("chunks/{}/{hex}", &hex[..2]))
+        self.key(&keys::chunk(hash))
     }
 
     /// Object key of a backup's manifest.
     pub fn manifest_key(&self, backup_id: &str) -> ObjPath {
-        self.key(&format!("backups/{backup_id}/manifest.json"))
-    }
-
-    /// Object key of the tombstone a deletion leaves while it removes a backup's chunks: a copy of the
-    /// manifest, so an interrupted deletion can be finished, under a name no listing counts as a backup.
-    pub fn tombstone_key(&self, backup_id: &str) -> ObjPath {
-        self.key(&format!("backups/{backup_id}/deleting.json"))
+        self.key(&keys::manifest(backup_id))
     }
 
     /// Writes an object, in parts when it is large. Writes are idempotent (chunks are named by their
@@ -316,7 +304,7 @@ impl Storage {
     /// Every chunk storage holds: hash → stored length (about 100 bytes an entry: 2.6 million, a 10 TB
     /// backup's worth, take about 250 MiB).
     pub async fn list_chunks(&self) -> Result<HashMap<ChunkHash, u64>, StorageError> {
-        let key = self.key("chunks");
+        let key = self.key(keys::CHUNKS);
         let err = |source| StorageError::List { url: self.url.clone(), key: key.to_string(), source };
         let mut out = HashMap::new();
         let mut listing = self.store.list(Some(&key));
@@ -330,16 +318,13 @@ impl Storage {
 
     /// Object key of a file of binary-log archive `archive` (see [`crate::archive`]).
     pub fn archive_key(&self, archive: &str, name: &str) -> ObjPath {
-        self.key(&format!("binlogs/{archive}/{name}"))
+        self.key(&keys::archive_object(archive, name))
     }
 
     /// Names of the objects directly in binary-log archive `archive` (or of the archives, with
     /// `None`), with their sizes.
     pub async fn list_archive(&self, archive: Option<&str>) -> Result<Vec<(String, u64)>, StorageError> {
-        let key = match archive {
-            Some(a) => self.key(&format!("binlogs/{a}")),
-            None => self.key("binlogs"),
-        };
+        let key = self.key(&keys::archive_dir(archive));
         let err = |source| StorageError::List { url: self.url.clone(), key: key.to_string(), source };
         let listing = self.store.list_with_delimiter(Some(&key)).await.map_err(err)?;
         let mut out: Vec<(String, u64)> = match archive {
@@ -373,12 +358,12 @@ impl Storage {
 
     /// Object key of a lock (see [`crate::gc::lock`]).
     pub fn lock_key(&self, name: &str) -> ObjPath {
-        self.key(&format!("locks/{name}.json"))
+        self.key(&keys::lock(name))
     }
 
     /// Every lock: name (without `.json`) and when it was last written, by the storage's clock.
     pub async fn list_locks(&self) -> Result<Vec<(String, jiff::Timestamp)>, StorageError> {
-        let key = self.key("locks");
+        let key = self.key(keys::LOCKS);
         let err = |source| StorageError::List { url: self.url.clone(), key: key.to_string(), source };
         let mut out = Vec::new();
         let mut listing = self.store.list(Some(&key));
@@ -394,14 +379,14 @@ impl Storage {
 
     /// Ids of every complete backup (one whose manifest exists), oldest first.
     pub async fn list_backup_ids(&self) -> Result<Vec<String>, StorageError> {
-        let key = self.key("backups");
+        let key = self.key(keys::BACKUPS);
         let err = |source| StorageError::List { url: self.url.clone(), key: key.to_string(), source };
         let mut ids = Vec::new();
         let mut listing = self.store.list(Some(&key));
         while let Some(meta) = listing.try_next().await.map_err(err)? {
             let parts: Vec<_> = meta.location.parts().collect();
             if let [.., id, file] = parts.as_slice()
-                && file.as_ref() == "manifest.json"
+                && file.as_ref() == keys::MANIFEST_FILE
                 && is_backup_id(id.as_ref())
             {
                 ids.push(id.as_ref().to_string());

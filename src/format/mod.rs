@@ -3,5 +3,6 @@
 
 pub mod archive_index;
 pub mod archiver_status;
+pub mod keys;
 pub mod manifest;
 pub mod summary;
