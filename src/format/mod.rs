@@ -4,5 +4,6 @@
 pub mod archive_index;
 pub mod archiver_status;
 pub mod keys;
+pub mod lock;
 pub mod manifest;
 pub mod summary;

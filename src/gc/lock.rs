@@ -26,6 +26,7 @@ use std::{
 use bytes::Bytes;
 use jiff::Timestamp;
 
+use crate::format::lock::LockRecord;
 use crate::storage::{Storage, StorageError};
 
 /// How often a lock is rewritten.
@@ -79,13 +80,13 @@ fn fresh(locks: &[(String, Timestamp)], prefix: &str, except: &str) -> Vec<Strin
 
 impl Lock {
     async fn write(storage: Storage, name: String) -> Result<Self, LockError> {
-        let body = serde_json::json!({
-            "lock": name,
-            "host": nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default(),
-            "pid": std::process::id(),
-            "since": Timestamp::now(),
-        });
-        let bytes = Bytes::from(body.to_string());
+        let body = LockRecord {
+            lock: name.clone(),
+            host: nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default(),
+            pid: std::process::id(),
+            since: Timestamp::now(),
+        };
+        let bytes = Bytes::from(serde_json::to_vec(&body).expect("lock records always serialise"));
         let key = storage.lock_key(&name);
         storage.put(&key, bytes.clone()).await?;
         let renewed = Arc::new(Mutex::new((Instant::now(), None)));
