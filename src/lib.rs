@@ -1,11 +1,12 @@
 //! mysql-backup-operator: physical backups of MySQL and MariaDB to object storage, restored verified.
 //!
-//! The library holds everything; `main.rs` only parses the command line and dispatches. The agent's
-//! data path: a [`method`] reads a consistent copy of the server's files into the [`chunk_writer`],
-//! which stores content-addressed zstd chunks through [`storage`]; the [`manifest`], written last,
-//! lists every file with its chunks and the [`position`]s of the consistent point. [`restore`] and
-//! [`verify`] read it back through [`chunk_reader`], checking every hash; [`gc`] removes backups (by id or
-//! by [`retention`]) and sweeps the chunks no manifest references, kept apart from backups by [`lock`].
+//! The library holds everything; `main.rs` only parses the command line and dispatches. The folders are
+//! the layers (see `docs/design.md`): [`format`](mod@format) is the compatibility promise (object keys, manifest,
+//! archive index, locks, the agent's summary, the archiver's status); [`storage`] wraps object stores;
+//! [`mysql`] is what we know of the servers; [`datapath`] reads a consistent copy into content-addressed
+//! chunks and reads it back verified; [`archive`] streams binary logs into storage; [`gc`] deletes
+//! backups and sweeps chunks under [`gc::lock`]s; [`agent`] runs these as the command line and Jobs do.
+//! [`crd`] and [`controller`] are the Kubernetes side; nothing else imports them or Kubernetes code.
 
 pub mod agent;
 pub mod archive;
