@@ -42,6 +42,16 @@ fn restore_args(target: &std::path::Path, storage: &[String], backup: &str) -> V
     a
 }
 
+/// A running server holding `rows` sample rows, and an S3 server with storage arguments for `prefix`.
+async fn sample_on_s3(server_id: u32, rows: u64, prefix: &str) -> (tempfile::TempDir, MariaDb, S3Server, Vec<String>) {
+    let dir = tempdir();
+    let db = MariaDb::start(dir.path(), server_id).await;
+    load_sample(&db, rows).await;
+    let s3 = S3Server::start();
+    let storage = s3.storage_args(prefix);
+    (dir, db, s3, storage)
+}
+
 /// A stopped server's datadir holding `rows` sample rows, and file storage beside it.
 async fn stopped_sample(server_id: u32, rows: u64) -> (tempfile::TempDir, std::path::PathBuf, Vec<String>) {
     let dir = tempdir();
@@ -55,11 +65,7 @@ async fn stopped_sample(server_id: u32, rows: u64) -> (tempfile::TempDir, std::p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariabackup_under_write_load_restores_exactly_the_recorded_point() {
-    let dir = tempdir();
-    let db = MariaDb::start(dir.path(), 1).await;
-    load_sample(&db, 20_000).await;
-    let s3 = S3Server::start();
-    let storage = s3.storage_args("prod-db");
+    let (dir, db, s3, storage) = sample_on_s3(1, 20_000, "prod-db").await;
 
     let writer = Writer::start(db.pool());
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -157,11 +163,7 @@ async fn cold_backup_of_a_stopped_server_restores_data_and_gtid_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_backup_after_one_percent_churn_uploads_a_small_fraction() {
-    let dir = tempdir();
-    let db = MariaDb::start(dir.path(), 4).await;
-    load_sample(&db, 100_000).await;
-    let s3 = S3Server::start();
-    let storage = s3.storage_args("dedup");
+    let (dir, db, s3, storage) = sample_on_s3(4, 100_000, "dedup").await;
     let extra = ["--mysql-url", &db.url(), "--chunk-size-kib", "1024"];
     // A server in steady state has written its pages; a bulk load just now has not.
     let settle = async || {

@@ -193,6 +193,13 @@ spec:
         backup_job(&parse(backup), &parse(pod), "ghcr.io/example/mysql-backup-operator:0.1.0")
     }
 
+    /// The Job of a `method` backup, checked to run in the operator's image.
+    fn in_operator_image(method: &str) -> Job {
+        let job = build(&BACKUP.replace("  storage:", &format!("  method: {method}\n  storage:")), POD).unwrap();
+        assert_eq!(pod_spec(&job).containers[0].image.as_deref(), Some("ghcr.io/example/mysql-backup-operator:0.1.0"));
+        job
+    }
+
     fn pod_spec(job: &Job) -> &PodSpec {
         job.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
     }
@@ -269,20 +276,16 @@ spec:
 
     #[test]
     fn cold_runs_in_the_operator_image_without_a_connection() {
-        let backup = BACKUP.replace("  storage:", "  method: cold\n  storage:");
-        let job = build(&backup, POD).unwrap();
+        let job = in_operator_image("cold");
         let agent = &pod_spec(&job).containers[0];
-        assert_eq!(agent.image.as_deref(), Some("ghcr.io/example/mysql-backup-operator:0.1.0"));
         assert_eq!(agent.command.as_ref().unwrap(), &["/mysql-backup-operator"]);
         assert!(agent.args.as_ref().unwrap().iter().all(|a| !a.starts_with("--mysql")));
     }
 
     #[test]
     fn binlog_runs_in_the_operator_image_with_a_connection() {
-        let backup = BACKUP.replace("  storage:", "  method: binlog\n  storage:");
-        let job = build(&backup, POD).unwrap();
+        let job = in_operator_image("binlog");
         let agent = &pod_spec(&job).containers[0];
-        assert_eq!(agent.image.as_deref(), Some("ghcr.io/example/mysql-backup-operator:0.1.0"));
         let args = agent.args.as_ref().unwrap();
         assert!(args.contains(&"--method=binlog".to_string()));
         assert!(args.contains(&"--mysql-url=mysql://backup@10.1.2.3:3306".to_string()), "{args:?}");

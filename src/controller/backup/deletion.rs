@@ -311,6 +311,16 @@ status: {phase: Complete, backupId: 20261122T020001Z-00abcd}
             }
         }
 
+        /// The backup of [`BACKUP`] whose cleanup Job succeeded, its agent reporting `summary`.
+        fn cleaned_up(summary: &'a str) -> Self {
+            let mut w = Self::new(BACKUP);
+            w.cleanup_job = Some(parse(
+                "{metadata: {name: cleanup-nightly-1}, status: {succeeded: 1, conditions: [{type: Complete, status: 'True'}]}}",
+            ));
+            w.cleanup_message = Some(summary);
+            w
+        }
+
         fn decide(&self) -> Decision {
             let sc: PodSecurityContext = parse("{runAsUser: 999, fsGroup: 999}");
             decide(&Observed {
@@ -441,11 +451,7 @@ status: {phase: Complete, backupId: 20261122T020001Z-00abcd}
 
     #[test]
     fn a_succeeded_cleanup_releases_the_object_and_says_what_it_freed() {
-        let mut w = World::new(BACKUP);
-        w.cleanup_job = Some(parse(
-            "{metadata: {name: cleanup-nightly-1}, status: {succeeded: 1, conditions: [{type: Complete, status: 'True'}]}}",
-        ));
-        w.cleanup_message = Some(
+        let w = World::cleaned_up(
             r#"{"operation":"delete","backupId":"20261122T020001Z-00abcd","storage":"s3://backups/prod","alreadyDeleted":false,"deletedChunks":12,"freedBytes":4096,"keptChunks":3,"durationSeconds":0.5}"#,
         );
         let d = w.decide();
@@ -462,11 +468,7 @@ status: {phase: Complete, backupId: 20261122T020001Z-00abcd}
 
     #[test]
     fn a_cleanup_whose_sweep_was_deferred_still_releases_and_says_so() {
-        let mut w = World::new(BACKUP);
-        w.cleanup_job = Some(parse(
-            "{metadata: {name: cleanup-nightly-1}, status: {succeeded: 1, conditions: [{type: Complete, status: 'True'}]}}",
-        ));
-        w.cleanup_message = Some(
+        let w = World::cleaned_up(
             r#"{"operation":"delete","backupId":"20261122T020001Z-00abcd","storage":"s3://backups/prod","alreadyDeleted":false,"deletedChunks":0,"freedBytes":0,"keptChunks":0,"deferredBy":["backup-20261122T050000Z-00ffff"],"durationSeconds":0.1}"#,
         );
         let d = w.decide();

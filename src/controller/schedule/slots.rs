@@ -177,6 +177,11 @@ mod tests {
         v.iter().map(|t| t.to_string()).collect()
     }
 
+    /// The first ten slots of `s` between `from` and `to`, as text.
+    fn slots_of(s: &Schedule, from: &str, to: &str) -> Vec<String> {
+        strings(&s.slots(t(from), t(to), 10))
+    }
+
     #[test]
     fn bad_input_names_the_field() {
         assert_eq!(
@@ -198,9 +203,8 @@ mod tests {
 
     #[test]
     fn shorthands_and_utc_default() {
-        let s = Schedule::parse("@daily", None, 0, "u").unwrap();
         assert_eq!(
-            strings(&s.slots(t("2026-11-22T10:00:00Z"), t("2026-11-25T00:00:00Z"), 10)),
+            slots_of(&Schedule::parse("@daily", None, 0, "u").unwrap(), "2026-11-22T10:00:00Z", "2026-11-25T00:00:00Z"),
             ["2026-11-23T00:00:00Z", "2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z"]
         );
         let s = Schedule::parse("@hourly", None, 0, "u").unwrap();
@@ -210,9 +214,8 @@ mod tests {
     #[test]
     fn a_skipped_wall_clock_time_fires_later_by_the_gap() {
         // Clocks go from 02:00 to 03:00 in Berlin on 2026-03-29 (01:00 UTC).
-        let s = berlin("30 2 * * *");
         assert_eq!(
-            strings(&s.slots(t("2026-03-27T12:00:00Z"), t("2026-03-30T12:00:00Z"), 10)),
+            slots_of(&berlin("30 2 * * *"), "2026-03-27T12:00:00Z", "2026-03-30T12:00:00Z"),
             [
                 "2026-03-28T01:30:00Z", // 02:30 CET
                 "2026-03-29T01:30:00Z", // 02:30 does not exist: 03:30 CEST
@@ -220,15 +223,13 @@ mod tests {
             ]
         );
         // Every 30 minutes in the skipped hour: both shifted, each once, in order.
-        let s = berlin("*/30 2 * * *");
         assert_eq!(
-            strings(&s.slots(t("2026-03-28T12:00:00Z"), t("2026-03-29T12:00:00Z"), 10)),
+            slots_of(&berlin("*/30 2 * * *"), "2026-03-28T12:00:00Z", "2026-03-29T12:00:00Z"),
             ["2026-03-29T01:00:00Z", "2026-03-29T01:30:00Z"]
         );
         // Every 30 minutes all night: the shifted slots coincide with real ones and fire once.
-        let s = berlin("*/30 1-3 * * *");
         assert_eq!(
-            strings(&s.slots(t("2026-03-28T23:59:00Z"), t("2026-03-29T02:00:00Z"), 10)),
+            slots_of(&berlin("*/30 1-3 * * *"), "2026-03-28T23:59:00Z", "2026-03-29T02:00:00Z"),
             ["2026-03-29T00:00:00Z", "2026-03-29T00:30:00Z", "2026-03-29T01:00:00Z", "2026-03-29T01:30:00Z"]
         );
     }
@@ -242,9 +243,8 @@ mod tests {
             ["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"]
         );
         // Hourly: 02:00 happens twice and fires once; every other hour fires.
-        let s = berlin("0 * * * *");
         assert_eq!(
-            strings(&s.slots(t("2026-10-24T23:30:00Z"), t("2026-10-25T03:00:00Z"), 10)),
+            slots_of(&berlin("0 * * * *"), "2026-10-24T23:30:00Z", "2026-10-25T03:00:00Z"),
             ["2026-10-25T00:00:00Z", "2026-10-25T02:00:00Z", "2026-10-25T03:00:00Z"]
         );
         // A cursor inside the repeated hour does not fire its first occurrence again.
@@ -254,15 +254,21 @@ mod tests {
 
     #[test]
     fn leap_days_fire_only_in_leap_years() {
-        let s = Schedule::parse("0 3 29 2 *", None, 0, "u").unwrap();
         assert_eq!(
-            strings(&s.slots(t("2026-01-01T00:00:00Z"), t("2033-01-01T00:00:00Z"), 10)),
+            slots_of(
+                &Schedule::parse("0 3 29 2 *", None, 0, "u").unwrap(),
+                "2026-01-01T00:00:00Z",
+                "2033-01-01T00:00:00Z"
+            ),
             ["2028-02-29T03:00:00Z", "2032-02-29T03:00:00Z"]
         );
         // The last day of February, every year.
-        let s = Schedule::parse("0 3 L 2 *", None, 0, "u").unwrap();
         assert_eq!(
-            strings(&s.slots(t("2027-01-01T00:00:00Z"), t("2029-01-01T00:00:00Z"), 10)),
+            slots_of(
+                &Schedule::parse("0 3 L 2 *", None, 0, "u").unwrap(),
+                "2027-01-01T00:00:00Z",
+                "2029-01-01T00:00:00Z"
+            ),
             ["2027-02-28T03:00:00Z", "2028-02-29T03:00:00Z"]
         );
     }

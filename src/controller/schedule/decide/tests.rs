@@ -18,6 +18,13 @@ fn parse<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
     serde_yaml::from_str(yaml).unwrap()
 }
 
+/// The schedule with `field` added to its spec, whose cursor is at `last_slot`.
+fn schedule_after(field: &str, last_slot: &str) -> BackupSchedule {
+    let mut s: BackupSchedule = parse(&SCHEDULE.replace("  schedule:", &format!("  {field}\n  schedule:")));
+    s.status = Some(BackupScheduleStatus { last_schedule_time: Some(time(t(last_slot))), ..Default::default() });
+    s
+}
+
 fn t(s: &str) -> Timestamp {
     s.parse().unwrap()
 }
@@ -142,9 +149,7 @@ fn forbid_skips_a_slot_while_a_backup_runs_replace_stops_it_allow_runs_both() {
 
 #[test]
 fn a_deadline_turns_a_late_slot_into_a_missed_one() {
-    let mut s: BackupSchedule = parse(&SCHEDULE.replace("  schedule:", "  startingDeadlineSeconds: 600\n  schedule:"));
-    s.status =
-        Some(BackupScheduleStatus { last_schedule_time: Some(time(t("2026-11-21T02:00:00Z"))), ..Default::default() });
+    let s = schedule_after("startingDeadlineSeconds: 600", "2026-11-21T02:00:00Z");
     let d = run_at(&s, &[], "2026-11-22T02:30:00Z");
     assert!(d.create.is_empty());
     assert_eq!(d.status.missed_slots, 1);
@@ -154,9 +159,7 @@ fn a_deadline_turns_a_late_slot_into_a_missed_one() {
 
 #[test]
 fn suspended_slots_pass_without_backups_or_misses() {
-    let mut s: BackupSchedule = parse(&SCHEDULE.replace("  schedule:", "  suspend: true\n  schedule:"));
-    s.status =
-        Some(BackupScheduleStatus { last_schedule_time: Some(time(t("2026-11-20T02:00:00Z"))), ..Default::default() });
+    let s = schedule_after("suspend: true", "2026-11-20T02:00:00Z");
     let d = run_at(&s, &[], "2026-11-22T02:30:00Z");
     assert!(d.create.is_empty() && d.events.is_empty());
     assert_eq!(d.status.missed_slots, 0);
@@ -201,9 +204,7 @@ fn binlog_incrementals_run_between_fulls_on_top_of_a_complete_backup() {
 
 #[test]
 fn a_new_trigger_value_takes_one_backup() {
-    let mut s: BackupSchedule = parse(&SCHEDULE.replace("  schedule:", "  trigger: before-upgrade\n  schedule:"));
-    s.status =
-        Some(BackupScheduleStatus { last_schedule_time: Some(time(t("2026-11-22T02:00:00Z"))), ..Default::default() });
+    let mut s = schedule_after("trigger: before-upgrade", "2026-11-22T02:00:00Z");
     let d = run_at(&s, &[], "2026-11-22T10:00:00Z");
     assert_eq!(d.create.len(), 1);
     let name = on_demand_name("db-nightly", "before-upgrade");
