@@ -74,6 +74,13 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
+    /// The name and namespace of a namespaced resource; one without a namespace cannot be reconciled.
+    pub fn name_and_namespace<K: kube::ResourceExt>(obj: &K) -> Result<(String, String), Self> {
+        let name = obj.name_any();
+        let ns = obj.namespace().ok_or_else(|| Self::NoNamespace(name.clone()))?;
+        Ok((name, ns))
+    }
+
     /// A stable category for metrics and Events.
     pub fn category(&self) -> &'static str {
         match self {

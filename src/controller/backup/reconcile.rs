@@ -80,8 +80,7 @@ pub(crate) async fn reconcile_deletion(
 /// Reconciles one MySQLBackup.
 #[tracing::instrument(skip_all, fields(namespace = backup.namespace().unwrap_or_default(), name = backup.name_any()))]
 pub async fn reconcile_backup(backup: Arc<MySQLBackup>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let name = backup.name_any();
-    let ns = backup.namespace().ok_or_else(|| ReconcileError::NoNamespace(name.clone()))?;
+    let (name, ns) = ReconcileError::name_and_namespace(backup.as_ref())?;
     if backup.metadata.deletion_timestamp.is_some() {
         return reconcile_deletion(backup, ctx, &ns).await;
     }

@@ -27,8 +27,7 @@ use crate::crd::{MySQLBackup, MySQLRestore};
 /// Reconciles one MySQLRestore.
 #[tracing::instrument(skip_all, fields(namespace = restore.namespace().unwrap_or_default(), name = restore.name_any()))]
 pub async fn reconcile_restore(restore: Arc<MySQLRestore>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let name = restore.name_any();
-    let ns = restore.namespace().ok_or_else(|| ReconcileError::NoNamespace(name.clone()))?;
+    let (name, ns) = ReconcileError::name_and_namespace(restore.as_ref())?;
     let client = &ctx.client;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let jobs_api: Api<Job> = Api::namespaced(client.clone(), &ns);

@@ -22,8 +22,7 @@ use crate::crd::{BackupSchedule, MySQLBackup};
 /// Reconciles one BackupSchedule: see [`schedule_decision`].
 #[tracing::instrument(skip_all, fields(namespace = schedule.namespace().unwrap_or_default(), name = schedule.name_any()))]
 pub async fn reconcile_schedule(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let name = schedule.name_any();
-    let ns = schedule.namespace().ok_or_else(|| ReconcileError::NoNamespace(name.clone()))?;
+    let (name, ns) = ReconcileError::name_and_namespace(schedule.as_ref())?;
     let client = &ctx.client;
     let labels = crate::controller::metrics::ScheduleLabels { namespace: ns.clone(), schedule: name.clone() };
     if schedule.metadata.deletion_timestamp.is_some() {
