@@ -169,10 +169,11 @@ fn time(secs: u32) -> Timestamp {
 }
 
 fn is_query(body: &[u8], words: &[&str]) -> bool {
-    event::query_text(body).is_some_and(|q| {
+    event::with_query(body, |q| {
         let q = q.trim().trim_end_matches(';').trim();
         words.iter().any(|w| q.eq_ignore_ascii_case(w))
     })
+    .unwrap_or(false)
 }
 
 impl SegmentBuilder {

@@ -116,7 +116,6 @@ pub async fn prune(
     dry: bool,
 ) -> Result<PruneOutcome, GcError> {
     let mut items = Vec::new();
-    let mut times = BTreeMap::new();
     let mut fulls = BTreeMap::new();
     for id in storage.list_backup_ids().await? {
         let m = storage.read_manifest(&id).await?;
@@ -124,7 +123,6 @@ pub async fn prune(
             continue;
         }
         let time = m.completed_at;
-        times.insert(id.clone(), m.completed_at);
         if m.incremental.is_none()
             && let Some(gtid) = m.positions.gtid.clone()
         {
@@ -133,7 +131,7 @@ pub async fn prune(
         items.push(Item { id, time, base: m.incremental.and_then(|i| i.base) });
     }
     let plan = retention::plan(&items, policy, tz, jiff::Timestamp::now());
-    let kept_times: Vec<_> = plan.keep.keys().filter_map(|id| times.get(id)).copied().collect();
+    let kept_times: Vec<_> = items.iter().filter(|i| plan.keep.contains_key(&i.id)).map(|i| i.time).collect();
     let window = match (kept_times.iter().min(), kept_times.iter().max()) {
         (Some(from), Some(to)) => Some(Window { from: *from, to: *to }),
         _ => None,

@@ -114,8 +114,7 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
 
 /// A source uuid as MySQL prints it.
 fn uuid_text(b: [u8; 16]) -> String {
-    let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    mysql_common::uuid::Uuid::from_bytes(b).to_string()
 }
 
 /// Parses a MySQL event's body with `mysql_common`, in the context of a binary log format 4 file.
@@ -190,10 +189,16 @@ pub fn decode(kind: u8, server_id: u32, body: &[u8]) -> Result<Option<StateEvent
     }))
 }
 
+/// `f` of the statement of a query event's body, if it has one; the statement is borrowed from the
+/// body (no copy, on the archiver's path for every `BEGIN` and `COMMIT`).
+pub fn with_query<R>(body: &[u8], f: impl FnOnce(&str) -> R) -> Option<R> {
+    let q: QueryEvent = parse_mysql(kind::QUERY, body, "query").ok()?;
+    Some(f(&q.query()))
+}
+
 /// The statement of a query event's body, if it has one.
 pub fn query_text(body: &[u8]) -> Option<String> {
-    let q: QueryEvent = parse_mysql(kind::QUERY, body, "query").ok()?;
-    Some(q.query().into_owned())
+    with_query(body, str::to_string)
 }
 
 /// Whether a format description event (`event`: header, body and whatever follows) ends in a CRC-32
