@@ -4,6 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mysql_backup_operator::agent::AgentError;
+use mysql_backup_operator::datapath::pitr::Tools;
 use mysql_backup_operator::format::manifest::MethodKind;
 use mysql_backup_operator::storage::{RetryPolicy, Storage, parse_option};
 
@@ -70,6 +71,10 @@ pub enum AgentCommand {
     Verify(VerifyArgs),
     /// Restore a backup into an empty directory.
     Restore(RestoreArgs),
+    /// Prove a backup restorable: restore it into scratch space, start a private server on it, check
+    /// every table and its position, then remove the scratch data. The outcome is stored beside the
+    /// backup (`list` shows it); a failed drill exits with an error naming what failed.
+    Drill(DrillArgs),
     /// Delete a backup: its manifest first (it stops being listed), then every chunk no backup
     /// references. An interrupted deletion is finished by running it again.
     Delete(DeleteArgs),
@@ -281,6 +286,17 @@ pub struct BackupArgs {
     /// or a MySQL GTID set), or `auto`: after the end of the newest backup in the storage.
     #[arg(long, default_value = "auto")]
     pub from: String,
+    /// For --method catchup: where the scratch datadir goes (a new directory under it, removed at the
+    /// end; it needs room for the newest full backup). Default: the temporary directory ($TMPDIR).
+    #[arg(long)]
+    pub scratch: Option<PathBuf>,
+    /// For --method catchup: server id of the private replica; must differ from every server of the
+    /// topology. Default: derived from the storage URL, in 3000000000..3999999999.
+    #[arg(long)]
+    pub replica_server_id: Option<u32>,
+    /// For --method catchup: the server binary run on the scratch datadir.
+    #[arg(long, default_value = "mariadbd")]
+    pub mariadbd_path: String,
     /// Label recorded in the manifest, as key=value (e.g. the schedule that took it). Repeatable.
     #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
     pub tags: Vec<(String, String)>,
@@ -324,9 +340,6 @@ pub struct RestoreArgs {
     /// Delete the target's current contents first.
     #[arg(long)]
     pub overwrite: bool,
-    /// mariadb-backup binary (for the prepare step).
-    #[arg(long, default_value = "mariadb-backup")]
-    pub mariabackup_path: String,
     /// Restore to a point in time (MariaDB): a GTID (`0-1-42`, included) or an RFC 3339 time (the last
     /// transaction at or before it). Restores the newest full backup before it, then replays the binary
     /// logs of the incrementals after it on a private server. Replaces --backup.
@@ -339,7 +352,21 @@ pub struct RestoreArgs {
     /// With --until: replay across gaps in the binary-log archive; their transactions are lost.
     #[arg(long, requires = "until")]
     pub force: bool,
-    /// Server binary for the replay of --until.
+    #[command(flatten)]
+    pub tools: ServerToolArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// The server's tools a restore runs: to prepare, to replay, to start a private server.
+#[derive(Args)]
+pub struct ServerToolArgs {
+    /// mariadb-backup binary (for the prepare step).
+    #[arg(long, default_value = "mariadb-backup")]
+    pub mariabackup_path: String,
+    /// Server binary (point-in-time replays, drills, catch-up backups).
     #[arg(long, default_value = "mariadbd")]
     pub mariadbd_path: String,
     /// Binary-log reader for the replay of --until.
@@ -348,6 +375,40 @@ pub struct RestoreArgs {
     /// Client for the replay of --until.
     #[arg(long, default_value = "mariadb")]
     pub mariadb_client_path: String,
+}
+
+impl ServerToolArgs {
+    /// The replay's tools.
+    pub fn replay_tools(&self) -> Tools {
+        Tools {
+            server: self.mariadbd_path.clone(),
+            binlog: self.mariadb_binlog_path.clone(),
+            client: self.mariadb_client_path.clone(),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct DrillArgs {
+    /// Backup id, or `latest` (the newest backup that restores on its own).
+    #[arg(long, default_value = "latest")]
+    pub backup: String,
+    /// Drill a point in time instead (as `restore --until`): the record goes beside the full backup
+    /// the replay starts from.
+    #[arg(long, conflicts_with = "backup")]
+    pub until: Option<String>,
+    /// With --until: the binary-log archive to replay (default: the storage's only archive).
+    #[arg(long, requires = "until")]
+    pub archive: Option<String>,
+    /// With --until: replay across gaps in the archive.
+    #[arg(long, requires = "until")]
+    pub force: bool,
+    /// Scratch space: the restored data goes into a new directory under it, removed at the end. It
+    /// needs room for the backup's data. Default: the temporary directory ($TMPDIR).
+    #[arg(long)]
+    pub scratch: Option<PathBuf>,
+    #[command(flatten)]
+    pub tools: ServerToolArgs,
     #[command(flatten)]
     pub storage: StorageArgs,
     #[command(flatten)]

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use mysql_backup_operator::agent;
-use mysql_backup_operator::agent::{AgentError, BackupSettings};
+use mysql_backup_operator::agent::{AgentError, BackupSettings, error_chain};
 use mysql_backup_operator::datapath::chunk::writer::ChunkParams;
 use mysql_backup_operator::datapath::method::binlog::Binlog;
 use mysql_backup_operator::datapath::method::cold::Cold;
@@ -15,7 +15,7 @@ use mysql_backup_operator::format::summary::Summary;
 use mysql_backup_operator::mysql::server::ServerConfig;
 
 mod cli;
-use cli::{AgentCommand, ArchiveArgs, BackupArgs, BinlogCommand, Cli, Command, LogFormat};
+use cli::{AgentCommand, ArchiveArgs, BackupArgs, BinlogCommand, Cli, Command, DrillArgs, LogFormat};
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -29,21 +29,6 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-}
-
-/// The error and its causes, one per clause.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 fn finish(summary: Summary, summary_file: Option<&PathBuf>) -> Result<(), AgentError> {
@@ -91,6 +76,22 @@ async fn run_backup(args: BackupArgs) -> Result<(), AgentError> {
             };
             agent::backup(&method, &storage, settings).await?
         }
+        MethodKind::Catchup => {
+            let source = server_of(args.mysql_url.as_deref(), args.mysql_password_file.as_ref(), "--method catchup")?;
+            let replica_server_id = args.replica_server_id.unwrap_or_else(|| {
+                mysql_backup_operator::archive::archiver::default_replica_id(&format!("catchup {}", storage.url()))
+            });
+            let opts = agent::CatchupOptions {
+                source,
+                scratch: args.scratch.unwrap_or_else(std::env::temp_dir),
+                parallel,
+                mariabackup_tool: args.mariabackup_path,
+                server_tool: args.mariadbd_path,
+                replica_server_id,
+                read_size: chunk_size,
+            };
+            agent::catchup(&storage, &opts, settings).await?
+        }
         MethodKind::Binlog => {
             let server = server_of(args.mysql_url.as_deref(), args.mysql_password_file.as_ref(), "--method binlog")?;
             let incremental = agent::incremental_from(&storage, &args.from, &settings.tags).await?;
@@ -99,6 +100,30 @@ async fn run_backup(args: BackupArgs) -> Result<(), AgentError> {
             agent::backup(&method, &storage, BackupSettings { incremental: Some(incremental), ..settings }).await?
         }
     };
+    finish(summary, args.common.summary_file.as_ref())
+}
+
+async fn run_drill(args: DrillArgs) -> Result<(), AgentError> {
+    let storage = args.storage.open()?;
+    let target = match &args.until {
+        Some(until) => agent::DrillTarget::Until {
+            target: until.parse().map_err(AgentError::Pitr)?,
+            archive: match args.archive.clone() {
+                Some(name) => agent::ArchiveChoice::Named(name),
+                None => agent::ArchiveChoice::Auto,
+            },
+            force: args.force,
+        },
+        None => agent::DrillTarget::Backup(args.backup.clone()),
+    };
+    let opts = agent::DrillOptions {
+        scratch: args.scratch.clone().unwrap_or_else(std::env::temp_dir),
+        parallel: args.common.parallel as usize,
+        mariabackup_tool: args.tools.mariabackup_path.clone(),
+        tools: args.tools.replay_tools(),
+        progress_interval: Duration::from_secs(args.common.progress_interval),
+    };
+    let summary = agent::drill(&storage, &target, &opts).await?;
     finish(summary, args.common.summary_file.as_ref())
 }
 
@@ -204,6 +229,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 AgentCommand::Backup(a) => a.common.summary_file.clone(),
                 AgentCommand::Verify(a) => a.common.summary_file.clone(),
                 AgentCommand::Restore(a) => a.common.summary_file.clone(),
+                AgentCommand::Drill(a) => a.common.summary_file.clone(),
                 AgentCommand::Delete(a) => a.summary_file.clone(),
                 AgentCommand::Prune(a) => a.summary_file.clone(),
                 AgentCommand::Binlog(BinlogCommand::Archive(a)) => a.summary_file.clone(),
@@ -230,15 +256,27 @@ async fn run_agent(command: AgentCommand) -> Result<(), AgentError> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&backups).expect("listings always serialise"));
             } else {
-                println!("{:<24} {:<20} {:<12} {:>14} {:>14}  POSITION", "ID", "STARTED", "METHOD", "DATA", "STORED");
+                println!(
+                    "{:<24} {:<20} {:<12} {:>14} {:>14}  {:<28} POSITION",
+                    "ID", "STARTED", "METHOD", "DATA", "STORED", "LAST DRILL"
+                );
                 for b in backups {
+                    let drill = match &b.last_drill {
+                        Some(d) => format!(
+                            "{} {}",
+                            if d.passed { "passed" } else { "FAILED" },
+                            d.completed_at.strftime("%Y-%m-%d %H:%M:%S")
+                        ),
+                        None => "-".to_string(),
+                    };
                     println!(
-                        "{:<24} {:<20} {:<12} {:>14} {:>14}  {}",
+                        "{:<24} {:<20} {:<12} {:>14} {:>14}  {:<28} {}",
                         b.backup_id,
                         b.started_at.strftime("%Y-%m-%d %H:%M:%S"),
                         b.method.as_str(),
                         b.data_bytes,
                         b.stored_bytes,
+                        drill,
                         b.positions.short()
                     );
                 }
@@ -258,18 +296,14 @@ async fn run_agent(command: AgentCommand) -> Result<(), AgentError> {
                 binlog_dir: args.binlog_dir,
                 overwrite: args.overwrite,
                 parallel: args.common.parallel as usize,
-                mariabackup_tool: args.mariabackup_path,
+                mariabackup_tool: args.tools.mariabackup_path.clone(),
             };
             let interval = Duration::from_secs(args.common.progress_interval);
             let summary = match &args.until {
                 Some(until) => {
                     let target: mysql_backup_operator::datapath::pitr::Target =
                         until.parse().map_err(AgentError::Pitr)?;
-                    let tools = mysql_backup_operator::datapath::pitr::Tools {
-                        server: args.mariadbd_path.clone(),
-                        binlog: args.mariadb_binlog_path.clone(),
-                        client: args.mariadb_client_path.clone(),
-                    };
+                    let tools = args.tools.replay_tools();
                     let archive = match args.archive.clone() {
                         Some(name) => agent::ArchiveChoice::Named(name),
                         None => agent::ArchiveChoice::Auto,
@@ -280,6 +314,7 @@ async fn run_agent(command: AgentCommand) -> Result<(), AgentError> {
             };
             finish(summary, args.common.summary_file.as_ref())
         }
+        AgentCommand::Drill(args) => run_drill(args).await,
         AgentCommand::Delete(args) => {
             let storage = args.storage.open()?;
             let summary = agent::delete(&storage, &args.backup, args.ignore_missing).await?;

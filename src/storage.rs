@@ -20,6 +20,7 @@ use object_store::{
 };
 use url::Url;
 
+use crate::format::drill::DrillRecord;
 use crate::format::keys;
 use crate::format::manifest::{ChunkHash, Manifest, ManifestError, is_backup_id};
 
@@ -63,6 +64,9 @@ pub enum StorageError {
     /// The manifest is invalid.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// A drill record is invalid.
+    #[error("storage {url}: drill record {key}: {reason}")]
+    Drill { url: String, key: String, reason: String },
 }
 
 /// Where backups live: a configured object store and the key prefix inside it.
@@ -431,6 +435,30 @@ impl Storage {
         // Parsing millions of chunk references is CPU work: off the async threads.
         let parsed = tokio::task::spawn_blocking(move || Manifest::from_stored(&id, &bytes)).await;
         Ok(parsed.map_err(|e| ManifestError::Parse { backup: backup_id.into(), reason: e.to_string() })??)
+    }
+
+    /// Object key of a backup's last drill record.
+    pub fn drill_key(&self, backup_id: &str) -> ObjPath {
+        self.key(&keys::drill(backup_id))
+    }
+
+    /// The last drill of backup `backup_id`, if it was drilled.
+    pub async fn read_drill(&self, backup_id: &str) -> Result<Option<DrillRecord>, StorageError> {
+        let key = self.drill_key(backup_id);
+        match self.get_opt(&key).await? {
+            None => Ok(None),
+            Some(bytes) => DrillRecord::parse(&bytes).map(Some).map_err(|reason| StorageError::Drill {
+                url: self.url.clone(),
+                key: key.to_string(),
+                reason,
+            }),
+        }
+    }
+
+    /// Stores a drill record beside its backup's manifest, replacing the previous one.
+    pub async fn write_drill(&self, record: &DrillRecord) -> Result<(), StorageError> {
+        let json = serde_json::to_vec(record).expect("drill records always serialise");
+        self.put(&self.drill_key(&record.outcome.backup_id), Bytes::from(json)).await
     }
 
     /// Writes a manifest: the last write of a backup, after which it exists.

@@ -106,6 +106,7 @@ async fn backup_locked<M: BackupMethod>(
         duration_seconds,
         peak_rss_bytes: peak_rss_bytes(),
         incremental: manifest.incremental,
+        catchup: None,
     })
 }
 

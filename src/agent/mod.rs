@@ -20,10 +20,14 @@ use crate::storage::{Storage, StorageError};
 
 mod archive_report;
 mod backup;
+mod catchup;
+mod drill;
 mod until;
 
 pub use archive_report::{ArchiveReport, archive_status};
 pub use backup::{BackupSettings, backup, incremental_from};
+pub use catchup::{CatchupOptions, catchup};
+pub use drill::{DrillOptions, DrillTarget, drill};
 pub use until::{ArchiveChoice, restore_until};
 
 /// Errors of agent operations.
@@ -92,9 +96,45 @@ pub enum AgentError {
     /// Copying the binary failed.
     #[error("installing the binary into {dir}: {source}")]
     Install { dir: PathBuf, source: std::io::Error },
+    /// A drill's checks could not run to the end.
+    #[error(transparent)]
+    Drill(#[from] crate::datapath::drill::DrillError),
+    /// A restore drill failed (its record is stored beside the backup).
+    #[error("drill of backup {backup} failed: {reason}")]
+    DrillFailed { backup: String, reason: String },
+    /// A catch-up backup has nothing to catch up from.
+    #[error(
+        "a catch-up backup starts from a full backup, and {storage} holds none: take one with --method \
+         mariabackup or cold first"
+    )]
+    NoBaseForCatchup { storage: String },
+    /// A catch-up backup cannot be taken of this server or from this backup.
+    #[error("catch-up backup: {0}")]
+    CatchupUnsupported(String),
+    /// Replication of a catch-up backup failed.
+    #[error(transparent)]
+    Replica(#[from] crate::mysql::replica::ReplicaError),
+    /// The scratch space cannot hold the restored data.
+    #[error("scratch space {dir} has {free} bytes free; the backup needs {needed}")]
+    ScratchTooSmall { dir: PathBuf, free: u64, needed: u64 },
     /// Writing the summary file failed.
     #[error("writing summary file {path}: {source}")]
     SummaryFile { path: PathBuf, source: std::io::Error },
+}
+
+/// The error and its causes, one per clause (a cause already quoted by its error is not repeated).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
 }
 
 fn describe_damage(damaged: &[Damage]) -> String {
@@ -178,6 +218,9 @@ pub struct ListedBackup {
     pub stored_bytes: u64,
     /// Positions at the consistent point.
     pub positions: Positions,
+    /// The backup's last restore drill, if it was drilled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<crate::format::drill::DrillOutcome>,
 }
 
 /// Lists complete backups, oldest first.
@@ -185,7 +228,9 @@ pub async fn list(storage: &Storage) -> Result<Vec<ListedBackup>, AgentError> {
     let mut out = Vec::new();
     for id in storage.list_backup_ids().await? {
         let m = storage.read_manifest(&id).await?;
+        let last_drill = storage.read_drill(&id).await?.map(|d| d.outcome);
         out.push(ListedBackup {
+            last_drill,
             backup_id: m.backup_id,
             started_at: m.started_at,
             method: m.method,

@@ -2,6 +2,7 @@
 //! chunks ([`chunk`]), and reading them back verified ([`restore`], [`verify`], [`pitr`]).
 
 pub mod chunk;
+pub mod drill;
 pub mod method;
 pub mod pitr;
 pub mod progress;

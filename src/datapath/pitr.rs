@@ -16,7 +16,6 @@ use std::{
     path::{Path, PathBuf},
     process::Stdio,
     str::FromStr,
-    time::Duration,
 };
 
 use jiff::Timestamp;
@@ -27,6 +26,7 @@ use crate::format::archive_index::SegmentIndex;
 use crate::format::manifest::{Manifest, MethodKind};
 use crate::mysql::gtid::{MariaGtid, MariaGtidPos};
 use crate::mysql::position::GtidState;
+use crate::mysql::private_server::{PrivateServer, PrivateServerError, PrivateServerOptions};
 
 /// What to restore to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +61,9 @@ pub enum PitrError {
     /// A process of the replay failed.
     #[error("{what}: {detail}")]
     Replay { what: String, detail: String },
+    /// The replay server failed.
+    #[error(transparent)]
+    Server(#[from] PrivateServerError),
 }
 
 impl FromStr for Target {
@@ -244,48 +247,16 @@ pub async fn replay(
     target: &Target,
     tools: &Tools,
 ) -> Result<Replayed, PitrError> {
-    let socket = work.join("replay.sock");
-    let log = work.join("replay-server.log");
-    let mut cmd = tokio::process::Command::new(&tools.server);
-    cmd.arg("--no-defaults")
-        .arg(format!("--datadir={}", datadir.display()))
-        .arg(format!("--socket={}", socket.display()))
-        .arg(format!("--pid-file={}", work.join("replay.pid").display()))
-        .arg(format!("--log-error={}", log.display()))
-        .args(["--skip-networking", "--skip-grant-tables", "--skip-log-bin", "--innodb-buffer-pool-size=128M"]);
-    if nix::unistd::geteuid().is_root() {
-        cmd.arg("--user=root");
-    }
-    let mut server = spawn(cmd.stdout(Stdio::null()).stderr(Stdio::null()), "starting mariadbd")?;
-    let log_tail = || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
-    };
-    let opts = mysql_async::OptsBuilder::default()
-        .socket(Some(socket.display().to_string()))
-        .user(Some("root"))
-        .prefer_socket(true);
-    let pool = mysql_async::Pool::new(opts);
-    let started = std::time::Instant::now();
-    loop {
-        if pool.get_conn().await.is_ok() {
-            break;
-        }
-        if let Ok(Some(status)) = server.try_wait() {
-            return Err(PitrError::Replay { what: format!("the replay server exited ({status})"), detail: log_tail() });
-        }
-        if started.elapsed() > Duration::from_secs(300) {
-            return Err(PitrError::Replay {
-                what: "the replay server did not start in 300 s".into(),
-                detail: log_tail(),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
+    let server = PrivateServer::start(&PrivateServerOptions {
+        tool: tools.server.clone(),
+        datadir: datadir.to_path_buf(),
+        work: work.to_path_buf(),
+        extra_args: Vec::new(),
+    })
+    .await?;
     let mut replayed = Replayed { transactions: 0, reached: steps.first().map(|s| s.from.clone()).unwrap_or_default() };
     for step in steps.iter().filter(|s| !s.files.is_empty()) {
-        replay_step(&socket, step, target, tools, &mut replayed).await?;
+        replay_step(server.socket(), step, target, tools, &mut replayed).await?;
     }
     if let Target::Gtid(g) = target
         && !replayed.reached.contains(g)
@@ -297,26 +268,9 @@ pub async fn replay(
     }
 
     // The restored server continues from here as a replica: record the position, then stop cleanly.
-    {
-        use mysql_async::prelude::Queryable;
-        let mut conn = pool
-            .get_conn()
-            .await
-            .map_err(|e| PitrError::Replay { what: "connecting".into(), detail: e.to_string() })?;
-        let set = format!("SET GLOBAL gtid_slave_pos = '{}'", replayed.reached);
-        conn.query_drop(set)
-            .await
-            .map_err(|e| PitrError::Replay { what: "setting gtid_slave_pos".into(), detail: e.to_string() })?;
-        let _ = conn.query_drop("SHUTDOWN").await;
-    }
-    let _ = pool.disconnect().await;
-    match tokio::time::timeout(Duration::from_secs(300), server.wait()).await {
-        Ok(Ok(status)) if status.success() => Ok(replayed),
-        Ok(Ok(status)) => {
-            Err(PitrError::Replay { what: format!("the replay server stopped with {status}"), detail: log_tail() })
-        }
-        _ => Err(PitrError::Replay { what: "the replay server did not stop in 300 s".into(), detail: log_tail() }),
-    }
+    server.exec("setting gtid_slave_pos", &format!("SET GLOBAL gtid_slave_pos = '{}'", replayed.reached)).await?;
+    server.shutdown().await?;
+    Ok(replayed)
 }
 
 /// One `mariadb-binlog | mariadb` pipe into the replay server; counts the GTIDs it passes.

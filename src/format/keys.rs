@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! backups/<backup-id>/manifest.json     written last: a backup exists iff this exists
+//! backups/<backup-id>/drill.json        the backup's last restore drill (after the manifest)
 //! chunks/<hh>/<blake3-hex>               one chunk, shared by every backup under the prefix
 //! locks/<name>.json                      a running backup's or chunk sweep's lock
 //! binlogs/<archive>/<seq>.binlog.zst     one segment of a continuous binary-log archive
@@ -26,6 +27,14 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 /// Key of backup `backup_id`'s manifest.
 pub fn manifest(backup_id: &str) -> String {
     format!("{BACKUPS}/{backup_id}/{MANIFEST_FILE}")
+}
+
+/// The file name of a drill record in its backup's folder.
+pub const DRILL_FILE: &str = "drill.json";
+
+/// Key of backup `backup_id`'s last drill record.
+pub fn drill(backup_id: &str) -> String {
+    format!("{BACKUPS}/{backup_id}/{DRILL_FILE}")
 }
 
 /// Key of a chunk: under the first two hex digits of its hash, so no folder holds millions.
@@ -60,6 +69,7 @@ mod tests {
     fn the_layout_is_the_promised_one() {
         let hash: ChunkHash = "ab".repeat(32).parse().unwrap();
         assert_eq!(manifest("20261130T020000Z-00abcd"), "backups/20261130T020000Z-00abcd/manifest.json");
+        assert_eq!(drill("20261130T020000Z-00abcd"), "backups/20261130T020000Z-00abcd/drill.json");
         assert_eq!(chunk(&hash), format!("chunks/ab/{}", "ab".repeat(32)));
         assert_eq!(lock("sweep-00ff"), "locks/sweep-00ff.json");
         assert_eq!(archive_dir(Some("db.nightly")), "binlogs/db.nightly");

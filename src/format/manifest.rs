@@ -52,6 +52,9 @@ pub enum MethodKind {
     Mariabackup,
     /// Closed binary logs since a position: an incremental on top of another backup.
     Binlog,
+    /// The newest backup restored into scratch space, caught up with the source by replication, then
+    /// copied cold: a full backup that reads nothing of the source but its replication stream.
+    Catchup,
 }
 
 impl MethodKind {
@@ -61,6 +64,7 @@ impl MethodKind {
             Self::Cold => "cold",
             Self::Mariabackup => "mariabackup",
             Self::Binlog => "binlog",
+            Self::Catchup => "catchup",
         }
     }
 }

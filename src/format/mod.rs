@@ -3,6 +3,7 @@
 
 pub mod archive_index;
 pub mod archiver_status;
+pub mod drill;
 pub mod keys;
 pub mod lock;
 pub mod manifest;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::format::drill::DrillOutcome;
 use crate::format::manifest::{Incremental, MethodKind, Totals};
 use crate::mysql::position::Positions;
 
@@ -36,6 +37,9 @@ pub enum Summary {
         /// For an incremental: what it builds on.
         #[serde(skip_serializing_if = "Option::is_none")]
         incremental: Option<Incremental>,
+        /// For a catch-up backup: what it restored, and how far replication took it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        catchup: Option<CatchupSummary>,
     },
     /// A backup was verified.
     #[serde(rename = "verify", rename_all = "camelCase")]
@@ -83,6 +87,13 @@ pub enum Summary {
         gaps: u64,
         duration_seconds: f64,
     },
+    /// A restore drill ran (a failed one ends in a [`Failure`] naming its reason; its record is stored).
+    #[serde(rename = "drill", rename_all = "camelCase")]
+    Drill {
+        storage: String,
+        #[serde(flatten)]
+        outcome: DrillOutcome,
+    },
     /// A retention policy was applied.
     #[serde(rename = "prune", rename_all = "camelCase")]
     Prune {
@@ -104,6 +115,7 @@ impl Summary {
             Self::Delete { .. } => "delete",
             Self::BinlogArchive { .. } => "binlogArchive",
             Self::Prune { .. } => "prune",
+            Self::Drill { .. } => "drill",
         }
     }
 
@@ -117,6 +129,26 @@ impl Summary {
         let json = serde_json::to_string(self).expect("summaries always serialise");
         std::fs::write(path, json)
     }
+}
+
+/// What a catch-up backup restored and replicated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CatchupSummary {
+    /// The full backup restored into scratch space.
+    pub base: String,
+    /// The server replicated from (`host:port`).
+    pub source: String,
+    /// The position the restored data held.
+    pub from: String,
+    /// The position replication reached: the new backup's.
+    pub reached: String,
+    /// The only datadir read: the scratch copy.
+    pub read_datadir: PathBuf,
+    /// Seconds restoring the base.
+    pub restore_seconds: f64,
+    /// Seconds starting the private server, replicating and stopping it.
+    pub replication_seconds: f64,
 }
 
 /// What a point-in-time restore replayed.

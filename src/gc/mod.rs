@@ -102,6 +102,8 @@ pub async fn delete(storage: &Storage, id: &str, ignore_missing: bool) -> Result
         storage.delete(&key).await?;
         tracing::info!(backup_id = id, "manifest deleted; the backup is no longer listed");
     }
+    // Its drill record goes with it (also when an interrupted deletion is run again).
+    storage.delete(&storage.drill_key(id)).await?;
     Ok(DeleteOutcome { already_deleted, sweep: sweep(storage).await? })
 }
 
@@ -139,6 +141,7 @@ pub async fn prune(
     if !dry {
         for id in &plan.delete {
             storage.delete(&storage.manifest_key(id)).await?;
+            storage.delete(&storage.drill_key(id)).await?;
             tracing::info!(backup_id = %id, "pruned");
         }
     }

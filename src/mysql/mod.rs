@@ -5,4 +5,6 @@ pub mod binlog;
 pub mod gtid;
 pub mod mbstream;
 pub mod position;
+pub mod private_server;
+pub mod replica;
 pub mod server;

@@ -60,6 +60,12 @@ pub struct BinlogCoordinate {
     pub position: u64,
 }
 
+impl std::fmt::Display for BinlogCoordinate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.position)
+    }
+}
+
 /// Who the server is and where its replication stream stood at the backup's consistent point.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -217,3 +217,17 @@ pub fn manifest_at(path: &Path) -> serde_json::Value {
     let json = if bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) { zstd::decode_all(&bytes[..]).unwrap() } else { bytes };
     serde_json::from_slice(&json).unwrap()
 }
+
+/// Every regular file under `dir`, recursively (none if it does not exist).
+pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out = Vec::new();
+    for e in entries.filter_map(Result::ok) {
+        match e.file_type() {
+            Ok(t) if t.is_dir() => out.extend(walk_files(&e.path())),
+            Ok(t) if t.is_file() => out.push(e.path()),
+            _ => {}
+        }
+    }
+    out
+}

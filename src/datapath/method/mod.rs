@@ -14,6 +14,7 @@ use crate::mysql::position::Positions;
 use crate::mysql::server::ServerError;
 
 pub mod binlog;
+pub mod catchup;
 pub mod cold;
 pub mod mariabackup;
 

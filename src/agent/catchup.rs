@@ -1,0 +1,170 @@
+//! A catch-up backup: restore the newest full backup into scratch space, start a private server on it,
+//! replicate from the source until the position the source had when the backup started, stop, and
+//! take a cold copy of the scratch datadir. The source serves a replication stream and nothing else;
+//! the chunks that did not change since the restored backup are not uploaded again.
+
+use std::{path::PathBuf, time::Instant};
+
+use crate::agent::{AgentError, BackupSettings};
+use crate::datapath::method::catchup::CatchupCopy;
+use crate::datapath::method::cold::Cold;
+use crate::datapath::restore::RestoreOptions;
+use crate::format::manifest::{Base, MethodKind, TAG_SCHEDULE};
+use crate::format::summary::{CatchupSummary, Summary};
+use crate::mysql::position::{Flavor, GtidState, Positions};
+use crate::mysql::private_server::{PrivateServer, PrivateServerOptions};
+use crate::mysql::server::{ServerConfig, read_positions};
+use crate::storage::Storage;
+
+/// How to take a catch-up backup.
+#[derive(Debug, Clone)]
+pub struct CatchupOptions {
+    /// The server to catch up with (a replica or the primary), reached over TCP.
+    pub source: ServerConfig,
+    /// The scratch datadir goes into a new directory under this one, removed at the end.
+    pub scratch: PathBuf,
+    /// Chunks downloaded, files read at once.
+    pub parallel: usize,
+    /// `mariadb-backup`, to prepare a restored `mariabackup` backup.
+    pub mariabackup_tool: String,
+    /// `mariadbd`.
+    pub server_tool: String,
+    /// Server id of the private replica.
+    pub replica_server_id: u32,
+    /// Read size of the copy (the chunk size).
+    pub read_size: usize,
+}
+
+/// Takes a catch-up backup (see the module documentation).
+pub async fn catchup(
+    storage: &Storage,
+    opts: &CatchupOptions,
+    settings: BackupSettings,
+) -> Result<Summary, AgentError> {
+    let schedule = settings.tags.get(TAG_SCHEDULE);
+    let base = storage
+        .newest_manifest(|m| {
+            m.method != MethodKind::Binlog && schedule.is_none_or(|s| m.tags.get(TAG_SCHEDULE) == Some(s))
+        })
+        .await?;
+    let Some((base_id, base)) = base else {
+        return Err(AgentError::NoBaseForCatchup { storage: storage.url().to_string() });
+    };
+    let Some(GtidState::Mariadb { binlog_pos: from, .. }) = base.positions.gtid.clone() else {
+        return Err(AgentError::CatchupUnsupported(format!(
+            "the newest full backup, {base_id}, records no MariaDB GTID position"
+        )));
+    };
+    let pool = opts.source.pool();
+    let source = read_positions(&pool, &opts.source).await;
+    let _ = pool.disconnect().await;
+    let source = source?;
+    let target = match (&source.flavor, &source.gtid) {
+        (Some(Flavor::Mariadb), Some(GtidState::Mariadb { binlog_pos, .. })) => binlog_pos.clone(),
+        _ => {
+            return Err(AgentError::CatchupUnsupported(format!(
+                "the source {} is not a MariaDB server with binary logs",
+                opts.source.endpoint()
+            )));
+        }
+    };
+    tracing::info!(base = %base_id, %from, %target, source = %opts.source.endpoint(), "catch-up backup starting");
+
+    std::fs::create_dir_all(&opts.scratch)
+        .map_err(|source| AgentError::WorkDir { dir: opts.scratch.clone(), source })?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".mysql-backup-operator-catchup-")
+        .tempdir_in(&opts.scratch)
+        .map_err(|source| AgentError::WorkDir { dir: opts.scratch.clone(), source })?;
+    let datadir = scratch.path().join("datadir");
+    let work = scratch.path().join("work");
+    std::fs::create_dir_all(&work).map_err(|source| AgentError::WorkDir { dir: work.clone(), source })?;
+    crate::agent::drill::ensure_space(scratch.path(), base.totals.data_bytes)?;
+
+    let clock = Instant::now();
+    let restore_opts = RestoreOptions {
+        datadir: datadir.clone(),
+        binlog_dir: None,
+        overwrite: false,
+        parallel: opts.parallel,
+        mariabackup_tool: opts.mariabackup_tool.clone(),
+    };
+    crate::agent::restore(storage, &base_id, &restore_opts, settings.progress_interval).await?;
+    remove_stale_files(&datadir, &base)?;
+    let restore_seconds = clock.elapsed().as_secs_f64();
+
+    let clock = Instant::now();
+    let server = PrivateServer::start(&PrivateServerOptions {
+        tool: opts.server_tool.clone(),
+        datadir: datadir.clone(),
+        work: work.clone(),
+        extra_args: crate::mysql::replica::replica_server_args(&work, opts.replica_server_id),
+    })
+    .await
+    .map_err(crate::mysql::replica::ReplicaError::from)?;
+    let caught_up =
+        crate::mysql::replica::catch_up(&server, &opts.source, &from, &target, settings.progress_interval).await;
+    let stopped = server.shutdown().await;
+    let reached = caught_up?;
+    stopped.map_err(crate::mysql::replica::ReplicaError::from)?;
+    let replication_seconds = clock.elapsed().as_secs_f64();
+
+    let positions = Positions {
+        flavor: Some(Flavor::Mariadb),
+        version: source.version.clone(),
+        server_id: source.server_id,
+        server_uuid: None,
+        gtid: Some(GtidState::Mariadb { binlog_pos: reached.clone(), current_pos: None, purged: None }),
+        binlog: None,
+    };
+    let copy = CatchupCopy {
+        cold: Cold {
+            datadir: datadir.clone(),
+            binlog_dir: None,
+            force: false,
+            parallel: opts.parallel,
+            read_size: opts.read_size,
+        },
+        positions,
+    };
+    let mut summary = crate::agent::backup(&copy, storage, settings).await?;
+    if let Summary::Backup { catchup, .. } = &mut summary {
+        *catchup = Some(CatchupSummary {
+            base: base_id,
+            source: opts.source.endpoint(),
+            from: from.to_string(),
+            reached: reached.to_string(),
+            read_datadir: datadir,
+            restore_seconds,
+            replication_seconds,
+        });
+    }
+    if let Err(e) = scratch.close() {
+        tracing::warn!(error = %e, "removing the catch-up's scratch data failed");
+    }
+    Ok(summary)
+}
+
+/// Removes what the restored backup carries that the caught-up datadir no longer stands for: its binary
+/// logs (the new backup's position is replication's) and the backup tool's position files.
+fn remove_stale_files(datadir: &std::path::Path, base: &crate::format::manifest::Manifest) -> Result<(), AgentError> {
+    let binlog_base = base.positions.binlog.as_ref().and_then(|c| c.file.rsplit_once('.').map(|(b, _)| b.to_string()));
+    let stale = |name: &str| {
+        name.starts_with("mariadb_backup_")
+            || name.starts_with("xtrabackup_")
+            || binlog_base.as_deref().is_some_and(|b| name.strip_prefix(b).is_some_and(|s| s.starts_with('.')))
+    };
+    let mut doomed: Vec<PathBuf> =
+        base.files.iter().filter(|f| f.base == Base::BinlogDir).map(|f| datadir.join(&f.path)).collect();
+    let entries =
+        std::fs::read_dir(datadir).map_err(|source| AgentError::WorkDir { dir: datadir.to_path_buf(), source })?;
+    doomed.extend(entries.filter_map(|e| e.ok()).filter(|e| stale(&e.file_name().to_string_lossy())).map(|e| e.path()));
+    for path in doomed {
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::debug!(path = %path.display(), "removed a stale file of the restored backup"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(AgentError::WorkDir { dir: path, source }),
+        }
+    }
+    Ok(())
+}
