@@ -99,11 +99,17 @@ fn alert_rules_use_metrics_the_controller_exports() {
     }))
     .unwrap();
     metrics.record_schedule(ScheduleLabels { namespace: "db".into(), schedule: "db-nightly".into() }, &status);
+    let source =
+        mysql_backup_operator::controller::metrics::SourceLabels { namespace: "db".into(), pod: "db-0".into() };
+    metrics.drill_failures.get_or_create(&source).inc();
+    metrics.drill_last_success.get_or_create(&source).set(1_795_313_400.0);
     let exported = metrics.encode();
     for line in [
         "mysql_backup_operator_schedule_last_success_timestamp_seconds{namespace=\"db\",schedule=\"db-nightly\"} 1795313400.0",
         "mysql_backup_operator_recoverability_window_start_timestamp_seconds{namespace=\"db\",schedule=\"db-nightly\"} 1793499000.0",
         "mysql_backup_operator_schedule_missed_slots{namespace=\"db\",schedule=\"db-nightly\"} 2",
+        "mysql_backup_operator_drill_failures_total{namespace=\"db\",pod=\"db-0\"} 1",
+        "mysql_backup_operator_drill_last_success_timestamp_seconds{namespace=\"db\",pod=\"db-0\"} 1795313400.0",
     ] {
         assert!(exported.contains(line), "{line} not in:\n{exported}");
     }
@@ -120,7 +126,7 @@ fn alert_rules_use_metrics_the_controller_exports() {
     let groups = &by_kind(&rules, "PrometheusRule")["spec"]["groups"];
     let exprs: Vec<&str> =
         groups[0]["rules"].as_sequence().unwrap().iter().map(|r| r["expr"].as_str().unwrap()).collect();
-    assert_eq!(exprs.len(), 2);
+    assert_eq!(exprs.len(), 3, "two alerts, and the opt-in drill alert");
     for expr in exprs {
         let metric = expr
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))

@@ -32,7 +32,12 @@ VARIANTS = {
         {
             "metrics": {
                 "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
-                "prometheusRule": {"enabled": True, "maxBackupAgeSeconds": 7200, "labels": {"release": "prom"}},
+                "prometheusRule": {
+                    "enabled": True,
+                    "maxBackupAgeSeconds": 7200,
+                    "drillFailureAlert": True,
+                    "labels": {"release": "prom"},
+                },
             },
             "nodeSelector": {"kubernetes.io/os": "linux"},
             "tolerations": [{"key": "ops", "operator": "Exists"}],

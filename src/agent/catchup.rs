@@ -9,10 +9,12 @@ use crate::agent::{AgentError, BackupSettings};
 use crate::datapath::method::catchup::CatchupCopy;
 use crate::datapath::method::cold::Cold;
 use crate::datapath::restore::RestoreOptions;
-use crate::format::manifest::{Base, MethodKind, TAG_SCHEDULE};
+use crate::format::manifest::{Base, Manifest, MethodKind, TAG_SCHEDULE};
 use crate::format::summary::{CatchupSummary, Summary};
+use crate::mysql::gtid::MariaGtidPos;
 use crate::mysql::position::{Flavor, GtidState, Positions};
 use crate::mysql::private_server::{PrivateServer, PrivateServerOptions};
+use crate::mysql::replica::reaches;
 use crate::mysql::server::{ServerConfig, read_positions};
 use crate::storage::Storage;
 
@@ -41,20 +43,6 @@ pub async fn catchup(
     opts: &CatchupOptions,
     settings: BackupSettings,
 ) -> Result<Summary, AgentError> {
-    let schedule = settings.tags.get(TAG_SCHEDULE);
-    let base = storage
-        .newest_manifest(|m| {
-            m.method != MethodKind::Binlog && schedule.is_none_or(|s| m.tags.get(TAG_SCHEDULE) == Some(s))
-        })
-        .await?;
-    let Some((base_id, base)) = base else {
-        return Err(AgentError::NoBaseForCatchup { storage: storage.url().to_string() });
-    };
-    let Some(GtidState::Mariadb { binlog_pos: from, .. }) = base.positions.gtid.clone() else {
-        return Err(AgentError::CatchupUnsupported(format!(
-            "the newest full backup, {base_id}, records no MariaDB GTID position"
-        )));
-    };
     let pool = opts.source.pool();
     let source = read_positions(&pool, &opts.source).await;
     let _ = pool.disconnect().await;
@@ -68,6 +56,7 @@ pub async fn catchup(
             )));
         }
     };
+    let (base_id, base, from) = base_for(storage, settings.tags.get(TAG_SCHEDULE), &target).await?;
     tracing::info!(base = %base_id, %from, %target, source = %opts.source.endpoint(), "catch-up backup starting");
 
     std::fs::create_dir_all(&opts.scratch)
@@ -145,9 +134,41 @@ pub async fn catchup(
     Ok(summary)
 }
 
+/// The full backup to start from: the newest of the schedule (with a schedule tag), else the newest
+/// one whose position the source has reached — a backup of this server's history, not another's.
+async fn base_for(
+    storage: &Storage,
+    schedule: Option<&String>,
+    target: &MariaGtidPos,
+) -> Result<(String, Manifest, MariaGtidPos), AgentError> {
+    let mut fulls = Vec::new();
+    for id in storage.list_backup_ids().await?.into_iter().rev() {
+        let m = storage.read_manifest(&id).await?;
+        if m.method == MethodKind::Binlog {
+            continue;
+        }
+        if let Some(GtidState::Mariadb { binlog_pos, .. }) = m.positions.gtid.clone() {
+            fulls.push((id, m, binlog_pos));
+        }
+    }
+    if fulls.is_empty() {
+        return Err(AgentError::NoBaseForCatchup { storage: storage.url().to_string() });
+    }
+    let ours = |m: &Manifest| schedule.is_some_and(|s| m.tags.get(TAG_SCHEDULE) == Some(s));
+    let pick =
+        fulls.iter().position(|(_, m, _)| ours(m)).or_else(|| fulls.iter().position(|(_, _, p)| reaches(target, p)));
+    match pick {
+        Some(i) => Ok(fulls.swap_remove(i)),
+        None => Err(AgentError::CatchupUnsupported(format!(
+            "no full backup in {} lies in the source's history (its position {target} reaches none of theirs)",
+            storage.url()
+        ))),
+    }
+}
+
 /// Removes what the restored backup carries that the caught-up datadir no longer stands for: its binary
 /// logs (the new backup's position is replication's) and the backup tool's position files.
-fn remove_stale_files(datadir: &std::path::Path, base: &crate::format::manifest::Manifest) -> Result<(), AgentError> {
+fn remove_stale_files(datadir: &std::path::Path, base: &Manifest) -> Result<(), AgentError> {
     let binlog_base = base.positions.binlog.as_ref().and_then(|c| c.file.rsplit_once('.').map(|(b, _)| b.to_string()));
     let stale = |name: &str| {
         name.starts_with("mariadb_backup_")

@@ -16,8 +16,9 @@ use k8s_openapi::{
     api::{
         batch::v1::{Job, JobSpec},
         core::v1::{
-            Container, EnvFromSource, KeyToPath, PersistentVolumeClaimVolumeSource, Pod, PodSpec, PodTemplateSpec,
-            SecretEnvSource, SecretVolumeSource, Volume, VolumeMount,
+            Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, EphemeralVolumeSource, KeyToPath,
+            PersistentVolumeClaimVolumeSource, Pod, PodSpec, PodTemplateSpec, SecretEnvSource, SecretVolumeSource,
+            Volume, VolumeMount,
         },
     },
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
@@ -40,6 +41,8 @@ pub const OPERATOR_BINARY: &str = "/mysql-backup-operator";
 pub const AGENT_DIR: &str = "/opt/mysql-backup-operator";
 /// The restore Job's work directory (`TMPDIR`), an `emptyDir`.
 pub const RESTORE_WORK: &str = "/var/tmp/mysql-backup-operator";
+/// Where a drill's or catch-up's scratch volume is mounted (also their `TMPDIR`).
+pub const SCRATCH_DIR: &str = "/var/lib/mysql-backup-operator-scratch";
 /// Where the server password file is mounted.
 pub const PASSWORD_DIR: &str = "/var/run/secrets/mysql-backup-operator/mysql";
 /// Label naming the custom resource a Job belongs to.
@@ -70,6 +73,9 @@ pub enum BuildError {
     /// The custom resource lacks metadata the Job needs (name, namespace, uid).
     #[error("the MySQLBackup has no {0} yet")]
     MissingMetadata(&'static str),
+    /// The MySQLBackup's status lacks what the Job needs (a drill needs the backup's id and image).
+    #[error("the MySQLBackup has no status.{0} yet")]
+    MissingStatus(&'static str),
 }
 
 impl BuildError {
@@ -86,6 +92,7 @@ pub fn resolve_method(method: BackupMethod) -> crate::format::manifest::MethodKi
         BackupMethod::Cold => crate::format::manifest::MethodKind::Cold,
         BackupMethod::Auto | BackupMethod::Mariabackup => crate::format::manifest::MethodKind::Mariabackup,
         BackupMethod::Binlog => crate::format::manifest::MethodKind::Binlog,
+        BackupMethod::Catchup => crate::format::manifest::MethodKind::Catchup,
     }
 }
 
@@ -165,6 +172,28 @@ pub(crate) fn agent_job_spec(
         },
         ..Default::default()
     }
+}
+
+/// The scratch volume of a Job that restores for itself, its mount, and the agent's `TMPDIR` there.
+pub(crate) fn scratch_volume(scratch: Option<&crate::crd::ScratchSpec>) -> (Volume, VolumeMount, EnvVar) {
+    let volume = match scratch.and_then(|s| s.volume_claim_template.clone()) {
+        Some(template) => Volume {
+            name: "scratch".into(),
+            ephemeral: Some(EphemeralVolumeSource { volume_claim_template: Some(template) }),
+            ..Default::default()
+        },
+        None => Volume {
+            name: "scratch".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: scratch.and_then(|s| s.size_limit.clone()),
+                medium: None,
+            }),
+            ..Default::default()
+        },
+    };
+    let mount = VolumeMount { name: "scratch".into(), mount_path: SCRATCH_DIR.into(), ..Default::default() };
+    let tmpdir = EnvVar { name: "TMPDIR".into(), value: Some(SCRATCH_DIR.into()), ..Default::default() };
+    (volume, mount, tmpdir)
 }
 
 /// Storage arguments, volume and mount of the agent for `storage`.

@@ -53,6 +53,9 @@ pub enum ReconcileError {
     /// Deleting a schedule's MySQLBackup failed.
     #[error("deleting MySQLBackup {name}: {source}")]
     DeleteBackup { name: String, source: kube::Error },
+    /// Marking a MySQLBackup with its drill Job failed.
+    #[error("annotating MySQLBackup {name} with its drill Job: {source}")]
+    AnnotateBackup { name: String, source: kube::Error },
     /// Creating the target claim of a restore failed.
     #[error("applying PersistentVolumeClaim {claim}: {source}")]
     ApplyClaim { claim: String, source: kube::Error },
@@ -90,6 +93,7 @@ impl ReconcileError {
             | Self::DeleteJob { .. }
             | Self::CreateBackup { .. }
             | Self::DeleteBackup { .. }
+            | Self::AnnotateBackup { .. }
             | Self::ApplyDeployment { .. }
             | Self::DeleteDeployment { .. } => "apply",
             Self::Finalizer { .. } => "finalizer",

@@ -85,6 +85,10 @@ pub struct Metrics {
     pub last_bytes: Family<SourceLabels, Gauge>,
     /// Seconds the last successful backup of a source took.
     pub last_duration: Family<SourceLabels, Gauge<f64, AtomicU64>>,
+    /// Unix time the last passed restore drill of a source's backups finished.
+    pub drill_last_success: Family<SourceLabels, Gauge<f64, AtomicU64>>,
+    /// Restore drills of a source's backups that failed.
+    pub drill_failures: Family<SourceLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -97,6 +101,8 @@ impl Default for Metrics {
             last_success: Family::default(),
             last_bytes: Family::default(),
             last_duration: Family::default(),
+            drill_last_success: Family::default(),
+            drill_failures: Family::default(),
             schedule_last_success: Family::default(),
             schedule_since_success: Family::default(),
             window_start: Family::default(),
@@ -155,6 +161,16 @@ impl Default for Metrics {
             "last_backup_duration_seconds",
             "Seconds the last successful backup took",
             m.last_duration.clone(),
+        );
+        registry.register(
+            "drill_last_success_timestamp_seconds",
+            "Unix time the last passed restore drill of a source's backups finished",
+            m.drill_last_success.clone(),
+        );
+        registry.register(
+            "drill_failures",
+            "Restore drills of a source's backups that failed",
+            m.drill_failures.clone(),
         );
         Self { registry, ..m }
     }

@@ -15,7 +15,8 @@ use crate::crd::common::*;
 const BACKUP_SPEC_IMMUTABLE: &str = "(has(self.spec.source) == has(oldSelf.spec.source) && (!has(self.spec.source) || self.spec.source == oldSelf.spec.source)) \
     && (has(self.spec.method) == has(oldSelf.spec.method) && (!has(self.spec.method) || self.spec.method == oldSelf.spec.method)) \
     && (has(self.spec.storage) == has(oldSelf.spec.storage) && (!has(self.spec.storage) || self.spec.storage == oldSelf.spec.storage)) \
-    && (has(self.spec.job) == has(oldSelf.spec.job) && (!has(self.spec.job) || self.spec.job == oldSelf.spec.job))";
+    && (has(self.spec.job) == has(oldSelf.spec.job) && (!has(self.spec.job) || self.spec.job == oldSelf.spec.job)) \
+    && (has(self.spec.scratch) == has(oldSelf.spec.scratch) && (!has(self.spec.scratch) || self.spec.scratch == oldSelf.spec.scratch))";
 
 /// One backup run of a MySQL or MariaDB server into object storage.
 #[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,7 +47,9 @@ pub struct MySQLBackupSpec {
     pub source: SourceSpec,
     /// How to read the server's files: `auto` (default; `mariabackup` for MariaDB), `cold` (file copy of a
     /// datadir nothing writes to: a stopped server or a volume restored from a snapshot), `mariabackup`,
-    /// `binlog` (an incremental: the closed binary logs after the newest backup in the same storage).
+    /// `binlog` (an incremental: the closed binary logs after the newest backup in the same storage),
+    /// `catchup` (the newest full backup restored into scratch space and caught up by replication: the
+    /// server's files are not read).
     #[serde(default)]
     pub method: BackupMethod,
     /// Where the backup is stored.
@@ -61,6 +64,10 @@ pub struct MySQLBackupSpec {
     /// How the agent's Job runs.
     #[serde(default)]
     pub job: JobOptions,
+    /// For method `catchup`: the Job's scratch space, which holds the restored datadir. Default: an
+    /// `emptyDir` without a limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch: Option<ScratchSpec>,
 }
 
 /// Observed state of a MySQLBackup.
@@ -97,6 +104,35 @@ pub struct MySQLBackupStatus {
     pub completion_time: Option<Time>,
     /// Seconds the agent took.
     pub duration_seconds: Option<f64>,
+    /// The last restore drill of this backup (run by its schedule's `spec.drill`): a server was started on
+    /// a restore of it and every table checked. Condition `Drilled` says the same.
+    pub drill: Option<DrillStatus>,
+}
+
+/// A restore drill of a backup, as its Job reported it.
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillStatus {
+    /// The drill Job.
+    pub job: String,
+    /// `Running`, `Complete` (every check passed) or `Failed`.
+    pub phase: Phase,
+    /// What failed: the table `CHECK TABLE` found damaged, the position that disagreed, the restore's
+    /// error.
+    pub reason: Option<String>,
+    /// When it finished.
+    pub completion_time: Option<Time>,
+    /// Tables checked.
+    pub tables_checked: Option<i64>,
+    /// Rows counted over every table.
+    pub rows: Option<i64>,
+    /// Version of the server started on the restored data.
+    pub server_version: Option<String>,
+    /// Seconds the drill took, restore included.
+    pub duration_seconds: Option<f64>,
+    /// Bytes of scratch space the restored data took.
+    pub scratch_bytes: Option<i64>,
 }
 
 /// Where an incremental starts.

@@ -117,6 +117,21 @@ pub struct JobOptions {
     pub resources: Option<ResourceRequirements>,
 }
 
+/// Scratch space of a Job that restores a backup for itself (a drill, a catch-up backup): a volume made
+/// from `volumeClaimTemplate` for the pod's lifetime (a generic ephemeral volume: sized, on the storage
+/// class you choose), or else an `emptyDir` on the node, limited to `sizeLimit`. It must hold the
+/// backup's restored data.
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScratchSpec {
+    /// The claim of a volume that lives as long as the Job's pod.
+    pub volume_claim_template: Option<k8s_openapi::api::core::v1::PersistentVolumeClaimTemplate>,
+    /// Without a claim template: the most the `emptyDir` may hold (e.g. `50Gi`); the kubelet evicts the
+    /// pod past it.
+    pub size_limit: Option<k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+}
+
 /// Replication positions at a backup's consistent point, flattened for `kubectl`.
 #[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
@@ -238,6 +253,10 @@ pub enum BackupMethod {
     Mariabackup,
     /// An incremental: the closed binary logs after the newest backup in the same storage.
     Binlog,
+    /// A full backup that spares the server: the newest full backup in the same storage is restored into
+    /// scratch space (`spec.scratch`) by a Job on any node, caught up with the server by replication, and
+    /// copied. The server serves only a replication stream. Needs a previous full backup.
+    Catchup,
 }
 
 /// What happens to the stored backup when the MySQLBackup object is deleted.

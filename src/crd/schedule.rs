@@ -128,6 +128,32 @@ pub struct BackupScheduleSpec {
     /// How many backups to keep, applied after each successful backup by a prune Job. Without it every
     /// backup is kept.
     pub retention: Option<RetentionSpec>,
+    /// Restore drills: a Job on any node restores a complete full backup into scratch space, starts a
+    /// private server on it, runs `CHECK TABLE` and counts the rows of every table, and compares the
+    /// server's position with the backup's. The outcome lands in the MySQLBackup's `status.drill` and
+    /// condition `Drilled`; a failure is a Warning Event and a metric.
+    pub drill: Option<DrillSpec>,
+}
+
+/// When and how a schedule's backups are drilled.
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillSpec {
+    /// Drill every Nth complete full backup (1: each one). Default: 1, unless `schedule` is set.
+    #[schemars(range(min = 1))]
+    pub every_nth_backup: Option<i32>,
+    /// A cron (in the schedule's `timeZone`) at whose slots the newest complete full backup is drilled,
+    /// if it has not been yet.
+    pub schedule: Option<String>,
+    /// The drill Job's scratch space: it holds the restored data.
+    #[serde(default)]
+    pub scratch: ScratchSpec,
+    /// CPU and memory of the drill's container (it runs the restore and a server).
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    /// Count only backups whose last drill passed in `status.recoverabilityWindow`.
+    #[serde(default)]
+    pub window_counts_drilled_only: bool,
 }
 
 /// Observed state of a BackupSchedule.
@@ -164,6 +190,22 @@ pub struct BackupScheduleStatus {
     pub last_prune: Option<PruneStatus>,
     /// The continuous binary-log archiver, when `spec.binlogArchive` asks for one.
     pub binlog_archive: Option<BinlogArchiveStatus>,
+    /// The last drill started (its outcome is in that MySQLBackup's `status.drill`).
+    pub last_drill: Option<LastDrillStatus>,
+    /// The cursor of `spec.drill.schedule`.
+    pub last_drill_schedule_time: Option<Time>,
+}
+
+/// The last drill a schedule started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastDrillStatus {
+    /// The MySQLBackup drilled.
+    pub backup: String,
+    /// The drill Job.
+    pub job: String,
+    /// When it was started.
+    pub time: Time,
 }
 
 /// Continuous binary-log archiving of a schedule's server.

@@ -15,11 +15,13 @@ use k8s_openapi::{
 };
 
 use crate::controller::build::{
-    AGENT_DIR, BuildError, LABEL_BACKUP, LABEL_SCHEDULE, OperatorJob, agent_job_spec, agent_runtime, child_name,
-    credentials_env, datadir_mount, install_container, labels, mysql_url, name_and_namespace, owner_reference,
-    password_file, resolve_method, storage_args,
+    AGENT_DIR, BuildError, LABEL_BACKUP, LABEL_SCHEDULE, OperatorJob, SCRATCH_DIR, agent_job_spec, agent_runtime,
+    child_name, credentials_env, datadir_mount, install_container, labels, mysql_url, name_and_namespace,
+    owner_reference, password_file, resolve_method, scratch_volume, storage_args,
 };
 use crate::crd::MySQLBackup;
+use crate::format::manifest::MethodKind;
+
 /// Builds the backup Job of `backup`, whose source pod is `pod`, with the operator image `operator_image`.
 pub fn backup_job(backup: &MySQLBackup, pod: &Pod, operator_image: &str) -> Result<Job, BuildError> {
     let spec = &backup.spec;
@@ -36,17 +38,18 @@ pub fn backup_job(backup: &MySQLBackup, pod: &Pod, operator_image: &str) -> Resu
         container: spec.source.container.clone().unwrap_or_default(),
     })?;
     let datadir = spec.source.datadir.trim_end_matches('/').to_string();
-    let (mount, claim) = datadir_mount(&pod_name, pod, container, &datadir)?;
     let method = resolve_method(spec.method);
-    // mariadb-backup comes with the database image; binlog and cold read files with the operator's own.
-    let needs_server = method == crate::format::manifest::MethodKind::Mariabackup;
-    let needs_connection = method != crate::format::manifest::MethodKind::Cold;
+    // A catch-up backup reads no file of the server: no datadir, any node, its own scratch space.
+    let catchup = method == MethodKind::Catchup;
+    // mariadb-backup and mariadbd come with the database image; binlog and cold read files with the
+    // operator's own.
+    let needs_server = matches!(method, MethodKind::Mariabackup | MethodKind::Catchup);
+    let needs_connection = method != MethodKind::Cold;
 
     let mut args: Vec<String> = vec![
         "agent".into(),
         "backup".into(),
         format!("--method={}", method.as_str()),
-        format!("--datadir={datadir}"),
         format!("--compression-level={}", spec.storage.compression_level),
         format!("--parallel={}", spec.storage.parallelism),
         "--summary-file=/dev/termination-log".into(),
@@ -57,23 +60,37 @@ pub fn backup_job(backup: &MySQLBackup, pod: &Pod, operator_image: &str) -> Resu
     if let Some(schedule) = backup.metadata.labels.as_ref().and_then(|l| l.get(LABEL_SCHEDULE)) {
         args.push(format!("--tag={LABEL_SCHEDULE}={namespace}/{schedule}"));
     }
-    let mut volumes = vec![
-        Volume {
-            name: "datadir".into(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: claim, read_only: None }),
-            ..Default::default()
-        },
-        Volume { name: "agent".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
-    ];
-    let mut mounts = vec![
-        VolumeMount {
-            name: "datadir".into(),
-            mount_path: mount.mount_path.clone(),
-            sub_path: mount.sub_path.clone(),
-            ..Default::default()
-        },
-        VolumeMount { name: "agent".into(), mount_path: AGENT_DIR.into(), ..Default::default() },
-    ];
+    let mut volumes =
+        vec![Volume { name: "agent".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() }];
+    let mut mounts = vec![VolumeMount { name: "agent".into(), mount_path: AGENT_DIR.into(), ..Default::default() }];
+    let mut env = None;
+    if catchup {
+        let (volume, mount, tmpdir) = scratch_volume(spec.scratch.as_ref());
+        volumes.push(volume);
+        mounts.push(mount);
+        env = Some(vec![tmpdir]);
+        args.push(format!("--scratch={SCRATCH_DIR}"));
+    } else {
+        args.insert(3, format!("--datadir={datadir}"));
+        let (mount, claim) = datadir_mount(&pod_name, pod, container, &datadir)?;
+        volumes.insert(
+            0,
+            Volume {
+                name: "datadir".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: claim, read_only: None }),
+                ..Default::default()
+            },
+        );
+        mounts.insert(
+            0,
+            VolumeMount {
+                name: "datadir".into(),
+                mount_path: mount.mount_path.clone(),
+                sub_path: mount.sub_path.clone(),
+                ..Default::default()
+            },
+        );
+    }
     storage_args(&spec.storage, &mut args, &mut volumes, &mut mounts);
     if needs_connection {
         args.push(format!("--mysql-url={}", mysql_url(&spec.source.connection, pod, &pod_name, false)?));
@@ -86,6 +103,7 @@ pub fn backup_job(backup: &MySQLBackup, pod: &Pod, operator_image: &str) -> Resu
         command: Some(vec![command]),
         args: Some(args),
         env_from: credentials_env(&spec.storage),
+        env,
         volume_mounts: Some(mounts),
         resources: spec.job.resources.clone(),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
@@ -109,22 +127,7 @@ pub fn backup_job(backup: &MySQLBackup, pod: &Pod, operator_image: &str) -> Resu
             &spec.job,
             pod_labels,
             PodSpec {
-                affinity: Some(Affinity {
-                    node_affinity: Some(NodeAffinity {
-                        required_during_scheduling_ignored_during_execution: Some(NodeSelector {
-                            node_selector_terms: vec![NodeSelectorTerm {
-                                match_fields: Some(vec![NodeSelectorRequirement {
-                                    key: "metadata.name".into(),
-                                    operator: "In".into(),
-                                    values: Some(vec![node]),
-                                }]),
-                                ..Default::default()
-                            }],
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
+                affinity: (!catchup).then(|| node_affinity(node)),
                 tolerations: pod_spec.tolerations.clone(),
                 security_context: pod_spec.security_context.clone(),
                 image_pull_secrets: pod_spec.image_pull_secrets.clone(),
@@ -136,6 +139,26 @@ pub fn backup_job(backup: &MySQLBackup, pod: &Pod, operator_image: &str) -> Resu
         )),
         ..Default::default()
     })
+}
+
+/// Required scheduling onto `node`, the database pod's.
+fn node_affinity(node: String) -> Affinity {
+    Affinity {
+        node_affinity: Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_fields: Some(vec![NodeSelectorRequirement {
+                        key: "metadata.name".into(),
+                        operator: "In".into(),
+                        values: Some(vec![node]),
+                    }]),
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// Builds the Job that deletes the stored backup `backup_id` of `backup` (`deletionPolicy: Delete`). It
@@ -272,6 +295,29 @@ spec:
         assert_eq!((s.secret_name.as_deref(), s.default_mode), (Some("db-backup-user"), Some(0o400)));
         let json = serde_json::to_string(&job).unwrap();
         assert!(!json.contains("hunter2") && !json.contains("password\":\""), "{json}");
+    }
+
+    #[test]
+    fn catchup_runs_on_any_node_in_the_database_image_with_scratch_and_no_datadir() {
+        let yaml = BACKUP.replace(
+            "  storage:",
+            "  method: catchup\n  scratch: {volumeClaimTemplate: {spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 50Gi}}}}}\n  storage:",
+        );
+        let job = build(&yaml, POD).unwrap();
+        let spec = pod_spec(&job);
+        assert!(spec.affinity.is_none(), "not pinned to the database node");
+        let agent = &spec.containers[0];
+        assert_eq!(agent.image.as_deref(), Some("mariadb:10.11"));
+        let args = agent.args.as_ref().unwrap();
+        assert!(args.contains(&"--method=catchup".to_string()), "{args:?}");
+        assert!(args.contains(&format!("--scratch={SCRATCH_DIR}")), "{args:?}");
+        assert!(args.contains(&"--mysql-url=mysql://backup@10.1.2.3:3306".to_string()), "{args:?}");
+        assert!(!args.iter().any(|a| a.starts_with("--datadir")), "{args:?}");
+        let volumes = spec.volumes.as_ref().unwrap();
+        assert!(!volumes.iter().any(|v| v.persistent_volume_claim.is_some()), "the datadir is not mounted");
+        let scratch = volumes.iter().find(|v| v.name == "scratch").unwrap();
+        assert!(scratch.ephemeral.is_some(), "its own claim, made and removed with the pod");
+        assert_eq!(agent.env.as_ref().unwrap()[0].name, "TMPDIR");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use k8s_openapi::{
 };
 
 use crate::controller::backup::build::backup_job;
+use crate::controller::backup::drill::observe_drill;
 use crate::controller::build::{BuildError, resolve_method};
 use crate::controller::job_outcome::{JobOutcome, job_outcome};
 use crate::controller::status;
@@ -34,6 +35,10 @@ pub struct Observed<'a> {
     pub job: Option<&'a Job>,
     /// Termination message of the Job's last finished agent container.
     pub agent_message: Option<&'a str>,
+    /// The drill Job a schedule started for this (complete) backup, if it exists.
+    pub drill_job: Option<&'a Job>,
+    /// Its agent's termination message, once finished.
+    pub drill_message: Option<&'a str>,
     /// Secrets of the namespace that the spec names: name → keys.
     pub secrets: &'a BTreeMap<String, BTreeSet<String>>,
     /// The operator's own image.
@@ -148,8 +153,11 @@ pub fn decide(o: &Observed) -> Decision {
     let mut events = Vec::new();
     let decision = |status: MySQLBackupStatus, job, events, requeue| Decision { job, status, events, requeue };
 
-    // A finished backup is never turned into work again.
+    // A finished backup is never turned into work again; a complete one may be drilled.
     if matches!(old.phase, Some(Phase::Complete | Phase::Failed)) {
+        if let Some(job) = o.drill_job {
+            events.extend(observe_drill(job, o.drill_message, &mut status, generation, &o.now));
+        }
         return decision(status, None, events, None);
     }
 
@@ -321,7 +329,17 @@ status: {startTime: "2026-11-22T02:00:00Z", active: 1}
         message: Option<&str>,
         secrets: &BTreeMap<String, BTreeSet<String>>,
     ) -> Decision {
-        decide(&Observed { backup, pod, job, agent_message: message, secrets, operator_image: "op:1", now: now() })
+        decide(&Observed {
+            backup,
+            pod,
+            job,
+            agent_message: message,
+            drill_job: None,
+            drill_message: None,
+            secrets,
+            operator_image: "op:1",
+            now: now(),
+        })
     }
 
     fn condition<'a>(

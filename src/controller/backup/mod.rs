@@ -3,4 +3,5 @@
 pub mod build;
 pub mod decide;
 pub mod deletion;
+pub mod drill;
 pub mod reconcile;

@@ -14,6 +14,7 @@ use kube::{Api, ResourceExt, runtime::controller::Action};
 
 use crate::controller::apply::{apply_job, delete_if_present, set_finalizers, without_ours};
 use crate::controller::backup::decide::{Decision, Observed};
+use crate::controller::backup::drill::pending_drill;
 use crate::controller::backup::{decide, deletion};
 use crate::controller::build;
 use crate::controller::context::{Context, ReconcileError};
@@ -103,8 +104,16 @@ pub async fn reconcile_backup(backup: Arc<MySQLBackup>, ctx: Arc<Context>) -> Re
     let jobs_api: Api<Job> = Api::namespaced(client.clone(), &ns);
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &ns);
 
-    // Observe. A finished backup needs nothing but its own status.
-    let (pod, job, message, secrets) = if is_finished(backup.status.as_ref().and_then(|s| s.phase)) {
+    // Observe. A finished backup needs nothing but its own status, and its drill Job while one runs.
+    let phase = backup.status.as_ref().and_then(|s| s.phase);
+    let (drill_job, drill_message) = if let Some(drill_name) = pending_drill(&backup) {
+        let job = jobs_api.get_opt(drill_name).await.map_err(observe_err(format!("Job {drill_name}")))?;
+        let message = finished_job_message(&pods, job.as_ref()).await?;
+        (job, message)
+    } else {
+        (None, None)
+    };
+    let (pod, job, message, secrets) = if is_finished(phase) {
         (None, None, None, BTreeMap::new())
     } else {
         let pod = pods
@@ -125,6 +134,8 @@ pub async fn reconcile_backup(backup: Arc<MySQLBackup>, ctx: Arc<Context>) -> Re
         pod: pod.as_ref(),
         job: job.as_ref(),
         agent_message: message.as_deref(),
+        drill_job: drill_job.as_ref(),
+        drill_message: drill_message.as_deref(),
         secrets: &secrets,
         operator_image: &ctx.operator_image,
         now: Time(k8s_openapi::jiff::Timestamp::now()),
@@ -138,7 +149,32 @@ pub async fn reconcile_backup(backup: Arc<MySQLBackup>, ctx: Arc<Context>) -> Re
     apply_status(&api, &*backup, backup.status.as_ref(), &status).await?;
     publish(&ctx, &*backup, events).await;
     record_finish(&ctx.metrics, &backup, &status);
+    record_drill(&ctx.metrics, &backup, &status);
     Ok(next_action(requeue, status.phase))
+}
+
+/// Counts a drill that has just finished: the time of a success, or one more failure, per source.
+pub(crate) fn record_drill(
+    metrics: &crate::controller::metrics::Metrics,
+    backup: &MySQLBackup,
+    status: &crate::crd::MySQLBackupStatus,
+) {
+    use crate::crd::Phase;
+    let Some(drill) = &status.drill else { return };
+    let was = backup.status.as_ref().and_then(|s| s.drill.as_ref()).filter(|d| d.job == drill.job).map(|d| d.phase);
+    if !matches!(drill.phase, Phase::Complete | Phase::Failed) || was == Some(drill.phase) {
+        return;
+    }
+    let source = crate::controller::metrics::SourceLabels {
+        namespace: backup.namespace().unwrap_or_default(),
+        pod: backup.spec.source.pod.clone(),
+    };
+    if drill.phase == Phase::Complete {
+        let at = drill.completion_time.as_ref().map(|t| t.0.as_second() as f64).unwrap_or_default();
+        metrics.drill_last_success.get_or_create(&source).set(at);
+    } else {
+        metrics.drill_failures.get_or_create(&source).inc();
+    }
 }
 
 /// Counts a backup that has just finished, and for a success updates its source's gauges.

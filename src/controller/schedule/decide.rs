@@ -78,6 +78,8 @@ pub struct Decision {
     pub delete: Vec<String>,
     /// The prune Job to apply.
     pub prune_job: Option<Job>,
+    /// The drill Job to apply (owned by the MySQLBackup it drills).
+    pub drill_job: Option<Job>,
     /// The archiver Deployment to apply.
     pub archiver: Option<Deployment>,
     /// The archiver Deployment to delete (archiving was turned off), by name.
@@ -178,6 +180,7 @@ pub fn decide(o: &Observed) -> Decision {
         create: Vec::new(),
         delete: Vec::new(),
         prune_job: None,
+        drill_job: None,
         archiver: None,
         delete_archiver: None,
         status: BackupScheduleStatus::default(),
@@ -201,13 +204,19 @@ pub fn decide(o: &Observed) -> Decision {
             positions: st.positions,
         }
     });
+    // With `spec.drill.windowCountsDrilledOnly`, a backup counts once a drill proved it restorable.
+    let drilled_only = s.spec.drill.as_ref().is_some_and(|d| d.window_counts_drilled_only);
+    let counted: Vec<&&MySQLBackup> =
+        complete.iter().filter(|b| !drilled_only || crate::controller::schedule::drills::drilled(b)).collect();
     status.recoverability_window =
-        match (complete.first().and_then(|b| completed_at(b)), complete.last().and_then(|b| completed_at(b))) {
+        match (counted.first().and_then(|b| completed_at(b)), counted.last().and_then(|b| completed_at(b))) {
             (Some(from), Some(to)) => Some(WindowStatus { from: time(from), to: time(to) }),
             _ => None,
         };
 
-    let (schedule, policy, incrementals) = match validate(s).and_then(|(a, b)| Ok((a, b, binlog_schedule(s)?))) {
+    let checked = validate(s)
+        .and_then(|(a, b)| Ok((a, b, binlog_schedule(s)?, crate::controller::schedule::drills::drill_schedule(s)?)));
+    let (schedule, policy, incrementals, drill_cron) = match checked {
         Ok(v) => v,
         Err(message) => {
             let fresh = !status.conditions.iter().any(|c| c.type_ == READY && c.message == message);
@@ -222,6 +231,21 @@ pub fn decide(o: &Observed) -> Decision {
     };
     on_demand(o, &mut status, &mut d);
     full_slots(o, &schedule, &active, &mut status, &mut d);
+    // A catch-up backup starts from a full one: until the schedule has one, its slot takes a
+    // `mariabackup` backup instead.
+    if !complete.iter().any(|b| b.status.as_ref().and_then(|st| st.method.as_deref()).is_some_and(|m| m != "binlog")) {
+        for c in d.create.iter_mut().filter(|c| c.spec.method == crate::crd::BackupMethod::Catchup) {
+            c.spec.method = crate::crd::BackupMethod::Mariabackup;
+            d.events.push(EventNote {
+                warning: false,
+                reason: "FirstFullBackup",
+                message: format!(
+                    "MySQLBackup {} takes a mariabackup backup: catch-up backups need a first full backup",
+                    c.name_any()
+                ),
+            });
+        }
+    }
 
     if let Some(inc) = &incrementals {
         incremental_slots(o, inc, &active, !complete.is_empty(), &mut status, &mut d);
@@ -239,6 +263,7 @@ pub fn decide(o: &Observed) -> Decision {
     if policy.is_some() {
         crate::controller::schedule::retention::retention(o, &complete, &mut status, &mut d);
     }
+    crate::controller::schedule::drills::drills(o, drill_cron.as_ref(), &complete, &mut status, &mut d);
     d.delete.sort();
     d.delete.dedup();
     d.status = status;

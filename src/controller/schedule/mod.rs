@@ -3,6 +3,7 @@
 pub mod archiving;
 pub mod build;
 pub mod decide;
+pub mod drills;
 pub mod reconcile;
 pub mod retention;
 pub mod slots;

@@ -12,6 +12,7 @@ use kube::{
 };
 
 use crate::controller::apply::{apply_job, delete_if_present};
+use crate::controller::backup::drill::DRILL_ANNOTATION;
 use crate::controller::build;
 use crate::controller::context::{Context, FIELD_MANAGER, ReconcileError};
 use crate::controller::observe::{finished_job_message, observe_err};
@@ -50,7 +51,7 @@ pub async fn reconcile_schedule(schedule: Arc<BackupSchedule>, ctx: Arc<Context>
     let prune_message = finished_job_message(&pods, prune_job.as_ref()).await?;
     let source = &schedule.spec.backup_template.source.pod;
     let archiving = schedule.spec.binlog_archive.is_some();
-    let pod = if schedule.spec.retention.is_some() || archiving {
+    let pod = if schedule.spec.retention.is_some() || archiving || schedule.spec.drill.is_some() {
         pods.get_opt(source).await.map_err(observe_err(format!("pod {source}")))?
     } else {
         None
@@ -102,6 +103,16 @@ pub async fn reconcile_schedule(schedule: Arc<BackupSchedule>, ctx: Arc<Context>
     }
     if let Some(job) = &d.prune_job {
         apply_job(&jobs_api, job).await?;
+    }
+    if let Some(job) = &d.drill_job {
+        apply_job(&jobs_api, job).await?;
+        // The drilled backup's reconcile follows the Job from here.
+        let owner = job.owner_references().first().map(|o| o.name.clone()).unwrap_or_default();
+        let mark = serde_json::json!({"metadata": {"annotations": {DRILL_ANNOTATION: job.name_any()}}});
+        backups
+            .patch(&owner, &PatchParams::default(), &Patch::Merge(&mark))
+            .await
+            .map_err(|source| ReconcileError::AnnotateBackup { name: owner.clone(), source })?;
     }
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), &ns);
     if let Some(dep) = &d.archiver {
