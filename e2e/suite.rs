@@ -293,5 +293,7 @@ const CHECKSUMS: &str = "CHECKSUM TABLE app.accounts, app.events; SELECT COUNT(*
 
 #[path = "suite/data.rs"]
 mod data;
+#[path = "suite/drills.rs"]
+mod drills;
 #[path = "suite/operator.rs"]
 mod operator;

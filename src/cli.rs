@@ -3,7 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use mysql_backup_operator::agent::AgentError;
+use mysql_backup_operator::agent::{AgentError, ArchiveChoice};
 use mysql_backup_operator::datapath::pitr::Tools;
 use mysql_backup_operator::format::manifest::MethodKind;
 use mysql_backup_operator::storage::{RetryPolicy, Storage, parse_option};
@@ -340,9 +340,22 @@ pub struct RestoreArgs {
     /// Delete the target's current contents first.
     #[arg(long)]
     pub overwrite: bool,
+    #[command(flatten)]
+    pub point_in_time: PointInTimeArgs,
+    #[command(flatten)]
+    pub tools: ServerToolArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// A point in time to restore to instead of a backup.
+#[derive(Args)]
+pub struct PointInTimeArgs {
     /// Restore to a point in time (MariaDB): a GTID (`0-1-42`, included) or an RFC 3339 time (the last
     /// transaction at or before it). Restores the newest full backup before it, then replays the binary
-    /// logs of the incrementals after it on a private server. Replaces --backup.
+    /// logs of the incrementals after it on a private server. Replaces --backup (a drill's record goes beside that full backup).
     #[arg(long, conflicts_with = "backup")]
     pub until: Option<String>,
     /// With --until: the binary-log archive whose segments continue the incrementals. Default: the
@@ -352,12 +365,16 @@ pub struct RestoreArgs {
     /// With --until: replay across gaps in the binary-log archive; their transactions are lost.
     #[arg(long, requires = "until")]
     pub force: bool,
-    #[command(flatten)]
-    pub tools: ServerToolArgs,
-    #[command(flatten)]
-    pub storage: StorageArgs,
-    #[command(flatten)]
-    pub common: CommonArgs,
+}
+
+impl PointInTimeArgs {
+    /// The archive to replay: the named one, else the storage's only one.
+    pub fn archive_choice(&self) -> ArchiveChoice {
+        match self.archive.clone() {
+            Some(name) => ArchiveChoice::Named(name),
+            None => ArchiveChoice::Auto,
+        }
+    }
 }
 
 /// The server's tools a restore runs: to prepare, to replay, to start a private server.
@@ -393,16 +410,8 @@ pub struct DrillArgs {
     /// Backup id, or `latest` (the newest backup that restores on its own).
     #[arg(long, default_value = "latest")]
     pub backup: String,
-    /// Drill a point in time instead (as `restore --until`): the record goes beside the full backup
-    /// the replay starts from.
-    #[arg(long, conflicts_with = "backup")]
-    pub until: Option<String>,
-    /// With --until: the binary-log archive to replay (default: the storage's only archive).
-    #[arg(long, requires = "until")]
-    pub archive: Option<String>,
-    /// With --until: replay across gaps in the archive.
-    #[arg(long, requires = "until")]
-    pub force: bool,
+    #[command(flatten)]
+    pub point_in_time: PointInTimeArgs,
     /// Scratch space: the restored data goes into a new directory under it, removed at the end. It
     /// needs room for the backup's data. Default: the temporary directory ($TMPDIR).
     #[arg(long)]

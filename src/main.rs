@@ -105,14 +105,12 @@ async fn run_backup(args: BackupArgs) -> Result<(), AgentError> {
 
 async fn run_drill(args: DrillArgs) -> Result<(), AgentError> {
     let storage = args.storage.open()?;
-    let target = match &args.until {
+    let pit = &args.point_in_time;
+    let target = match &pit.until {
         Some(until) => agent::DrillTarget::Until {
             target: until.parse().map_err(AgentError::Pitr)?,
-            archive: match args.archive.clone() {
-                Some(name) => agent::ArchiveChoice::Named(name),
-                None => agent::ArchiveChoice::Auto,
-            },
-            force: args.force,
+            archive: pit.archive_choice(),
+            force: pit.force,
         },
         None => agent::DrillTarget::Backup(args.backup.clone()),
     };
@@ -299,16 +297,14 @@ async fn run_agent(command: AgentCommand) -> Result<(), AgentError> {
                 mariabackup_tool: args.tools.mariabackup_path.clone(),
             };
             let interval = Duration::from_secs(args.common.progress_interval);
-            let summary = match &args.until {
+            let pit = &args.point_in_time;
+            let summary = match &pit.until {
                 Some(until) => {
                     let target: mysql_backup_operator::datapath::pitr::Target =
                         until.parse().map_err(AgentError::Pitr)?;
                     let tools = args.tools.replay_tools();
-                    let archive = match args.archive.clone() {
-                        Some(name) => agent::ArchiveChoice::Named(name),
-                        None => agent::ArchiveChoice::Auto,
-                    };
-                    agent::restore_until(&storage, &target, &opts, &tools, interval, archive, args.force).await?
+                    agent::restore_until(&storage, &target, &opts, &tools, interval, pit.archive_choice(), pit.force)
+                        .await?
                 }
                 None => agent::restore(&storage, &args.backup, &opts, interval).await?,
             };

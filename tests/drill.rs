@@ -276,9 +276,37 @@ async fn a_catchup_backup_restores_to_the_source_at_its_position_without_reading
     assert_eq!(copy.value("SELECT @@gtid_slave_pos").await, reached, "a replica made from it continues from there");
     db.exec(&format!("DELETE FROM app.w WHERE id > {k}")).await;
     assert_eq!(copy.checksums("app").await, db.checksums("app").await);
+    // A drill of it checks its position where it records it: in gtid_slave_pos.
+    let drill = [args(&["drill", "--backup", summary["backupId"].as_str().unwrap()]), storage.clone()].concat();
+    let drilled = agent(&drill, &s3.env()).await.summary();
+    assert_eq!(drilled["passed"], true, "{drilled}");
+    assert_eq!(drilled["position"]["source"], "replicaPosition");
+    assert_eq!(drilled["position"]["server"], reached.as_str());
     let stored: Vec<_> = walk_files(&s3.object_path("catchup"));
     assert!(
         !stored.iter().any(|p| std::fs::read(p).unwrap().windows(8).any(|w| w == b"master.i")),
         "no replication settings stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_drill_and_catchup_input_is_named() {
+    let dir = tempdir();
+    let storage = vec!["--storage".to_string(), format!("file://{}", dir.path().join("backups").display())];
+    let scratch = dir.path().join("scratch");
+    let missing = agent(&drill_args(&storage, &scratch, &["--backup", "20990101T000000Z-000000"]), &[]).await;
+    assert!(missing.error().ends_with("no complete backup with id \"20990101T000000Z-000000\""), "{}", missing.error());
+    let none = agent(&drill_args(&storage, &scratch, &[]), &[]).await;
+    assert!(none.error().ends_with(": no complete backup found"), "{}", none.error());
+    let past = agent(&drill_args(&storage, &scratch, &["--until", "0-1-5"]), &[]).await;
+    assert_eq!(past.error(), "error: no full backup before GTID 0-1-5: the target is older than every backup");
+
+    let catchup = |extra: &[&str]| [args(&["backup", "--method", "catchup"]), args(extra), storage.clone()].concat();
+    let no_url = agent(&catchup(&[]), &[]).await;
+    assert_eq!(no_url.error(), "error: --method catchup needs --mysql-url (or MYSQL_URL)");
+    let socket = agent(&catchup(&["--mysql-url", "mysql://root@localhost?socket=/run/mysqld/mysqld.sock"]), &[]).await;
+    assert_eq!(
+        socket.error(),
+        "error: catch-up replicates over TCP: the source /run/mysqld/mysqld.sock must be given as mysql://user@host:port"
     );
 }

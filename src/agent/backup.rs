@@ -9,7 +9,7 @@ use crate::agent::{AgentError, peak_rss_bytes};
 use crate::datapath::chunk::writer::{ChunkParams, ChunkWriter};
 use crate::datapath::method::BackupMethod;
 use crate::datapath::progress::Progress;
-use crate::format::manifest::{Chunking, FORMAT_VERSION, Manifest, new_backup_id};
+use crate::format::manifest::{Chunking, Manifest, new_backup_id};
 use crate::format::summary::Summary;
 use crate::gc::lock::Lock;
 use crate::storage::Storage;
@@ -65,7 +65,7 @@ async fn backup_locked<M: BackupMethod>(
     let (files, totals) = finished?;
     let completed_at = Timestamp::now();
     let manifest = Manifest {
-        format_version: FORMAT_VERSION,
+        format_version: M::KIND.format_version(),
         backup_id: backup_id.clone(),
         method: M::KIND,
         started_at,

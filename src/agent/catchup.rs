@@ -5,6 +5,7 @@
 
 use std::{path::PathBuf, time::Instant};
 
+use crate::agent::scratch::Scratch;
 use crate::agent::{AgentError, BackupSettings};
 use crate::datapath::method::catchup::CatchupCopy;
 use crate::datapath::method::cold::Cold;
@@ -43,6 +44,10 @@ pub async fn catchup(
     opts: &CatchupOptions,
     settings: BackupSettings,
 ) -> Result<Summary, AgentError> {
+    // Refused before anything is restored: a replica reaches its source over TCP only.
+    if opts.source.socket.is_some() {
+        return Err(crate::mysql::replica::ReplicaError::SocketSource { endpoint: opts.source.endpoint() }.into());
+    }
     let pool = opts.source.pool();
     let source = read_positions(&pool, &opts.source).await;
     let _ = pool.disconnect().await;
@@ -59,16 +64,8 @@ pub async fn catchup(
     let (base_id, base, from) = base_for(storage, settings.tags.get(TAG_SCHEDULE), &target).await?;
     tracing::info!(base = %base_id, %from, %target, source = %opts.source.endpoint(), "catch-up backup starting");
 
-    std::fs::create_dir_all(&opts.scratch)
-        .map_err(|source| AgentError::WorkDir { dir: opts.scratch.clone(), source })?;
-    let scratch = tempfile::Builder::new()
-        .prefix(".mysql-backup-operator-catchup-")
-        .tempdir_in(&opts.scratch)
-        .map_err(|source| AgentError::WorkDir { dir: opts.scratch.clone(), source })?;
-    let datadir = scratch.path().join("datadir");
-    let work = scratch.path().join("work");
-    std::fs::create_dir_all(&work).map_err(|source| AgentError::WorkDir { dir: work.clone(), source })?;
-    crate::agent::drill::ensure_space(scratch.path(), base.totals.data_bytes)?;
+    let scratch = Scratch::new(&opts.scratch, "catchup", base.totals.data_bytes)?;
+    let (datadir, work) = (scratch.datadir.clone(), scratch.work.clone());
 
     let clock = Instant::now();
     let restore_opts = RestoreOptions {
@@ -128,9 +125,7 @@ pub async fn catchup(
             replication_seconds,
         });
     }
-    if let Err(e) = scratch.close() {
-        tracing::warn!(error = %e, "removing the catch-up's scratch data failed");
-    }
+    scratch.remove();
     Ok(summary)
 }
 

@@ -9,6 +9,7 @@ use std::{
 
 use jiff::Timestamp;
 
+use crate::agent::scratch::Scratch;
 use crate::agent::{AgentError, ArchiveChoice, error_chain};
 use crate::datapath::drill::{self, Checked};
 use crate::datapath::pitr::{Target, Tools};
@@ -63,12 +64,11 @@ pub async fn drill(storage: &Storage, target: &DrillTarget, opts: &DrillOptions)
         DrillTarget::Backup(wanted) => Some(resolve(storage, wanted).await?),
         DrillTarget::Until { .. } => None,
     };
-    std::fs::create_dir_all(&opts.scratch)
-        .map_err(|source| AgentError::WorkDir { dir: opts.scratch.clone(), source })?;
-    let scratch = tempfile::Builder::new()
-        .prefix(".mysql-backup-operator-drill-")
-        .tempdir_in(&opts.scratch)
-        .map_err(|source| AgentError::WorkDir { dir: opts.scratch.clone(), source })?;
+    let needed = match &backup_id {
+        Some(id) => storage.read_manifest(id).await?.totals.data_bytes,
+        None => 0,
+    };
+    let scratch = Scratch::new(&opts.scratch, "drill", needed)?;
     tracing::info!(backup = ?backup_id, scratch = %scratch.path().display(), "drill starting");
     let mut durations = DrillDurations::default();
     let mut outcome = DrillOutcome {
@@ -87,11 +87,9 @@ pub async fn drill(storage: &Storage, target: &DrillTarget, opts: &DrillOptions)
         scratch_bytes: 0,
         durations: DrillDurations::default(),
     };
-    let result = run(storage, target, backup_id.as_deref(), opts, scratch.path(), &mut outcome, &mut durations).await;
-    outcome.scratch_bytes = dir_bytes(scratch.path());
-    if let Err(e) = scratch.close() {
-        tracing::warn!(error = %e, "removing the drill's scratch data failed");
-    }
+    let result = run(storage, target, backup_id.as_deref(), opts, &scratch, &mut outcome, &mut durations).await;
+    outcome.scratch_bytes = scratch.bytes();
+    scratch.remove();
     let tables = match result {
         Ok(checked) => {
             outcome.tables_checked = checked.counts.len() as u64;
@@ -102,6 +100,8 @@ pub async fn drill(storage: &Storage, target: &DrillTarget, opts: &DrillOptions)
             outcome.failed_tables = checked.failed.into_iter().take(LISTED_TABLES).collect();
             checked.counts
         }
+        // A point in time that no backup reaches: there is no backup to keep a record beside.
+        Err(e) if outcome.backup_id.is_empty() => return Err(e),
         Err(e) => {
             outcome.reason = Some(error_chain(&e));
             Vec::new()
@@ -110,10 +110,6 @@ pub async fn drill(storage: &Storage, target: &DrillTarget, opts: &DrillOptions)
     durations.total_seconds = clock.elapsed().as_secs_f64();
     outcome.durations = durations;
     outcome.completed_at = Timestamp::now();
-    if outcome.backup_id.is_empty() {
-        // A point in time that no backup reaches: there is no backup to keep the record beside.
-        return Err(AgentError::DrillFailed { backup: "(none)".into(), reason: outcome.reason.unwrap_or_default() });
-    }
     let record = DrillRecord { format_version: DRILL_FORMAT_VERSION, outcome: outcome.clone(), tables };
     storage.write_drill(&record).await?;
     tracing::info!(
@@ -179,13 +175,11 @@ async fn run(
     target: &DrillTarget,
     backup_id: Option<&str>,
     opts: &DrillOptions,
-    scratch: &Path,
+    scratch: &Scratch,
     outcome: &mut DrillOutcome,
     durations: &mut DrillDurations,
 ) -> Result<Checked, AgentError> {
-    let datadir = scratch.join("datadir");
-    let work = scratch.join("work");
-    std::fs::create_dir_all(&work).map_err(|source| AgentError::WorkDir { dir: work.clone(), source })?;
+    let (datadir, work) = (scratch.datadir.clone(), scratch.work.clone());
     let restore_opts = RestoreOptions {
         datadir: datadir.clone(),
         binlog_dir: None,
@@ -197,8 +191,6 @@ async fn run(
     let summary = match target {
         DrillTarget::Backup(wanted) => {
             let id = backup_id.unwrap_or(wanted);
-            let manifest = storage.read_manifest(id).await?;
-            ensure_space(scratch, manifest.totals.data_bytes)?;
             crate::agent::restore(storage, id, &restore_opts, opts.progress_interval).await?
         }
         DrillTarget::Until { target, archive, force } => {
@@ -250,16 +242,6 @@ async fn run(
     Ok(checked)
 }
 
-/// Refuses a scratch space smaller than the data it must hold, before downloading any of it.
-pub(crate) fn ensure_space(scratch: &Path, needed: u64) -> Result<(), AgentError> {
-    let Ok(stat) = nix::sys::statvfs::statvfs(scratch) else { return Ok(()) };
-    let free = stat.blocks_available() * stat.fragment_size();
-    if free < needed {
-        return Err(AgentError::ScratchTooSmall { dir: scratch.to_path_buf(), free, needed });
-    }
-    Ok(())
-}
-
 /// Where a restored server's position is read from, and the manifest's it is compared with.
 type Expected = (PositionSource, String);
 
@@ -308,17 +290,4 @@ fn position_check_for(
         }
         _ => Ok((None, Vec::new())),
     }
-}
-
-/// Bytes of the files under `dir`.
-fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .filter_map(|e| e.ok())
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
-            _ => 0,
-        })
-        .sum()
 }

@@ -22,6 +22,7 @@ mod archive_report;
 mod backup;
 mod catchup;
 mod drill;
+mod scratch;
 mod until;
 
 pub use archive_report::{ArchiveReport, archive_status};

@@ -12,10 +12,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::mysql::position::Positions;
 
-/// The manifest format this build writes and the newest it reads. Format 2 stores the same JSON
-/// document as format 1, as one zstd frame: a 10 TB backup's 2.6 million chunk references take a
-/// third of the bytes, and are parsed as they are decompressed. Format 1 (plain JSON) is still read.
-pub const FORMAT_VERSION: u32 = 2;
+/// The newest manifest format this build reads. Format 2 stores the same JSON document as format 1, as
+/// one zstd frame: a 10 TB backup's 2.6 million chunk references take a third of the bytes, and are
+/// parsed as they are decompressed. Format 1 (plain JSON) is still read. Format 3 is format 2 with a
+/// method a reader of format 2 does not know (`catchup`): such a reader says a newer build wrote it
+/// instead of failing on the value. Backups of the other methods are still written as format 2
+/// (see [`MethodKind::format_version`]), which every earlier release reads.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The first bytes of a zstd frame: a format 2 manifest.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -58,6 +61,14 @@ pub enum MethodKind {
 }
 
 impl MethodKind {
+    /// The format version of a manifest of this method: the oldest that can say it.
+    pub fn format_version(self) -> u32 {
+        match self {
+            Self::Catchup => 3,
+            Self::Cold | Self::Mariabackup | Self::Binlog => 2,
+        }
+    }
+
     /// The lower-case name used on the command line and in manifests.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -477,6 +488,19 @@ mod tests {
     }
 
     #[test]
+    fn only_catchup_manifests_need_format_3() {
+        // What a reader of format 2 (every release before catch-up backups) reads, it still gets.
+        assert_eq!(MethodKind::Cold.format_version(), 2);
+        assert_eq!(MethodKind::Mariabackup.format_version(), 2);
+        assert_eq!(MethodKind::Binlog.format_version(), 2);
+        assert_eq!(MethodKind::Catchup.format_version(), 3);
+        let mut m = manifest(vec![file("f", &[1])]);
+        m.method = MethodKind::Catchup;
+        m.format_version = MethodKind::Catchup.format_version();
+        assert_eq!(Manifest::from_stored("b1", &m.to_stored().unwrap()).unwrap(), m);
+    }
+
+    #[test]
     fn refuses_gaps_duplicates_bad_hashes_and_newer_versions() {
         let mut gap = file("f", &[4, 4]);
         gap.chunks[1].offset = 5;
@@ -498,14 +522,14 @@ mod tests {
         let err = Manifest::from_stored("b1", &serde_json::to_vec(&m).unwrap()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "manifest of backup b1: format version 99 is newer than this build reads (2); upgrade mysql-backup-operator"
+            "manifest of backup b1: format version 99 is newer than this build reads (3); upgrade mysql-backup-operator"
         );
         // A newer format whose fields differ is named as newer, not as malformed.
-        let newer = br#"{"formatVersion": 3, "chunkTable": "elsewhere"}"#;
+        let newer = br#"{"formatVersion": 4, "chunkTable": "elsewhere"}"#;
         let compressed = zstd::bulk::compress(newer, 3).unwrap();
         assert_eq!(
             Manifest::from_stored("b1", &compressed).unwrap_err(),
-            ManifestError::UnsupportedVersion { backup: "b1".into(), found: 3 }
+            ManifestError::UnsupportedVersion { backup: "b1".into(), found: 4 }
         );
     }
 }

@@ -266,14 +266,19 @@ async fn prepare_one(
         }
         return Ok(Some(own));
     }
-    if let Some(claim) = &volume.persistent_volume_claim {
-        let pvc: Option<PersistentVolumeClaim> =
-            Api::namespaced(client.clone(), ns)
-                .get_opt(&claim.claim_name)
-                .await
-                .map_err(|source| VolumeError::Api { what: format!("reading claim {}", claim.claim_name), source })?;
+    // A generic ephemeral volume is a claim the ephemeral-volume controller makes for the pod, named
+    // `<pod>-<volume>`; until it exists the pod waits, as a kubelet's does.
+    let ephemeral = volume.ephemeral.as_ref().map(|_| format!("{}-{}", pod.name_any(), volume.name));
+    if let Some(claim_name) = volume.persistent_volume_claim.as_ref().map(|c| c.claim_name.clone()).or(ephemeral) {
+        let pvc: Option<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns)
+            .get_opt(&claim_name)
+            .await
+            .map_err(|source| VolumeError::Api { what: format!("reading claim {claim_name}"), source })?;
         let Some(pvc) = pvc else {
-            return Err(VolumeError::Missing(format!("persistentvolumeclaim \"{}\" not found", claim.claim_name)));
+            if volume.ephemeral.is_some() {
+                return Ok(None);
+            }
+            return Err(VolumeError::Missing(format!("persistentvolumeclaim \"{claim_name}\" not found")));
         };
         let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
         let Some(pv_name) = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|_| bound) else {
