@@ -236,7 +236,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let result = run_agent(*agent).await;
             if let (Err(e), Some(path)) = (&result, summary_file) {
                 // The controller reads the reason of a failed Job from here (its termination message).
-                let failure = mysql_backup_operator::format::summary::Failure { error: error_chain(e) };
+                let failure = mysql_backup_operator::format::summary::Failure::of(&error_chain(e));
                 let _ = std::fs::write(path, serde_json::to_string(&failure).unwrap_or_default());
             }
             Ok(result?)

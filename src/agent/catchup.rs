@@ -9,7 +9,6 @@ use crate::agent::scratch::Scratch;
 use crate::agent::{AgentError, BackupSettings};
 use crate::datapath::method::catchup::CatchupCopy;
 use crate::datapath::method::cold::Cold;
-use crate::datapath::restore::RestoreOptions;
 use crate::format::manifest::{Base, Manifest, MethodKind, TAG_SCHEDULE};
 use crate::format::summary::{CatchupSummary, Summary};
 use crate::mysql::gtid::MariaGtidPos;
@@ -68,13 +67,7 @@ pub async fn catchup(
     let (datadir, work) = (scratch.datadir.clone(), scratch.work.clone());
 
     let clock = Instant::now();
-    let restore_opts = RestoreOptions {
-        datadir: datadir.clone(),
-        binlog_dir: None,
-        overwrite: false,
-        parallel: opts.parallel,
-        mariabackup_tool: opts.mariabackup_tool.clone(),
-    };
+    let restore_opts = scratch.restore_options(opts.parallel, &opts.mariabackup_tool);
     crate::agent::restore(storage, &base_id, &restore_opts, settings.progress_interval).await?;
     remove_stale_files(&datadir, &base)?;
     let restore_seconds = clock.elapsed().as_secs_f64();

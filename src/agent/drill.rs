@@ -13,7 +13,6 @@ use crate::agent::scratch::Scratch;
 use crate::agent::{AgentError, ArchiveChoice, error_chain};
 use crate::datapath::drill::{self, Checked};
 use crate::datapath::pitr::{Target, Tools};
-use crate::datapath::restore::RestoreOptions;
 use crate::format::drill::{
     DRILL_FORMAT_VERSION, DrillDurations, DrillOutcome, DrillRecord, LISTED_TABLES, PositionCheck, PositionSource,
 };
@@ -180,13 +179,7 @@ async fn run(
     durations: &mut DrillDurations,
 ) -> Result<Checked, AgentError> {
     let (datadir, work) = (scratch.datadir.clone(), scratch.work.clone());
-    let restore_opts = RestoreOptions {
-        datadir: datadir.clone(),
-        binlog_dir: None,
-        overwrite: false,
-        parallel: opts.parallel,
-        mariabackup_tool: opts.mariabackup_tool.clone(),
-    };
+    let restore_opts = scratch.restore_options(opts.parallel, &opts.mariabackup_tool);
     let clock = Instant::now();
     let summary = match target {
         DrillTarget::Backup(wanted) => {

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::agent::AgentError;
+use crate::datapath::restore::RestoreOptions;
 
 /// A scratch directory and its two parts.
 pub struct Scratch {
@@ -37,6 +38,17 @@ impl Scratch {
             }
         }
         Ok(Self { dir, datadir, work })
+    }
+
+    /// How to restore into its datadir (binary logs beside the data).
+    pub fn restore_options(&self, parallel: usize, mariabackup_tool: &str) -> RestoreOptions {
+        RestoreOptions {
+            datadir: self.datadir.clone(),
+            binlog_dir: None,
+            overwrite: false,
+            parallel,
+            mariabackup_tool: mariabackup_tool.to_string(),
+        }
     }
 
     /// The directory.

@@ -180,6 +180,24 @@ pub struct Failure {
     pub error: String,
 }
 
+/// The longest error a [`Failure`] carries: a pod's termination message holds 4096 bytes, and a cut
+/// JSON document would not parse at all.
+pub const MAX_FAILURE_BYTES: usize = 3072;
+
+impl Failure {
+    /// The failure of `error`, its middle cut out when it is too long (the first clause says what
+    /// failed; the end, often a log's last lines, says why).
+    pub fn of(error: &str) -> Self {
+        if error.len() <= MAX_FAILURE_BYTES {
+            return Self { error: error.to_string() };
+        }
+        let keep = MAX_FAILURE_BYTES / 2;
+        let head_end = (0..=keep).rev().find(|i| error.is_char_boundary(*i)).unwrap_or(0);
+        let tail_start = (error.len() - keep..error.len()).find(|i| error.is_char_boundary(*i)).unwrap_or(error.len());
+        Self { error: format!("{} … {}", &error[..head_end], &error[tail_start..]) }
+    }
+}
+
 /// One damaged place of a backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -265,4 +283,19 @@ pub struct Window {
     pub from: Timestamp,
     /// The latest.
     pub to: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_failure_keeps_its_start_and_end_within_a_termination_message() {
+        let long = format!("drill of backup x failed: the server stopped; its log ends with:\n{}END", "é".repeat(4000));
+        let f = Failure::of(&long);
+        assert!(f.error.starts_with("drill of backup x failed: "), "{}", &f.error[..40]);
+        assert!(f.error.ends_with("END") && f.error.contains(" … "));
+        assert!(serde_json::to_string(&f).unwrap().len() < 4096);
+        assert_eq!(Failure::of("short").error, "short");
+    }
 }

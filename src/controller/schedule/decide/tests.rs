@@ -383,3 +383,125 @@ fn archiving_runs_a_deployment_and_reports_its_lag_gaps_and_health() {
     assert_eq!(d.delete_archiver.as_deref(), Some("archiver-db-nightly"));
     assert!(d.archiver.is_none() && d.status.binlog_archive.is_none());
 }
+
+/// Restore drills and catch-up schedules (`spec.drill`, `method: catchup`).
+mod drills {
+    use super::*;
+    use crate::crd::LastDrillStatus;
+
+    const DRILLED: &str = r#"
+apiVersion: mysqlbackup.dev/v1alpha1
+kind: BackupSchedule
+metadata: {name: db-nightly, namespace: db, uid: s-1, generation: 1, creationTimestamp: "2026-11-20T12:00:00Z"}
+spec:
+  schedule: "0 2 * * *"
+  drill: {scratch: {sizeLimit: 5Gi}}
+  backupTemplate:
+    source: {pod: db-0}
+    storage: {url: "s3://backups/prod"}
+status: {lastScheduleTime: "2026-11-25T02:00:00Z"}
+"#;
+
+    /// A complete backup of `method`, finished at 02:00 on day `day` of the month; `drill` its drill phase.
+    fn full(name: &str, day: u32, method: &str, drill: Option<&str>) -> MySQLBackup {
+        let drill = drill.map(|p| format!(", drill: {{job: drill-{name}, phase: {p}}}")).unwrap_or_default();
+        parse(&format!(
+            "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLBackup, metadata: {{name: {name}, namespace: db, uid: u-{name}}}, \
+             spec: {{source: {{pod: db-0}}, storage: {{url: 's3://backups/prod'}}}}, \
+             status: {{phase: Complete, method: {method}, completionTime: '2026-11-{day:02}T02:00:00Z', \
+             backupId: 'id-{name}', databaseImage: 'mariadb:10.11'{drill}}}}}"
+        ))
+    }
+
+    fn with_status(s: &BackupSchedule, d: &Decision) -> BackupSchedule {
+        let mut s = s.clone();
+        s.status = Some(d.status.clone());
+        s
+    }
+
+    fn drilled_name(d: &Decision) -> Option<String> {
+        d.drill_job.as_ref().map(|j| j.name_any())
+    }
+
+    #[test]
+    fn every_full_backup_is_drilled_one_at_a_time() {
+        let s: BackupSchedule = parse(DRILLED);
+        let children = [full("b1", 23, "mariabackup", None), full("i1", 24, "binlog", None)];
+        let d = run_at(&s, &children, "2026-11-25T01:00:00Z");
+        assert_eq!(drilled_name(&d).as_deref(), Some("drill-b1"), "incrementals are not drilled");
+        assert_eq!(d.status.last_drill.as_ref().unwrap().backup, "b1");
+        assert!(
+            d.events.iter().any(|e| e.reason == "DrillStarted" && e.message == "Job drill-b1 drills MySQLBackup b1")
+        );
+        // Started and recorded: not again; and a newer backup waits while b1's drill runs.
+        let s = with_status(&s, &d);
+        assert!(run_at(&s, &children, "2026-11-25T01:01:00Z").drill_job.is_none());
+        let more = [full("b1", 23, "mariabackup", Some("Running")), full("b2", 25, "mariabackup", None)];
+        assert!(run_at(&s, &more, "2026-11-25T03:00:00Z").drill_job.is_none());
+        let done = [full("b1", 23, "mariabackup", Some("Failed")), full("b2", 25, "mariabackup", None)];
+        assert_eq!(drilled_name(&run_at(&s, &done, "2026-11-25T03:00:00Z")).as_deref(), Some("drill-b2"));
+    }
+
+    #[test]
+    fn every_nth_backup_counts_fulls_since_the_last_drill() {
+        let s: BackupSchedule = parse(&DRILLED.replace("drill: {", "drill: {everyNthBackup: 2, "));
+        let b1 = full("b1", 21, "mariabackup", Some("Complete"));
+        let mut s1 = s.clone();
+        s1.status.as_mut().unwrap().last_drill = Some(LastDrillStatus {
+            backup: "b1".into(),
+            job: "drill-b1".into(),
+            time: time(t("2026-11-21T03:00:00Z")),
+        });
+        let two = [b1.clone(), full("b2", 22, "mariabackup", None)];
+        assert!(run_at(&s1, &two, "2026-11-25T01:00:00Z").drill_job.is_none(), "one since the last drill");
+        let three = [b1, full("b2", 22, "mariabackup", None), full("b3", 23, "cold", None)];
+        assert_eq!(drilled_name(&run_at(&s1, &three, "2026-11-25T01:00:00Z")).as_deref(), Some("drill-b3"));
+    }
+
+    #[test]
+    fn a_drill_cron_drills_the_newest_at_its_slots() {
+        let s: BackupSchedule = parse(&DRILLED.replace("drill: {", "drill: {schedule: \"0 12 * * 6\", "));
+        let mut s = s;
+        s.status.as_mut().unwrap().last_drill_schedule_time = Some(time(t("2026-11-21T12:00:00Z")));
+        let children = [full("b1", 23, "mariabackup", None), full("b2", 24, "mariabackup", None)];
+        let before = run_at(&s, &children, "2026-11-28T11:00:00Z");
+        assert!(before.drill_job.is_none(), "no slot yet, and no count rule with a cron");
+        let at = run_at(&s, &children, "2026-11-28T12:00:10Z");
+        assert_eq!(drilled_name(&at).as_deref(), Some("drill-b2"));
+        assert_eq!(at.status.last_drill_schedule_time, Some(time(t("2026-11-28T12:00:00Z"))));
+        let bad: BackupSchedule = parse(&DRILLED.replace("drill: {", "drill: {schedule: \"0 12 * *\", "));
+        let d = run_at(&bad, &children, "2026-11-28T12:00:10Z");
+        let ready = d.status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert!(ready.message.starts_with("spec.drill.schedule \"0 12 * *\""), "{}", ready.message);
+    }
+
+    #[test]
+    fn the_window_can_count_drilled_backups_only() {
+        let s: BackupSchedule = parse(&DRILLED.replace("drill: {", "drill: {windowCountsDrilledOnly: true, "));
+        let children = [
+            full("b1", 21, "mariabackup", Some("Failed")),
+            full("b2", 22, "mariabackup", Some("Complete")),
+            full("b3", 23, "mariabackup", Some("Complete")),
+            full("b4", 24, "mariabackup", None),
+        ];
+        let w = run_at(&s, &children, "2026-11-25T01:00:00Z").status.recoverability_window.unwrap();
+        assert_eq!(
+            (w.from.0.to_string(), w.to.0.to_string()),
+            ("2026-11-22T02:00:00Z".into(), "2026-11-23T02:00:00Z".into())
+        );
+        let all: BackupSchedule = parse(DRILLED);
+        let w = run_at(&all, &children, "2026-11-25T01:00:00Z").status.recoverability_window.unwrap();
+        assert_eq!(w.from.0.to_string(), "2026-11-21T02:00:00Z");
+    }
+
+    #[test]
+    fn a_catchup_schedule_takes_a_first_full_backup_with_mariabackup() {
+        let s: BackupSchedule =
+            parse(&DRILLED.replace("    source: {pod: db-0}", "    method: catchup\n    source: {pod: db-0}"));
+        let first = run_at(&s, &[], "2026-11-26T02:00:10Z");
+        assert_eq!(first.create[0].spec.method, crate::crd::BackupMethod::Mariabackup);
+        assert!(first.events.iter().any(|e| e.reason == "FirstFullBackup"));
+        let then = run_at(&s, &[full("b1", 25, "mariabackup", None)], "2026-11-26T02:00:10Z");
+        assert_eq!(then.create[0].spec.method, crate::crd::BackupMethod::Catchup);
+    }
+}
