@@ -64,7 +64,14 @@ pub async fn drill(storage: &Storage, target: &DrillTarget, opts: &DrillOptions)
         DrillTarget::Until { .. } => None,
     };
     let needed = match &backup_id {
-        Some(id) => storage.read_manifest(id).await?.totals.data_bytes,
+        Some(id) => {
+            let manifest = storage.read_manifest(id).await?;
+            // Refused, not failed: an incremental is drilled through a point in time.
+            if manifest.method == MethodKind::Binlog {
+                return Err(AgentError::Incremental(id.clone()));
+            }
+            manifest.totals.data_bytes
+        }
         None => 0,
     };
     let scratch = Scratch::new(&opts.scratch, "drill", needed)?;

@@ -109,6 +109,23 @@ pub struct MySQLBackupStatus {
     pub drill: Option<DrillStatus>,
 }
 
+impl DrillStatus {
+    /// A drill whose Job `job` runs.
+    pub fn running(job: &str) -> Self {
+        Self {
+            job: job.to_string(),
+            phase: Phase::Running,
+            reason: None,
+            completion_time: None,
+            tables_checked: None,
+            rows: None,
+            server_version: None,
+            duration_seconds: None,
+            scratch_bytes: None,
+        }
+    }
+}
+
 /// A restore drill of a backup, as its Job reported it.
 #[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]

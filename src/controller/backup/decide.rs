@@ -13,7 +13,7 @@ use k8s_openapi::{
 };
 
 use crate::controller::backup::build::backup_job;
-use crate::controller::backup::drill::observe_drill;
+use crate::controller::backup::drill::{drill_job_gone, observe_drill, pending_drill};
 use crate::controller::build::{BuildError, resolve_method};
 use crate::controller::job_outcome::{JobOutcome, job_outcome};
 use crate::controller::status;
@@ -155,8 +155,10 @@ pub fn decide(o: &Observed) -> Decision {
 
     // A finished backup is never turned into work again; a complete one may be drilled.
     if matches!(old.phase, Some(Phase::Complete | Phase::Failed)) {
-        if let Some(job) = o.drill_job {
-            events.extend(observe_drill(job, o.drill_message, &mut status, generation, &o.now));
+        match (o.drill_job, pending_drill(b)) {
+            (Some(job), _) => events.extend(observe_drill(job, o.drill_message, &mut status, generation, &o.now)),
+            (None, Some(gone)) => events.push(drill_job_gone(gone, &mut status, generation, &o.now)),
+            (None, None) => {}
         }
         return decision(status, None, events, None);
     }

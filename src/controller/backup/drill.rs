@@ -130,17 +130,7 @@ pub fn observe_drill(
 ) -> Option<EventNote> {
     let job_name = job.metadata.name.clone().unwrap_or_default();
     let was = status.drill.as_ref().filter(|d| d.job == job_name).map(|d| d.phase);
-    let mut drill = DrillStatus {
-        job: job_name.clone(),
-        phase: Phase::Running,
-        reason: None,
-        completion_time: None,
-        tables_checked: None,
-        rows: None,
-        server_version: None,
-        duration_seconds: None,
-        scratch_bytes: None,
-    };
+    let mut drill = DrillStatus::running(&job_name);
     let finished_at = job.status.as_ref().and_then(|s| s.completion_time.clone()).unwrap_or_else(|| now.clone());
     let event = match job_outcome(job, message) {
         JobOutcome::Running => None,
@@ -176,6 +166,15 @@ pub fn observe_drill(
     status.drill = Some(drill);
     // Only the transition is news.
     event.filter(|_| was.is_none_or(|p| p == Phase::Running))
+}
+
+/// Records that `job`, the drill the backup is marked with, no longer exists (deleted by hand, or its
+/// namespace's quota refused it): the drill failed, and it is not read again.
+pub fn drill_job_gone(job: &str, status: &mut MySQLBackupStatus, generation: Option<i64>, now: &Time) -> EventNote {
+    let mut drill = DrillStatus::running(job);
+    let note = fail(&mut drill, status, format!("the drill Job {job} is gone"), now.clone(), generation, now);
+    status.drill = Some(drill);
+    note
 }
 
 fn fail(
@@ -286,6 +285,17 @@ resources: {limits: {memory: 2Gi}}
         observe_drill(&job(r#"{type: Failed, status: "True"}"#), None, &mut status, Some(1), &now());
         b.status = Some(status);
         assert_eq!(pending_drill(&b), None, "recorded");
+    }
+
+    #[test]
+    fn a_drill_job_that_is_gone_is_a_failed_drill() {
+        let mut status = MySQLBackupStatus::default();
+        let note = drill_job_gone("drill-nightly-1", &mut status, Some(1), &now());
+        assert_eq!(
+            (note.warning, note.message.as_str()),
+            (true, "drill failed: the drill Job drill-nightly-1 is gone")
+        );
+        assert_eq!(status.drill.unwrap().phase, Phase::Failed);
     }
 
     #[test]
