@@ -23,6 +23,9 @@ pub enum ReplicaError {
     /// The source is reachable only through a socket, which a replica cannot use.
     #[error("catch-up replicates over TCP: the source {endpoint} must be given as mysql://user@host:port")]
     SocketSource { endpoint: String },
+    /// The server refused the replication settings (the message never repeats the password).
+    #[error("configuring replication from {endpoint}: {reason}")]
+    Configure { endpoint: String, reason: String },
     /// Replication stopped with an error.
     #[error("replication from {endpoint} stopped at {reached}: {error}")]
     Replication { endpoint: String, reached: String, error: String },
@@ -84,7 +87,13 @@ pub async fn catch_up(
         quote(&source.user),
         quote(source.password.as_deref().unwrap_or("")),
     );
-    conn.query_drop(change).await.map_err(q("configuring replication"))?;
+    if let Err(e) = conn.query_drop(change).await {
+        let mut reason = e.to_string();
+        if let Some(password) = source.password.as_deref().filter(|p| !p.is_empty()) {
+            reason = reason.replace(password, "<redacted>");
+        }
+        return Err(ReplicaError::Configure { endpoint: source.endpoint(), reason });
+    }
     conn.query_drop(format!("START SLAVE UNTIL master_gtid_pos = {}", quote(&target.to_string())))
         .await
         .map_err(q("starting replication"))?;
