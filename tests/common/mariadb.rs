@@ -74,6 +74,11 @@ impl MariaDb {
         Self::launch(datadir, server_id, &[]).await
     }
 
+    /// Starts a server on an existing datadir with more server options (e.g. an engine plugin).
+    pub async fn start_with_on(datadir: &Path, server_id: u32, extra: &[String]) -> Self {
+        Self::launch(datadir, server_id, extra).await
+    }
+
     async fn launch(datadir: &Path, server_id: u32, extra: &[String]) -> Self {
         let port = free_port();
         let parent = datadir.parent().expect("datadir has a parent");
