@@ -76,6 +76,22 @@ async fn run_backup(args: BackupArgs) -> Result<(), AgentError> {
             };
             agent::backup(&method, &storage, settings).await?
         }
+        MethodKind::Myrocks => {
+            let server = server_of(args.mysql_url.as_deref(), args.mysql_password_file.as_ref(), "--method myrocks")?;
+            let previous = agent::previous_myrocks_ssts(&storage, &server, &settings.tags).await?;
+            let method = mysql_backup_operator::datapath::method::myrocks::Myrocks {
+                mariabackup: Mariabackup {
+                    server,
+                    datadir: args.datadir,
+                    defaults_file: args.mariabackup_defaults_file,
+                    parallel,
+                    tool: args.mariabackup_path,
+                },
+                previous,
+                read_size: chunk_size,
+            };
+            agent::backup(&method, &storage, settings).await?
+        }
         MethodKind::Catchup => {
             let source = server_of(args.mysql_url.as_deref(), args.mysql_password_file.as_ref(), "--method catchup")?;
             let replica_server_id = args.replica_server_id.unwrap_or_else(|| {

@@ -82,3 +82,90 @@ async fn mariabackup_and_cold_back_up_myrocks_tables_restorably() {
     assert_eq!(drilled["passed"], true, "{drilled}");
     assert_eq!(drilled["engines"]["ROCKSDB"], 3, "{drilled}");
 }
+
+fn myrocks_args(db: &MariaDb, storage: &[String]) -> Vec<String> {
+    let mut a = args(&["backup", "--method", "myrocks", "--mysql-url", &db.url(), "--datadir"]);
+    a.push(db.datadir.display().to_string());
+    a.extend(args(&["--mariabackup-defaults-file", "/dev/null"]));
+    a.extend(storage.iter().cloned());
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_myrocks_method_takes_over_the_ssts_storage_holds_and_restores_exactly() {
+    let dir = tempdir();
+    let options = rocksdb();
+    let db = MariaDb::start_with(dir.path(), 24, &options).await;
+    load(&db).await;
+    db.exec("INSERT INTO app.r2 SELECT seq, seq / 7 FROM app.seq_20001_to_400000").await;
+    // Data as a server that has run a while holds it: compacted to the bottom level, where RocksDB
+    // rewrites a file only when a compaction reaches its keys. (Freshly written bottom files are
+    // rewritten once anyway, to drop their sequence numbers; that would pass for churn.)
+    db.exec("SET GLOBAL rocksdb_force_flush_memtable_now = 1").await;
+    db.exec("SET GLOBAL rocksdb_compact_cf = 'default'").await;
+    let s3 = S3Server::start();
+    let storage = s3.storage_args("myrocks-method");
+    // What a backup killed mid-round leaves: a checkpoint directory in the datadir.
+    let stale = db.datadir.join("#mysql-backup-operator-checkpoint-0");
+    db.exec(&format!("SET GLOBAL rocksdb_create_checkpoint = '{}'", stale.display())).await;
+    assert!(stale.join("CURRENT").is_file());
+
+    // The first full, under a writer of a RocksDB table.
+    let writer = Writer::start(db.pool());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let first = agent(&myrocks_args(&db, &storage), &s3.env()).await;
+    let written = writer.stop().await;
+    let first = first.summary();
+    assert_eq!(first["method"], "myrocks");
+    assert!(!stale.exists(), "the interrupted run's checkpoint is removed");
+    let leftovers: Vec<_> = std::fs::read_dir(&db.datadir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("#mysql-backup-operator-checkpoint-"))
+        .collect();
+    assert!(leftovers.is_empty(), "no checkpoint left behind: {leftovers:?}");
+    let recorded = first["positions"]["gtid"]["binlogPos"].as_str().unwrap().to_string();
+
+    // 1% churn of the RocksDB data, flushed into a new SST; then the second full.
+    db.exec("UPDATE app.r SET payload = REVERSE(payload) WHERE id BETWEEN 20000 AND 20499").await;
+    db.exec("SET GLOBAL rocksdb_force_flush_memtable_now = 1").await;
+    let second = agent(&myrocks_args(&db, &storage), &s3.env()).await.summary();
+    let totals = &second["totals"];
+    let id = second["backupId"].as_str().unwrap();
+    let manifest = manifest_at(&s3.object_path(&format!("myrocks-method/backups/{id}/manifest.json")));
+    let sst_bytes: u64 = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["path"].as_str().unwrap().ends_with(".sst"))
+        .map(|f| f["size"].as_u64().unwrap())
+        .sum();
+    let taken_over = totals["takenOverBytes"].as_u64().unwrap();
+    assert!(sst_bytes > 0 && taken_over <= sst_bytes, "{totals}");
+    let read_share = (sst_bytes - taken_over) as f64 / sst_bytes as f64;
+    let upload_share = totals["uploadedBytes"].as_u64().unwrap() as f64 / totals["dataBytes"].as_u64().unwrap() as f64;
+    eprintln!(
+        "second full: {:.1}% of the SST bytes read, {:.1}% of the data uploaded",
+        read_share * 100.0,
+        upload_share * 100.0
+    );
+    assert!(read_share <= 0.10, "read {:.1}% of the SST bytes: {totals}", read_share * 100.0);
+    assert!(upload_share <= 0.05, "uploaded {:.1}% of the data: {totals}", upload_share * 100.0);
+
+    // Each restores to a server with the source's rows at its recorded position.
+    let target = dir.path().join("first");
+    agent(&restore(&target, &storage, first["backupId"].as_str().unwrap()), &s3.env()).await.summary();
+    let copy = MariaDb::start_with_on(&target, 25, &options).await;
+    let k: u64 = copy.value("SELECT COALESCE(MAX(id), 0) FROM app.w").await.parse().unwrap();
+    assert!(k > 0 && (k as usize) <= written.len(), "k={k} of {}", written.len());
+    assert_eq!(copy.value("SELECT COUNT(*) FROM app.w").await, k.to_string());
+    assert_eq!(written[k as usize - 1].1, recorded, "the recorded GTID is the last restored transaction's");
+    assert_eq!(copy.value("SELECT COUNT(*) FROM app.i").await, "5000", "the InnoDB part is there");
+    copy.stop().await;
+    let sums = db.checksums("app").await;
+    let target = dir.path().join("second");
+    agent(&restore(&target, &storage, id), &s3.env()).await.summary();
+    let copy = MariaDb::start_with_on(&target, 26, &options).await;
+    assert_eq!(copy.checksums("app").await, sums);
+    assert_eq!(copy.value("SELECT COUNT(*) FROM app.r2").await, "400000");
+}

@@ -146,3 +146,34 @@ pub async fn incremental_from(
     };
     Ok(crate::format::manifest::Incremental { base: Some(newest), from: state })
 }
+
+/// The SST files of the newest backup of the server at `server` in `storage` (with a schedule among
+/// `tags`, of that schedule) that holds any: what a `myrocks` backup takes over unread. "Of the server"
+/// is its server id, read from it now.
+pub async fn previous_myrocks_ssts(
+    storage: &Storage,
+    server: &crate::mysql::server::ServerConfig,
+    tags: &std::collections::BTreeMap<String, String>,
+) -> Result<crate::datapath::method::myrocks::KnownSsts, AgentError> {
+    use mysql_async::prelude::Queryable;
+    let pool = server.pool();
+    let id: Result<Option<u32>, _> = async { pool.get_conn().await?.query_first("SELECT @@server_id").await }.await;
+    let _ = pool.disconnect().await;
+    let id = id.map_err(|source| crate::mysql::server::ServerError::Query {
+        endpoint: server.endpoint(),
+        operation: "reading @@server_id",
+        source,
+    })?;
+    let schedule = tags.get(crate::format::manifest::TAG_SCHEDULE);
+    for backup in storage.list_backup_ids().await?.into_iter().rev() {
+        let m = storage.read_manifest(&backup).await?;
+        let ours = m.positions.server_id == id
+            && schedule.is_none_or(|s| m.tags.get(crate::format::manifest::TAG_SCHEDULE) == Some(s));
+        let known = crate::datapath::method::myrocks::known_ssts(&m);
+        if ours && !known.is_empty() {
+            tracing::info!(previous = backup, ssts = known.len(), "SST files of the previous backup");
+            return Ok(known);
+        }
+    }
+    Ok(crate::datapath::method::myrocks::KnownSsts::new())
+}

@@ -26,7 +26,7 @@ mod scratch;
 mod until;
 
 pub use archive_report::{ArchiveReport, archive_status};
-pub use backup::{BackupSettings, backup, incremental_from};
+pub use backup::{BackupSettings, backup, incremental_from, previous_myrocks_ssts};
 pub use catchup::{CatchupOptions, catchup};
 pub use drill::{DrillOptions, DrillTarget, drill};
 pub use until::{ArchiveChoice, restore_until};

@@ -58,13 +58,16 @@ pub enum MethodKind {
     /// The newest backup restored into scratch space, caught up with the source by replication, then
     /// copied cold: a full backup that reads nothing of the source but its replication stream.
     Catchup,
+    /// MyRocks: RocksDB checkpoints in rounds, SST files storage already holds taken over unread, the
+    /// rest of the server by `mariadb-backup` under the same commit block; prepared on restore.
+    Myrocks,
 }
 
 impl MethodKind {
     /// The format version of a manifest of this method: the oldest that can say it.
     pub fn format_version(self) -> u32 {
         match self {
-            Self::Catchup => 3,
+            Self::Catchup | Self::Myrocks => 3,
             Self::Cold | Self::Mariabackup | Self::Binlog => 2,
         }
     }
@@ -76,6 +79,7 @@ impl MethodKind {
             Self::Mariabackup => "mariabackup",
             Self::Binlog => "binlog",
             Self::Catchup => "catchup",
+            Self::Myrocks => "myrocks",
         }
     }
 }
@@ -221,6 +225,14 @@ pub struct Totals {
     pub chunks: u64,
     /// Chunks storage already held, not uploaded again.
     pub reused_chunks: u64,
+    /// Bytes of files taken over from an earlier backup without being read (the `myrocks` method's
+    /// SST files that storage already holds).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub taken_over_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The manifest document.

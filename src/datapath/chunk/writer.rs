@@ -74,6 +74,7 @@ struct Shared {
     files: Mutex<Vec<FileMeta>>,
     paths: Mutex<std::collections::HashSet<(Base, String)>>,
     uploaded_bytes: AtomicU64,
+    taken_over_bytes: AtomicU64,
     progress: Arc<Progress>,
 }
 
@@ -112,6 +113,7 @@ impl ChunkWriter {
                 files: Mutex::new(Vec::new()),
                 paths: Mutex::new(Default::default()),
                 uploaded_bytes: AtomicU64::new(0),
+                taken_over_bytes: AtomicU64::new(0),
                 progress,
             }),
         }
@@ -125,6 +127,40 @@ impl ChunkWriter {
         let mut files = lock(&self.shared.files);
         files.push(FileMeta { base, path: path.to_string(), mode, size: None });
         Ok(FileWriter { shared: self.shared.clone(), index: files.len() - 1, buf: BytesMut::new(), offset: 0 })
+    }
+
+    /// Adds a file of `size` bytes made of `chunks` (an earlier backup's, in offset order) without
+    /// reading it — when every chunk is one storage holds. Returns false, adding nothing, when one is
+    /// not (the caller then reads the file).
+    pub fn take_over(
+        &self,
+        base: Base,
+        path: &str,
+        mode: u32,
+        size: u64,
+        chunks: &[ChunkRef],
+    ) -> Result<bool, ChunkWriteError> {
+        let covered = chunks.iter().try_fold(0u64, |at, c| (c.offset == at).then_some(at + c.length)) == Some(size);
+        let held = {
+            let known = lock(&self.shared.known);
+            chunks.iter().all(|c| matches!(known.get(&c.hash), Some(Some(_))))
+        };
+        if !covered || !held {
+            return Ok(false);
+        }
+        if !lock(&self.shared.paths).insert((base, path.to_string())) {
+            return Err(ChunkWriteError::DuplicateFile(path.to_string()));
+        }
+        let file = {
+            let mut files = lock(&self.shared.files);
+            files.push(FileMeta { base, path: path.to_string(), mode, size: Some(size) });
+            files.len() - 1
+        };
+        let mut done = lock(&self.shared.done);
+        done.extend(chunks.iter().map(|c| ChunkDone { file, chunk: c.clone(), uploaded: false }));
+        self.shared.taken_over_bytes.fetch_add(size, Ordering::Relaxed);
+        self.shared.progress.add_done(size);
+        Ok(true)
     }
 
     /// Waits for every chunk, then returns the files (in the order they were opened) and the totals.
@@ -148,6 +184,7 @@ impl ChunkWriter {
         }
         totals.stored_bytes = distinct.values().sum();
         totals.uploaded_bytes = self.shared.uploaded_bytes.load(Ordering::Relaxed);
+        totals.taken_over_bytes = self.shared.taken_over_bytes.load(Ordering::Relaxed);
         let entries = files
             .into_iter()
             .zip(chunks)

@@ -148,24 +148,11 @@ impl Mariabackup {
     }
 }
 
-impl BackupMethod for Mariabackup {
-    const KIND: MethodKind = MethodKind::Mariabackup;
-    const PREPARE: Prepare = Prepare::Mariabackup;
-
-    async fn estimated_bytes(&self) -> u64 {
-        // mariadb-backup does not copy binary logs.
-        super::dir_size(vec![self.datadir.clone()], true).await
-    }
-
-    async fn run(&self, writer: &ChunkWriter) -> Result<Positions, MethodError> {
-        if let Err(source) = std::fs::read_dir(&self.datadir) {
-            return Err(MethodError::Datadir { path: self.datadir.clone(), source });
-        }
-        let pool = self.server.pool();
-        let before = server::read_positions(&pool, &self.server).await;
-        let _ = pool.disconnect().await;
-        let mut positions = before?;
-
+impl Mariabackup {
+    /// Runs `mariadb-backup --backup --stream=mbstream` with `extra` options and writes every file it
+    /// streams into `writer` (under the datadir); returns the `xtrabackup_binlog_info` it streamed, if
+    /// any.
+    pub(crate) async fn stream_into(&self, writer: &ChunkWriter, extra: &[&str]) -> Result<Vec<u8>, MethodError> {
         let tmp = tempfile::Builder::new()
             .prefix("mysql-backup-operator-")
             .tempdir()
@@ -178,7 +165,8 @@ impl BackupMethod for Mariabackup {
             .arg(format!("--target-dir={}", tmp.path().join("target").display()))
             .arg(format!("--datadir={}", self.datadir.display()))
             .arg(format!("--parallel={}", self.parallel.max(1)))
-            .arg(format!("--user={}", self.server.user));
+            .arg(format!("--user={}", self.server.user))
+            .args(extra);
         match &self.server.socket {
             Some(s) => cmd.arg(format!("--socket={s}")),
             None => cmd.arg(format!("--host={}", self.server.host)).arg(format!("--port={}", self.server.port)),
@@ -250,6 +238,29 @@ impl BackupMethod for Mariabackup {
             return Err(tool_failed(status.to_string()));
         }
         parsed?;
+        Ok(binlog_info)
+    }
+}
+
+impl BackupMethod for Mariabackup {
+    const KIND: MethodKind = MethodKind::Mariabackup;
+    const PREPARE: Prepare = Prepare::Mariabackup;
+
+    async fn estimated_bytes(&self) -> u64 {
+        // mariadb-backup does not copy binary logs.
+        super::dir_size(vec![self.datadir.clone()], true).await
+    }
+
+    async fn run(&self, writer: &ChunkWriter) -> Result<Positions, MethodError> {
+        if let Err(source) = std::fs::read_dir(&self.datadir) {
+            return Err(MethodError::Datadir { path: self.datadir.clone(), source });
+        }
+        let pool = self.server.pool();
+        let before = server::read_positions(&pool, &self.server).await;
+        let _ = pool.disconnect().await;
+        let mut positions = before?;
+
+        let binlog_info = self.stream_into(writer, &[]).await?;
 
         // The consistent point: mariadb-backup's own record, taken while commits were blocked.
         let info = String::from_utf8_lossy(&binlog_info);

@@ -17,6 +17,7 @@ pub mod binlog;
 pub mod catchup;
 pub mod cold;
 pub mod mariabackup;
+pub mod myrocks;
 
 /// Errors of backup methods.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +70,9 @@ pub enum MethodError {
     /// No binary-log range can be backed up.
     #[error(transparent)]
     Range(#[from] crate::mysql::binlog::range::RangeError),
+    /// The server cannot be backed up this way.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// A way of taking a backup.
