@@ -19,6 +19,35 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `--method`: a method, or `auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MethodChoice {
+    /// Chosen by asking the server.
+    Auto,
+    /// This one.
+    Kind(MethodKind),
+}
+
+impl ValueEnum for MethodChoice {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            Self::Auto,
+            Self::Kind(MethodKind::Cold),
+            Self::Kind(MethodKind::Mariabackup),
+            Self::Kind(MethodKind::Binlog),
+            Self::Kind(MethodKind::Catchup),
+            Self::Kind(MethodKind::Myrocks),
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        match self {
+            Self::Auto => Some(clap::builder::PossibleValue::new("auto").help("The best method the server supports")),
+            Self::Kind(kind) => kind.to_possible_value(),
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -247,9 +276,10 @@ pub struct CommonArgs {
 
 #[derive(Args)]
 pub struct BackupArgs {
-    /// How to read the server's files.
+    /// How to read the server's files; `auto` asks the server (MariaDB: `myrocks` when RocksDB holds most
+    /// of the datadir, `mariabackup` otherwise).
     #[arg(long, value_enum)]
-    pub method: MethodKind,
+    pub method: MethodChoice,
     /// The server's datadir.
     #[arg(long, default_value = "/var/lib/mysql")]
     pub datadir: PathBuf,

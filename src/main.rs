@@ -7,6 +7,7 @@ use mysql_backup_operator::agent;
 use mysql_backup_operator::agent::{AgentError, BackupSettings, error_chain};
 use mysql_backup_operator::datapath::chunk::writer::ChunkParams;
 use mysql_backup_operator::datapath::method::binlog::Binlog;
+use mysql_backup_operator::datapath::method::choice;
 use mysql_backup_operator::datapath::method::cold::Cold;
 use mysql_backup_operator::datapath::method::mariabackup::Mariabackup;
 use mysql_backup_operator::datapath::restore::RestoreOptions;
@@ -15,7 +16,7 @@ use mysql_backup_operator::format::summary::Summary;
 use mysql_backup_operator::mysql::server::ServerConfig;
 
 mod cli;
-use cli::{AgentCommand, ArchiveArgs, BackupArgs, BinlogCommand, Cli, Command, DrillArgs, LogFormat};
+use cli::{AgentCommand, ArchiveArgs, BackupArgs, BinlogCommand, Cli, Command, DrillArgs, LogFormat, MethodChoice};
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -53,7 +54,23 @@ async fn run_backup(args: BackupArgs) -> Result<(), AgentError> {
         tags: args.tags.into_iter().collect(),
         incremental: None,
     };
-    let summary = match args.method {
+    let method = match args.method {
+        MethodChoice::Kind(kind) => kind,
+        MethodChoice::Auto => {
+            let server = server_of(args.mysql_url.as_deref(), args.mysql_password_file.as_ref(), "--method auto")?;
+            let evidence = choice::observe(&server, &args.datadir).await?;
+            let kind = choice::choose(&evidence)?;
+            tracing::info!(
+                method = kind.as_str(),
+                version = %evidence.version,
+                rocksdb_bytes = evidence.rocksdb_bytes,
+                datadir_bytes = evidence.datadir_bytes,
+                "method auto chose"
+            );
+            kind
+        }
+    };
+    let summary = match method {
         MethodKind::Cold => {
             let method = Cold {
                 datadir: args.datadir,

@@ -143,6 +143,16 @@ async fn cold_backup_of_a_stopped_server_restores_data_and_gtid_state() {
     let err = refused.error();
     assert!(err.contains("a running server was detected"), "{err}");
     assert!(err.contains(&datadir.display().to_string()), "{err}");
+    // The myrocks method needs the engine, which this server has not loaded.
+    let mut myrocks = backup_args("myrocks", &datadir, &storage, &[]);
+    myrocks.extend(args(&["--mysql-url", &db.url()]));
+    assert_eq!(
+        agent(&myrocks, &[]).await.error(),
+        format!(
+            "error: method myrocks needs the RocksDB engine, and the server at 127.0.0.1:{} has no active ROCKSDB plugin (it is loaded with --plugin-load-add=ha_rocksdb)",
+            db.port
+        )
+    );
     db.stop().await;
 
     let summary = agent(&backup_args("cold", &datadir, &storage, &[]), &[]).await.summary();

@@ -97,6 +97,8 @@ async fn bad_options_are_named() {
     let storage = args(&["--storage", dir.path().to_str().unwrap()]);
     let no_url = [args(&["backup", "--method", "mariabackup", "--datadir", "/tmp"]), storage.clone()].concat();
     assert_eq!(agent(&no_url, &[]).await.error(), "error: --method mariabackup needs --mysql-url (or MYSQL_URL)");
+    let auto = [args(&["backup", "--method", "auto", "--datadir", "/tmp"]), storage.clone()].concat();
+    assert_eq!(agent(&auto, &[]).await.error(), "error: --method auto needs --mysql-url (or MYSQL_URL)");
     let with_pw = [no_url.clone(), args(&["--mysql-url", "mysql://root:hunter2@127.0.0.1:3306"])].concat();
     let run = agent(&with_pw, &[]).await;
     assert!(run.error().contains("set MYSQL_PWD or use --mysql-password-file"), "{}", run.stderr);

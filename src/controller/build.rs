@@ -85,15 +85,24 @@ impl BuildError {
     }
 }
 
-/// The method a backup runs with, `auto` resolved. MariaDB images are the only ones testable here; the
-/// pod's image name decides until the agent can ask the server.
-pub fn resolve_method(method: BackupMethod) -> crate::format::manifest::MethodKind {
+/// The method a backup runs with; `None` for `auto`, which the agent resolves by asking the server
+/// (MariaDB: `myrocks` when RocksDB holds most of the datadir, `mariabackup` otherwise). Both run in the
+/// database's image against its datadir, so the Job has one shape for the three.
+pub fn method_kind(method: BackupMethod) -> Option<crate::format::manifest::MethodKind> {
+    use crate::format::manifest::MethodKind;
     match method {
-        BackupMethod::Cold => crate::format::manifest::MethodKind::Cold,
-        BackupMethod::Auto | BackupMethod::Mariabackup => crate::format::manifest::MethodKind::Mariabackup,
-        BackupMethod::Binlog => crate::format::manifest::MethodKind::Binlog,
-        BackupMethod::Catchup => crate::format::manifest::MethodKind::Catchup,
+        BackupMethod::Auto => None,
+        BackupMethod::Cold => Some(MethodKind::Cold),
+        BackupMethod::Mariabackup => Some(MethodKind::Mariabackup),
+        BackupMethod::Binlog => Some(MethodKind::Binlog),
+        BackupMethod::Catchup => Some(MethodKind::Catchup),
+        BackupMethod::Myrocks => Some(MethodKind::Myrocks),
     }
+}
+
+/// The name of `method` as the agent's `--method` takes it.
+pub fn method_name(method: BackupMethod) -> &'static str {
+    method_kind(method).map_or("auto", crate::format::manifest::MethodKind::as_str)
 }
 
 /// A Kubernetes name from a prefix and a resource name: at most 63 characters, a stable hash suffix

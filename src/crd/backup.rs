@@ -45,11 +45,13 @@ const BACKUP_SPEC_IMMUTABLE: &str = "(has(self.spec.source) == has(oldSelf.spec.
 pub struct MySQLBackupSpec {
     /// The database server to back up.
     pub source: SourceSpec,
-    /// How to read the server's files: `auto` (default; `mariabackup` for MariaDB), `cold` (file copy of a
-    /// datadir nothing writes to: a stopped server or a volume restored from a snapshot), `mariabackup`,
-    /// `binlog` (an incremental: the closed binary logs after the newest backup in the same storage),
-    /// `catchup` (the newest full backup restored into scratch space and caught up by replication: the
-    /// server's files are not read).
+    /// How to read the server's files: `auto` (default; chosen by the Job from the server: `myrocks` for
+    /// a MariaDB whose RocksDB engine holds most of the datadir, `mariabackup` for any other MariaDB),
+    /// `cold` (file copy of a datadir nothing writes to: a stopped server or a volume restored from a
+    /// snapshot), `mariabackup`, `binlog` (an incremental: the closed binary logs after the newest backup
+    /// in the same storage), `catchup` (the newest full backup restored into scratch space and caught up
+    /// by replication: the server's files are not read), `myrocks` (RocksDB checkpoints; SST files the
+    /// previous backup holds are not read again).
     #[serde(default)]
     pub method: BackupMethod,
     /// Where the backup is stored.
@@ -82,7 +84,7 @@ pub struct MySQLBackupStatus {
     pub conditions: Vec<Condition>,
     /// The generation of the spec this status describes.
     pub observed_generation: Option<i64>,
-    /// The method used (what `auto` resolved to).
+    /// The method used: what `auto` resolved to, once the Job has chosen.
     pub method: Option<String>,
     /// Name of the agent Job.
     pub job_name: Option<String>,

@@ -195,6 +195,10 @@ pub struct SizesStatus {
     pub stored_bytes: i64,
     /// Bytes this run uploaded (the rest was already stored).
     pub uploaded_bytes: i64,
+    /// Bytes not even read: files the previous backup holds unchanged, taken over from its manifest
+    /// (the `myrocks` method's SST files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_over_bytes: Option<i64>,
 }
 
 impl From<&Totals> for SizesStatus {
@@ -205,6 +209,7 @@ impl From<&Totals> for SizesStatus {
             data_bytes: n(t.data_bytes),
             stored_bytes: n(t.stored_bytes),
             uploaded_bytes: n(t.uploaded_bytes),
+            taken_over_bytes: (t.taken_over_bytes > 0).then(|| n(t.taken_over_bytes)),
         }
     }
 }
@@ -238,13 +243,27 @@ mod tests {
         );
         assert_eq!(PositionsStatus::from(&Positions::default()), PositionsStatus::default());
     }
+
+    #[test]
+    fn sizes_say_what_was_taken_over_only_when_something_was() {
+        let t = Totals { files: 3, data_bytes: 1000, stored_bytes: 400, uploaded_bytes: 40, ..Default::default() };
+        let json = |t: &Totals| serde_json::to_value(SizesStatus::from(t)).unwrap();
+        assert_eq!(
+            json(&t),
+            serde_json::json!({"files": 3, "dataBytes": 1000, "storedBytes": 400, "uploadedBytes": 40})
+        );
+        let t = Totals { taken_over_bytes: 900, ..t };
+        assert_eq!(json(&t)["takenOverBytes"], 900);
+    }
 }
 
 /// How a backup reads the server's files.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BackupMethod {
-    /// The best method the server supports: `mariabackup` for MariaDB.
+    /// The best method the server supports, chosen by the backup Job when it starts: for MariaDB,
+    /// `myrocks` when the RocksDB engine holds more than half of the datadir (binary logs not counted),
+    /// `mariabackup` otherwise. `status.method` says which ran.
     #[default]
     Auto,
     /// File copy of a datadir nothing writes to (a stopped server, or a volume restored from a snapshot).
@@ -257,6 +276,11 @@ pub enum BackupMethod {
     /// scratch space (`spec.scratch`) by a Job on any node, caught up with the server by replication, and
     /// copied. The server serves only a replication stream. Needs a previous full backup.
     Catchup,
+    /// MariaDB with the RocksDB engine: RocksDB checkpoints in rounds, each SST file that the previous
+    /// backup of the server in the same storage holds (same name and size) taken over without being read;
+    /// the rest of the server (InnoDB, Aria, the binary-log position) copied by `mariadb-backup` under the
+    /// same `BACKUP STAGE BLOCK_COMMIT` as the final checkpoint. Runs in the database's own image.
+    Myrocks,
 }
 
 /// What happens to the stored backup when the MySQLBackup object is deleted.

@@ -127,6 +127,15 @@ pub async fn agent_with_open_files(
     }
 }
 
+/// Waits until `done`, failing the test after `limit`.
+pub async fn wait_for(what: &str, limit: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Runs the agent to completion.
 pub async fn agent(args: &[String], env: &[(String, String)]) -> AgentRun {
     let out = agent_command(args, env).output().await.expect("run agent");

@@ -16,8 +16,8 @@ use k8s_openapi::{
 
 use crate::controller::build::{
     AGENT_DIR, BuildError, LABEL_BACKUP, LABEL_SCHEDULE, OperatorJob, SCRATCH_DIR, agent_job_spec, agent_runtime,
-    child_name, credentials_env, datadir_mount, install_container, labels, mysql_url, name_and_namespace,
-    owner_reference, password_file, resolve_method, scratch_volume, storage_args,
+    child_name, credentials_env, datadir_mount, install_container, labels, method_kind, method_name, mysql_url,
+    name_and_namespace, owner_reference, password_file, scratch_volume, storage_args,
 };
 use crate::crd::MySQLBackup;
 use crate::format::manifest::MethodKind;
@@ -38,18 +38,18 @@ pub fn backup_job(backup: &MySQLBackup, pod: &Pod, operator_image: &str) -> Resu
         container: spec.source.container.clone().unwrap_or_default(),
     })?;
     let datadir = spec.source.datadir.trim_end_matches('/').to_string();
-    let method = resolve_method(spec.method);
+    let method = method_kind(spec.method);
     // A catch-up backup reads no file of the server: no datadir, any node, its own scratch space.
-    let catchup = method == MethodKind::Catchup;
+    let catchup = method == Some(MethodKind::Catchup);
     // mariadb-backup and mariadbd come with the database image; binlog and cold read files with the
     // operator's own.
-    let needs_server = matches!(method, MethodKind::Mariabackup | MethodKind::Catchup);
-    let needs_connection = method != MethodKind::Cold;
+    let needs_server = !matches!(method, Some(MethodKind::Cold | MethodKind::Binlog));
+    let needs_connection = method != Some(MethodKind::Cold);
 
     let mut args: Vec<String> = vec![
         "agent".into(),
         "backup".into(),
-        format!("--method={}", method.as_str()),
+        format!("--method={}", method_name(spec.method)),
         format!("--compression-level={}", spec.storage.compression_level),
         format!("--parallel={}", spec.storage.parallelism),
         "--summary-file=/dev/termination-log".into(),
@@ -261,7 +261,7 @@ spec:
     }
 
     #[test]
-    fn mariabackup_runs_in_the_database_image_with_secrets_from_files_and_env() {
+    fn auto_runs_in_the_database_image_with_secrets_from_files_and_env() {
         let job = build(BACKUP, POD).unwrap();
         let spec = pod_spec(&job);
         let init = &spec.init_containers.as_ref().unwrap()[0];
@@ -275,7 +275,7 @@ spec:
             &[
                 "agent",
                 "backup",
-                "--method=mariabackup",
+                "--method=auto",
                 "--datadir=/var/lib/mysql",
                 "--compression-level=3",
                 "--parallel=2",
@@ -326,6 +326,19 @@ spec:
         let agent = &pod_spec(&job).containers[0];
         assert_eq!(agent.command.as_ref().unwrap(), &["/mysql-backup-operator"]);
         assert!(agent.args.as_ref().unwrap().iter().all(|a| !a.starts_with("--mysql")));
+    }
+
+    #[test]
+    fn myrocks_runs_like_mariabackup_in_the_database_image_on_the_datadir() {
+        let job = build(&BACKUP.replace("  storage:", "  method: myrocks\n  storage:"), POD).unwrap();
+        let auto = build(BACKUP, POD).unwrap();
+        let (spec, auto) = (pod_spec(&job), pod_spec(&auto));
+        let args = spec.containers[0].args.as_ref().unwrap();
+        assert_eq!(&args[..4], ["agent", "backup", "--method=myrocks", "--datadir=/var/lib/mysql"]);
+        assert_eq!(args[4..], auto.containers[0].args.as_ref().unwrap()[4..], "the same options as auto's");
+        assert_eq!(spec.containers[0].image.as_deref(), Some("mariadb:10.11"));
+        assert_eq!(spec.volumes, auto.volumes, "the datadir's claim and the password file");
+        assert_eq!(spec.affinity, auto.affinity, "on the database's node");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use k8s_openapi::{
 
 use crate::controller::backup::build::backup_job;
 use crate::controller::backup::drill::{drill_job_gone, observe_drill, pending_drill};
-use crate::controller::build::{BuildError, resolve_method};
+use crate::controller::build::{BuildError, method_kind, method_name};
 use crate::controller::job_outcome::{JobOutcome, job_outcome};
 use crate::controller::status;
 use crate::crd::{MySQLBackup, MySQLBackupStatus, Phase, PositionsStatus, SizesStatus};
@@ -130,12 +130,13 @@ fn invalid_spec(backup: &MySQLBackup, pod: Option<&Pod>) -> Option<String> {
         .and_then(|c| c.image.clone())
         .unwrap_or_default();
     let lower = image.to_ascii_lowercase();
-    if resolve_method(backup.spec.method) == MethodKind::Mariabackup
+    if let None | Some(MethodKind::Mariabackup | MethodKind::Myrocks) = method_kind(backup.spec.method)
         && (lower.contains("mysql") || lower.contains("percona"))
         && !lower.contains("mariadb")
     {
         return Some(format!(
-            "method mariabackup needs a MariaDB server, but the pod runs image {image}; use method cold on a stopped server"
+            "method {} needs a MariaDB server, but the pod runs image {image}; use method cold on a stopped server",
+            method_name(backup.spec.method)
         ));
     }
     None
@@ -260,7 +261,8 @@ pub fn decide(o: &Observed) -> Decision {
         Ok(job) => {
             status.phase = Some(Phase::Pending);
             status.job_name = job.metadata.name.clone();
-            status.method = Some(resolve_method(b.spec.method).as_str().to_string());
+            // `auto` is known once the agent has chosen: its summary says.
+            status.method = method_kind(b.spec.method).map(|m| m.as_str().to_string());
             status::set(&mut status.conditions, BLOCKED, false, "JobCreated", "", generation, &o.now);
             let message = format!("created Job {} for backup {name}", job.metadata.name.clone().unwrap_or_default());
             events.push(EventNote { warning: false, reason: "JobCreated", message });
@@ -365,8 +367,11 @@ status: {startTime: "2026-11-22T02:00:00Z", active: 1}
         let job = d.job.expect("a Job to apply");
         assert_eq!(job.metadata.name.as_deref(), Some("backup-nightly-1"));
         assert_eq!(d.status.phase, Some(Phase::Pending));
-        assert_eq!(d.status.method.as_deref(), Some("mariabackup"));
+        assert_eq!(d.status.method, None, "auto is known when the agent has chosen");
         assert_eq!(d.status.observed_generation, Some(1));
+        let myrocks = BACKUP.replace("  storage:", "  method: myrocks\n  storage:");
+        let d2 = run(&parse(&myrocks), Some(&parse(POD)), None, None, &secrets());
+        assert_eq!(d2.status.method.as_deref(), Some("myrocks"));
         assert_eq!(
             d.events,
             vec![EventNote {
@@ -453,7 +458,7 @@ status: {startTime: "2026-11-22T02:00:00Z", active: 1}
         let d = run(&parse(BACKUP), Some(&parse(&mysql)), None, None, &secrets());
         assert_eq!(
             condition(&d.status, FAILED).message,
-            "method mariabackup needs a MariaDB server, but the pod runs image mysql:8.0; use method cold on a stopped server"
+            "method auto needs a MariaDB server, but the pod runs image mysql:8.0; use method cold on a stopped server"
         );
         let no_mount = POD.replace("mountPath: /var/lib/mysql", "mountPath: /data");
         let d = run(&parse(BACKUP), Some(&parse(&no_mount)), None, None, &secrets());

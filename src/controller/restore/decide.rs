@@ -178,7 +178,8 @@ pub fn decide(o: &Observed) -> Decision {
                 }
             }
             let image = match bs.method.as_deref() {
-                Some("mariabackup") => r.spec.image.clone().or(bs.database_image.clone()),
+                // Prepared by mariadb-backup, which comes with the database's image.
+                Some("mariabackup" | "myrocks") => r.spec.image.clone().or(bs.database_image.clone()),
                 _ if r.spec.point_in_time.is_some() => r.spec.image.clone().or(bs.database_image.clone()),
                 _ => r.spec.image.clone(),
             };
@@ -314,6 +315,12 @@ status: {phase: Complete, method: mariabackup, backupId: 20261122T020001Z-00abcd
         let agent = &job.spec.unwrap().template.spec.unwrap().containers[0];
         assert_eq!(agent.image.as_deref(), Some("mariadb:10.11"), "prepared in the database image the backup recorded");
         assert!(agent.args.as_ref().unwrap().contains(&"--backup=20261122T020001Z-00abcd".to_string()));
+        for (method, image) in [("myrocks", "mariadb:10.11"), ("cold", "op:1")] {
+            let backup = BACKUP.replace("method: mariabackup", &format!("method: {method}"));
+            let job = run(&parse(RESTORE), Some(&parse(&backup)), None, None, None).job.unwrap();
+            let agent = &job.spec.unwrap().template.spec.unwrap().containers[0];
+            assert_eq!(agent.image.as_deref(), Some(image), "a {method} backup");
+        }
         assert_eq!(d.status.persistent_volume_claim.as_deref(), Some("restore-r1"));
         assert_eq!(d.status.phase, Some(Phase::Pending));
         // Once the claim exists it is not created again.

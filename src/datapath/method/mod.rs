@@ -15,6 +15,7 @@ use crate::mysql::server::ServerError;
 
 pub mod binlog;
 pub mod catchup;
+pub mod choice;
 pub mod cold;
 pub mod mariabackup;
 pub mod myrocks;

@@ -36,6 +36,9 @@ use crate::mysql::server;
 pub const CHECKPOINT_PREFIX: &str = "#mysql-backup-operator-checkpoint-";
 /// Where the RocksDB files go in the backup, relative to the datadir.
 pub const ROCKSDB_DIR: &str = "#rocksdb";
+/// One row, one column: 1 when the RocksDB engine is loaded and active, 0 otherwise.
+pub const ROCKSDB_LOADED: &str =
+    "SELECT COUNT(*) FROM information_schema.plugins WHERE plugin_name = 'ROCKSDB' AND plugin_status = 'ACTIVE'";
 /// Rounds before the last one.
 const ROUNDS: usize = 2;
 /// A round that read less than this ends the rounds.
@@ -174,6 +177,15 @@ impl BackupMethod for Myrocks {
 impl Myrocks {
     async fn run_with(&self, pool: &mysql_async::Pool, writer: &ChunkWriter) -> Result<Positions, MethodError> {
         let mut conn = pool.get_conn().await.map_err(self.query_err("connecting"))?;
+        let loaded: Option<u64> =
+            conn.query_first(ROCKSDB_LOADED).await.map_err(self.query_err("looking for the RocksDB engine"))?;
+        if loaded.unwrap_or(0) == 0 {
+            return Err(MethodError::Unsupported(format!(
+                "method myrocks needs the RocksDB engine, and the server at {} has no active ROCKSDB plugin \
+                 (it is loaded with --plugin-load-add=ha_rocksdb)",
+                self.mariabackup.server.endpoint()
+            )));
+        }
         let dir: Option<String> =
             conn.query_first("SELECT @@rocksdb_datadir").await.map_err(self.query_err("reading @@rocksdb_datadir"))?;
         let dir = dir.unwrap_or_default();
