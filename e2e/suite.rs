@@ -199,6 +199,11 @@ async fn sql(ns: &TestNamespace, job: &str, host: &str, sql: &str) -> String {
 /// `backups` that the tests store on (file://, so they need no object store), and waits until the
 /// server is ready.
 async fn start_database(ns: &TestNamespace) {
+    start_database_with(ns, &[]).await;
+}
+
+/// [`start_database`] with more server arguments.
+async fn start_database_with(ns: &TestNamespace, server_args: &[&str]) {
     eprintln!("namespace {}", ns.name);
     let secret: Secret = yaml(&format!(
         "{{apiVersion: v1, kind: Secret, metadata: {{name: db-root}}, stringData: {{password: {PASSWORD}}}}}"
@@ -208,7 +213,12 @@ async fn start_database(ns: &TestNamespace) {
         "{apiVersion: v1, kind: Service, metadata: {name: db}, spec: {clusterIP: None, selector: {app: db}, ports: [{port: 3306}]}}",
     ))
     .await;
-    ns.apply::<StatefulSet>(yaml(DB)).await;
+    let args = ["--log-bin=mysql-bin", "--server-id=1", "--binlog-format=ROW"].iter().chain(server_args).copied();
+    let db = DB.replace(
+        "args: [--log-bin=mysql-bin, --server-id=1, --binlog-format=ROW]",
+        &format!("args: [{}]", args.collect::<Vec<_>>().join(", ")),
+    );
+    ns.apply::<StatefulSet>(yaml(&db)).await;
     ns.apply::<PersistentVolumeClaim>(yaml(
         "{apiVersion: v1, kind: PersistentVolumeClaim, metadata: {name: backups}, spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 2Gi}}}}",
     ))
@@ -246,8 +256,14 @@ async fn restore_finished(ns: &TestNamespace, name: &str) -> MySQLRestoreStatus 
 
 /// Starts a MariaDB pod `name` on the claim `claim` and returns its IP once it is ready.
 async fn start_server_on(ns: &TestNamespace, name: &str, claim: &str) -> String {
+    start_server_with_on(ns, name, claim, &[]).await
+}
+
+/// [`start_server_on`] with server arguments.
+async fn start_server_with_on(ns: &TestNamespace, name: &str, claim: &str, server_args: &[&str]) -> String {
+    let args = server_args.join(", ");
     ns.apply::<Pod>(yaml(&format!(
-        "{{apiVersion: v1, kind: Pod, metadata: {{name: {name}, labels: {{app: {name}}}}}, spec: {{securityContext: {{runAsUser: 999, runAsGroup: 999, fsGroup: 999}}, containers: [{{name: mariadb, image: '{MARIADB_IMAGE}', env: [{{name: MARIADB_ROOT_PASSWORD, valueFrom: {{secretKeyRef: {{name: db-root, key: password}}}}}}], readinessProbe: {{exec: {{command: [healthcheck.sh, --connect, --innodb_initialized]}}, periodSeconds: 3}}, volumeMounts: [{{name: data, mountPath: /var/lib/mysql}}]}}], volumes: [{{name: data, persistentVolumeClaim: {{claimName: {claim}}}}}]}}}}"
+        "{{apiVersion: v1, kind: Pod, metadata: {{name: {name}, labels: {{app: {name}}}}}, spec: {{securityContext: {{runAsUser: 999, runAsGroup: 999, fsGroup: 999}}, containers: [{{name: mariadb, image: '{MARIADB_IMAGE}', args: [{args}], env: [{{name: MARIADB_ROOT_PASSWORD, valueFrom: {{secretKeyRef: {{name: db-root, key: password}}}}}}], readinessProbe: {{exec: {{command: [healthcheck.sh, --connect, --innodb_initialized]}}, periodSeconds: 3}}, volumeMounts: [{{name: data, mountPath: /var/lib/mysql}}]}}], volumes: [{{name: data, persistentVolumeClaim: {{claimName: {claim}}}}}]}}}}"
     )))
     .await;
     let pod = wait_for(&ns.api::<Pod>(), name, Duration::from_secs(300), "ready", pod_ready).await;

@@ -1,5 +1,7 @@
 //! The data through the operator: a StatefulSet backed up and restored into a new claim with equal
-//! checksums; binary logs archived continuously and restored to a GTID between marker rows.
+//! checksums; a server whose data is mostly MyRocks backed up by `auto` with the `myrocks` method and
+//! restored with equal checksums; binary logs archived continuously and restored to a GTID between
+//! marker rows.
 
 use super::*;
 
@@ -109,6 +111,59 @@ async fn backup_a_statefulset_restore_into_a_new_claim_and_compare_checksums() {
     let complete =
         children.items.iter().filter(|b| b.status.as_ref().and_then(|s| s.phase) == Some(Phase::Complete)).count();
     assert!(complete <= 2, "retention keeps one complete backup (plus one that may just have finished): {complete}");
+}
+
+/// RocksDB tables, most of the data, beside an InnoDB one; flushed into SST files.
+const ROCKS_LOAD: &str = "CREATE DATABASE app; USE app; \
+    CREATE TABLE app.r (id INT PRIMARY KEY, payload CHAR(64), KEY (payload(16))) ENGINE=ROCKSDB; \
+    INSERT INTO app.r SELECT seq, SHA2(seq, 256) FROM seq_1_to_400000; \
+    CREATE TABLE app.accounts (id INT PRIMARY KEY, owner VARCHAR(64)) ENGINE=InnoDB; \
+    INSERT INTO app.accounts SELECT seq, CONCAT('owner-', seq) FROM seq_1_to_20000; \
+    SET GLOBAL rocksdb_force_flush_memtable_now = 1;";
+
+const ROCKS_CHECKSUMS: &str = "CHECKSUM TABLE app.r, app.accounts; SELECT COUNT(*) FROM app.r;";
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes cluster with the chart installed: run e2e/run, or set E2E_KUBECONFIG and pass --ignored"]
+async fn a_mostly_myrocks_server_is_backed_up_by_auto_with_myrocks_and_restored() {
+    let rocksdb = ["--plugin-load-add=ha_rocksdb"];
+    let _crds = CRDS.read().await;
+    let ns = TestNamespace::create(&client().await, "e2e-myrocks").await;
+    start_database_with(&ns, &rocksdb).await;
+    sql(&ns, "load", "db-0.db", ROCKS_LOAD).await;
+    let source = sql(&ns, "checksum-source", "db-0.db", ROCKS_CHECKSUMS).await;
+    assert!(source.contains("app.r") && source.contains("400000"), "unexpected source checksums:\n{source}");
+
+    // No method: auto, which the Job resolves by asking the server; twice, the second taking the SST
+    // files over from the first.
+    let storage = "{url: 'file:///backups/e2e-myrocks', persistentVolumeClaim: backups}";
+    for name in ["rocks-1", "rocks-2"] {
+        ns.apply::<MySQLBackup>(yaml(&format!(
+            "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLBackup, metadata: {{name: {name}}}, spec: {{source: {{pod: db-0, connection: {{user: root, passwordSecret: {{name: db-root, key: password}}}}}}, storage: {storage}}}}}"
+        )))
+        .await;
+        let status = backup_finished(&ns, name).await;
+        assert_eq!(status.phase, Some(Phase::Complete), "backup failed: {:#?}", status.conditions);
+        assert_eq!(status.method.as_deref(), Some("myrocks"), "auto chose myrocks");
+    }
+    let second = ns.api::<MySQLBackup>().get("rocks-2").await.expect("rocks-2").status.expect("a status");
+    let sizes = second.sizes.expect("sizes");
+    assert!(
+        sizes.taken_over_bytes.is_some_and(|t| t * 2 > sizes.data_bytes),
+        "the second backup read most of the data from the first's manifest, not the disk: {sizes:?}"
+    );
+
+    // Restored (prepared in the database's image) into a new claim, a server with the engine on it.
+    ns.apply::<MySQLRestore>(yaml(
+        "{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLRestore, metadata: {name: rocks}, spec: {source: {backup: rocks-2}, target: {volumeClaimTemplate: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 2Gi}}}}, securityContext: {runAsUser: 999, runAsGroup: 999, fsGroup: 999}}}",
+    ))
+    .await;
+    let rs = restore_finished(&ns, "rocks").await;
+    assert_eq!(rs.phase, Some(Phase::Complete), "restore failed: {:#?}", rs.conditions);
+    let claim = rs.persistent_volume_claim.expect("the restored claim");
+    let ip = start_server_with_on(&ns, "rocks-restored", &claim, &rocksdb).await;
+    let copy = sql(&ns, "checksum-restored", &ip, ROCKS_CHECKSUMS).await;
+    assert_eq!(copy, source, "checksums of the restored server differ from the source's");
 }
 
 /// The markers the archiving test writes, one transaction each.
