@@ -172,6 +172,19 @@ async fn the_myrocks_method_takes_over_the_ssts_storage_holds_and_restores_exact
     db.exec("SET GLOBAL rocksdb_compact_cf = 'default'").await;
     let s3 = S3Server::start();
     let storage = s3.storage_args("myrocks-method");
+    // A backup that fails mid-round (storage gone while it sends) removes its checkpoint itself.
+    s3.hold_chunk_uploads.store(true, Ordering::SeqCst);
+    let failing = [myrocks_args(&db, &storage), args(&["--storage-retry-timeout", "1"])].concat();
+    let env = s3.env();
+    let failed = tokio::spawn(async move { agent(&failing, &env).await });
+    wait_for("a checkpoint", Duration::from_secs(60), || !checkpoints(&db).is_empty()).await;
+    s3.down.store(true, Ordering::SeqCst);
+    s3.hold_chunk_uploads.store(false, Ordering::SeqCst);
+    let error = failed.await.unwrap().error();
+    s3.down.store(false, Ordering::SeqCst);
+    assert!(error.contains("storage s3://"), "{error}");
+    assert_eq!(checkpoints(&db), Vec::<String>::new(), "a failed run removes its checkpoint");
+
     // A backup killed mid-round (its uploads held, so it stops in a round) leaves its checkpoint, and
     // no manifest: nothing is listed.
     s3.hold_chunk_uploads.store(true, Ordering::SeqCst);
