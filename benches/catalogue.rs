@@ -59,6 +59,7 @@ fn manifest(chunks: u64) -> Manifest {
                 size: count * CHUNK,
                 mode: 0o640,
                 chunks: refs,
+                tail: None,
             }
         })
         .collect();

@@ -169,7 +169,7 @@ pub async fn previous_myrocks_ssts(
         let m = storage.read_manifest(&backup).await?;
         let ours = m.positions.server_id == id
             && schedule.is_none_or(|s| m.tags.get(crate::format::manifest::TAG_SCHEDULE) == Some(s));
-        let known = crate::datapath::method::myrocks::known_ssts(&m);
+        let known = crate::datapath::method::myrocks::known_ssts(&m.files);
         if ours && !known.is_empty() {
             tracing::info!(previous = backup, ssts = known.len(), "SST files of the previous backup");
             return Ok(known);

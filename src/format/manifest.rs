@@ -207,7 +207,17 @@ pub struct FileEntry {
     pub mode: u32,
     /// Chunks in offset order, covering `0..size` without gaps.
     pub chunks: Vec<ChunkRef>,
+    /// BLAKE3 (hex) of the file's last [`TAIL_BYTES`] (all of it when smaller), for RocksDB SST files of
+    /// the `myrocks` method: an SST's tail holds its properties block, which names the database session
+    /// that wrote it and its file number — RocksDB's unique id of the file. A later backup takes the file
+    /// over unread only when name, size and tail all match, so a server restored from a backup (a new
+    /// session, file numbers reused) never passes its files for another's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<String>,
 }
+
+/// How much of a file's end [`FileEntry::tail`] hashes.
+pub const TAIL_BYTES: u64 = 64 * 1024;
 
 /// Sizes and counts of a backup.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -446,7 +456,7 @@ mod tests {
                 c
             })
             .collect();
-        FileEntry { base: Base::Datadir, path: path.into(), size: offset, mode: 0o640, chunks }
+        FileEntry { base: Base::Datadir, path: path.into(), size: offset, mode: 0o640, chunks, tail: None }
     }
 
     #[test]

@@ -61,6 +61,7 @@ struct FileMeta {
     path: String,
     mode: u32,
     size: Option<u64>,
+    tail: Option<String>,
 }
 
 struct Shared {
@@ -125,7 +126,7 @@ impl ChunkWriter {
             return Err(ChunkWriteError::DuplicateFile(path.to_string()));
         }
         let mut files = lock(&self.shared.files);
-        files.push(FileMeta { base, path: path.to_string(), mode, size: None });
+        files.push(FileMeta { base, path: path.to_string(), mode, size: None, tail: None });
         Ok(FileWriter { shared: self.shared.clone(), index: files.len() - 1, buf: BytesMut::new(), offset: 0 })
     }
 
@@ -139,6 +140,7 @@ impl ChunkWriter {
         mode: u32,
         size: u64,
         chunks: &[ChunkRef],
+        tail: Option<String>,
     ) -> Result<bool, ChunkWriteError> {
         let covered = chunks.iter().try_fold(0u64, |at, c| (c.offset == at).then_some(at + c.length)) == Some(size);
         let held = {
@@ -153,7 +155,7 @@ impl ChunkWriter {
         }
         let file = {
             let mut files = lock(&self.shared.files);
-            files.push(FileMeta { base, path: path.to_string(), mode, size: Some(size) });
+            files.push(FileMeta { base, path: path.to_string(), mode, size: Some(size), tail });
             files.len() - 1
         };
         let mut done = lock(&self.shared.done);
@@ -193,7 +195,7 @@ impl ChunkWriter {
                 let size = meta.size.unwrap_or_else(|| chunks.iter().map(|c| c.length).sum());
                 totals.files += 1;
                 totals.data_bytes += size;
-                FileEntry { base: meta.base, path: meta.path, size, mode: meta.mode, chunks }
+                FileEntry { base: meta.base, path: meta.path, size, mode: meta.mode, chunks, tail: meta.tail }
             })
             .collect();
         Ok((entries, totals))
@@ -201,6 +203,11 @@ impl ChunkWriter {
 }
 
 impl FileWriter {
+    /// Records the file's [`FileEntry::tail`].
+    pub fn set_tail(&self, tail: String) {
+        lock(&self.shared.files)[self.index].tail = Some(tail);
+    }
+
     /// Bytes written to the file so far.
     pub fn offset(&self) -> u64 {
         self.offset + self.buf.len() as u64

@@ -100,10 +100,26 @@ pub async fn copy_file(
     path: &std::path::Path,
     read_size: usize,
 ) -> Result<(), MethodError> {
+    copy_file_with_tail(writer, base, rel, mode, path, read_size, None).await
+}
+
+/// [`copy_file`], recording `tail` ([`crate::format::manifest::FileEntry::tail`]) in the file's entry.
+pub async fn copy_file_with_tail(
+    writer: &ChunkWriter,
+    base: crate::format::manifest::Base,
+    rel: &str,
+    mode: u32,
+    path: &std::path::Path,
+    read_size: usize,
+    tail: Option<String>,
+) -> Result<(), MethodError> {
     use tokio::io::AsyncReadExt;
     let read_err = |source| MethodError::ReadFile { path: path.to_path_buf(), source };
     let mut file = tokio::fs::File::open(path).await.map_err(read_err)?;
     let mut out = writer.open(base, rel, mode)?;
+    if let Some(tail) = tail {
+        out.set_tail(tail);
+    }
     loop {
         let mut buf = bytes::BytesMut::with_capacity(read_size);
         while buf.len() < read_size {

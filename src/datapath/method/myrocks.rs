@@ -1,6 +1,10 @@
 //! The `myrocks` method (MariaDB with the RocksDB engine): MyRocks keeps its data in immutable SST
-//! files whose names are never reused, so an SST the previous backup holds (same name, same size) is
-//! taken over from its manifest without being read, as `myrocks_hotbackup` does.
+//! files whose names one database never reuses, so an SST the previous backup holds is taken over from
+//! its manifest without being read, as `myrocks_hotbackup` does. "Holds" means same name, same size and
+//! same tail (the hash of its last 64 KiB, [`FileEntry::tail`](crate::format::manifest::FileEntry::tail)):
+//! the tail holds the SST's properties, which name the database session that wrote it. A server
+//! restored from a backup starts a new session and reuses file numbers; the tail tells its files from
+//! the original's, where name and size alone could not. Reading tails costs 64 KiB an SST.
 //!
 //! 1. Rounds: a RocksDB checkpoint (`SET GLOBAL rocksdb_create_checkpoint`, hard links in a directory
 //!    of the datadir's file system), its SST files not sent yet sent, the checkpoint dropped. Each round
@@ -26,9 +30,9 @@ use std::{
 use mysql_async::prelude::Queryable;
 
 use super::mariabackup::Mariabackup;
-use super::{BackupMethod, MethodError, copy_file};
+use super::{BackupMethod, MethodError, copy_file, copy_file_with_tail};
 use crate::datapath::chunk::writer::ChunkWriter;
-use crate::format::manifest::{Base, ChunkRef, Manifest, MethodKind, Prepare};
+use crate::format::manifest::{Base, ChunkRef, FileEntry, MethodKind, Prepare, TAIL_BYTES};
 use crate::mysql::position::Positions;
 use crate::mysql::server;
 
@@ -44,20 +48,54 @@ const ROUNDS: usize = 2;
 /// A round that read less than this ends the rounds.
 const SMALL_ROUND: u64 = 64 * 1024 * 1024;
 
-/// SST files of an earlier backup: name → (size, chunks).
-pub type KnownSsts = HashMap<String, (u64, Vec<ChunkRef>)>;
+/// An SST file of an earlier backup.
+#[derive(Debug, Clone)]
+pub struct KnownSst {
+    /// Its size.
+    pub size: u64,
+    /// Its [`FileEntry::tail`](crate::format::manifest::FileEntry::tail).
+    pub tail: String,
+    /// Its chunks.
+    pub chunks: Vec<ChunkRef>,
+}
 
-/// The SST files of `manifest` (its `#rocksdb/*.sst`), to take over.
-pub fn known_ssts(manifest: &Manifest) -> KnownSsts {
-    manifest
-        .files
+/// SST files of an earlier backup, by name.
+pub type KnownSsts = HashMap<String, KnownSst>;
+
+/// The SST files among a manifest's `files` (its `#rocksdb/*.sst`) that can be taken over: those with
+/// a recorded tail (a `myrocks` backup's), which identifies the file beyond its name.
+pub fn known_ssts(files: &[FileEntry]) -> KnownSsts {
+    files
         .iter()
         .filter(|f| f.base == Base::Datadir)
         .filter_map(|f| {
             let name = f.path.strip_prefix(ROCKSDB_DIR)?.strip_prefix('/')?;
-            (name.ends_with(".sst") && !name.contains('/')).then(|| (name.to_string(), (f.size, f.chunks.clone())))
+            let tail = f.tail.clone()?;
+            (name.ends_with(".sst") && !name.contains('/'))
+                .then(|| (name.to_string(), KnownSst { size: f.size, tail, chunks: f.chunks.clone() }))
         })
         .collect()
+}
+
+/// The chunks of `known` when it is the same file as one of `size` bytes with `tail`.
+fn held<'a>(known: Option<&'a KnownSst>, size: u64, tail: &str) -> Option<&'a [ChunkRef]> {
+    known.filter(|k| k.size == size && k.tail == tail).map(|k| &k.chunks[..])
+}
+
+/// BLAKE3 (hex) of the last [`TAIL_BYTES`] of the file at `path`, `size` bytes long.
+fn tail_of(path: &Path, size: u64) -> Result<String, MethodError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let read_err = |source| MethodError::ReadFile { path: path.to_path_buf(), source };
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    let start = size.saturating_sub(TAIL_BYTES);
+    file.seek(SeekFrom::Start(start)).map_err(read_err)?;
+    let mut buf = Vec::with_capacity((size - start) as usize);
+    file.take(size - start).read_to_end(&mut buf).map_err(read_err)?;
+    if buf.len() as u64 != size - start {
+        let short = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file shrank while being read");
+        return Err(read_err(short));
+    }
+    Ok(blake3::hash(&buf).to_hex().to_string())
 }
 
 /// Settings of a MyRocks backup.
@@ -117,7 +155,7 @@ impl Myrocks {
     }
 
     /// Sends the SST files of `checkpoint` not in `sent`: taken over from the previous backup when it
-    /// holds the same name and size, read otherwise. Returns the bytes read.
+    /// holds the same name, size and tail, read otherwise. Returns the bytes read (tails included).
     async fn send_ssts(
         &self,
         writer: &ChunkWriter,
@@ -130,13 +168,20 @@ impl Myrocks {
                 continue;
             }
             let rel = format!("{ROCKSDB_DIR}/{name}");
-            if let Some((known_size, chunks)) = self.previous.get(&name)
-                && *known_size == size
-                && writer.take_over(Base::Datadir, &rel, 0o640, size, chunks)?
+            let path = checkpoint.join(&name);
+            let tail = {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || tail_of(&path, size)).await.map_err(|e| {
+                    MethodError::ReadFile { path: checkpoint.join(&name), source: std::io::Error::other(e) }
+                })??
+            };
+            read += size.min(TAIL_BYTES);
+            if let Some(chunks) = held(self.previous.get(&name), size, &tail)
+                && writer.take_over(Base::Datadir, &rel, 0o640, size, chunks, Some(tail.clone()))?
             {
                 continue;
             }
-            copy_file(writer, Base::Datadir, &rel, 0o640, &checkpoint.join(&name), self.read_size).await?;
+            copy_file_with_tail(writer, Base::Datadir, &rel, 0o640, &path, self.read_size, Some(tail)).await?;
             read += size;
         }
         Ok(read)
@@ -231,5 +276,53 @@ impl Myrocks {
             copy_file(writer, Base::Datadir, &rel, 0o640, &checkpoint.0.join(&name), self.read_size).await?;
         }
         Ok(positions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, tail: Option<&str>) -> FileEntry {
+        FileEntry {
+            base: Base::Datadir,
+            path: path.into(),
+            size: 7,
+            mode: 0o640,
+            chunks: vec![],
+            tail: tail.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn only_ssts_with_a_recorded_tail_can_be_taken_over() {
+        let files = [
+            entry("#rocksdb/000012.sst", Some("aa")),
+            entry("#rocksdb/000013.sst", None), // a mariabackup backup's: nothing tells it apart
+            entry("#rocksdb/MANIFEST-000009", Some("bb")),
+            entry("app/t.ibd", Some("cc")),
+            entry("#rocksdb/sub/000014.sst", Some("dd")),
+        ];
+        let known = known_ssts(&files);
+        assert_eq!(known.keys().collect::<Vec<_>>(), ["000012.sst"]);
+        let k = &known["000012.sst"];
+        assert!(held(Some(k), 7, "aa").is_some());
+        assert!(held(Some(k), 7, "ab").is_none(), "same name and size, another file: read it");
+        assert!(held(Some(k), 8, "aa").is_none());
+        assert!(held(None, 7, "aa").is_none());
+    }
+
+    #[test]
+    fn the_tail_is_the_hash_of_the_last_64_kib() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("000001.sst");
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let tail = &bytes[bytes.len() - TAIL_BYTES as usize..];
+        assert_eq!(tail_of(&path, bytes.len() as u64).unwrap(), blake3::hash(tail).to_hex().to_string());
+        std::fs::write(&path, &bytes[..1000]).unwrap();
+        assert_eq!(tail_of(&path, 1000).unwrap(), blake3::hash(&bytes[..1000]).to_hex().to_string());
+        let err = tail_of(&path, 2000).unwrap_err().to_string();
+        assert!(err.contains("000001.sst"), "{err}");
     }
 }
