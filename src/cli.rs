@@ -7,6 +7,7 @@ use mysql_backup_operator::agent::{AgentError, ArchiveChoice};
 use mysql_backup_operator::datapath::pitr::Tools;
 use mysql_backup_operator::format::manifest::MethodKind;
 use mysql_backup_operator::storage::{RetryPolicy, Storage, parse_option};
+use mysql_backup_operator::throttle::ByteRate;
 
 /// Physical backups of MySQL and MariaDB to object storage: a Kubernetes operator and a standalone agent.
 #[derive(Parser)]
@@ -248,16 +249,24 @@ pub struct StorageArgs {
     /// Seconds one storage request is retried before the operation fails.
     #[arg(long, default_value_t = 180)]
     pub storage_retry_timeout: u64,
+    /// Bytes a second over every upload together (20MiB, 20Mi, 500M, or bytes); bursts last at most a
+    /// tenth of a second.
+    #[arg(long, value_name = "RATE")]
+    pub max_upload_rate: Option<ByteRate>,
 }
 
 impl StorageArgs {
     pub fn open(&self) -> Result<Storage, AgentError> {
         let options = self.storage_options.iter().map(|o| parse_option(o)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Storage::open(
+        let storage = Storage::open(
             &self.storage,
             &options,
             RetryPolicy { timeout: Duration::from_secs(self.storage_retry_timeout) },
-        )?)
+        )?;
+        Ok(match self.max_upload_rate {
+            Some(rate) => storage.with_upload_limit(rate),
+            None => storage,
+        })
     }
 }
 
@@ -309,6 +318,11 @@ pub struct BackupArgs {
     /// Chunks held in memory at once (default: 4 per --parallel).
     #[arg(long)]
     pub max_in_flight: Option<usize>,
+    /// Bytes a second read from the server's files, over every file together (20MiB, 20Mi, 500M, or
+    /// bytes); mariadb-backup gets its own --throttle too. Files taken over from an earlier backup are
+    /// not read and do not count.
+    #[arg(long, value_name = "RATE")]
+    pub max_read_rate: Option<ByteRate>,
     /// Copy a datadir even if a running server seems to use it (cold method).
     #[arg(long)]
     pub force: bool,

@@ -5,7 +5,8 @@
 //! archive index, locks, the agent's summary, the archiver's status); [`storage`] wraps object stores;
 //! [`mysql`] is what we know of the servers; [`datapath`] reads a consistent copy into content-addressed
 //! chunks and reads it back verified; [`archive`] streams binary logs into storage; [`gc`] deletes
-//! backups and sweeps chunks under [`gc::lock`]s; [`agent`] runs these as the command line and Jobs do.
+//! backups and sweeps chunks under [`gc::lock`]s; [`throttle`] bounds the bytes read and uploaded a
+//! second; [`agent`] runs these as the command line and Jobs do.
 //! [`crd`] and [`controller`] are the Kubernetes side; nothing else imports them or Kubernetes code.
 
 pub mod agent;
@@ -19,6 +20,7 @@ pub mod install;
 pub mod mysql;
 pub mod shutdown;
 pub mod storage;
+pub mod throttle;
 
 /// FNV-1a of the parts in order: a hash that stays the same across builds and Rust versions, for
 /// values that must not move when the operator is upgraded (schedule jitter, generated names, the

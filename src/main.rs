@@ -49,6 +49,7 @@ async fn run_backup(args: BackupArgs) -> Result<(), AgentError> {
             chunk_size,
             level: args.compression_level,
             max_in_flight: args.max_in_flight.unwrap_or(parallel * 4).max(1),
+            max_read_rate: args.max_read_rate,
         },
         progress_interval: Duration::from_secs(args.common.progress_interval),
         tags: args.tags.into_iter().collect(),

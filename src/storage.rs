@@ -77,6 +77,8 @@ pub struct Storage {
     url: String,
     /// The retry budget of one request, for the failures the client does not retry itself.
     retry: Duration,
+    /// Bytes a second over every upload through this storage (and its clones).
+    upload_limit: Option<Arc<crate::throttle::RateLimit>>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -180,7 +182,7 @@ impl Storage {
                 return Err(parse_err(format!("unsupported scheme {other:?}; use file://, s3://, az:// or gs://")));
             }
         };
-        Ok(Self { store, prefix, url: url.to_string(), retry: retry.timeout })
+        Ok(Self { store, prefix, url: url.to_string(), retry: retry.timeout, upload_limit: None })
     }
 
     fn open_local(url: &str, dir: PathBuf, options: &[(String, String)]) -> Result<Self, StorageError> {
@@ -194,7 +196,26 @@ impl Storage {
         })?;
         let store = LocalFileSystem::new_with_prefix(&dir)
             .map_err(|e| StorageError::Configure { url: url.to_string(), source: e })?;
-        Ok(Self { store: Arc::new(store), prefix: ObjPath::default(), url: url.to_string(), retry: Duration::ZERO })
+        Ok(Self {
+            store: Arc::new(store),
+            prefix: ObjPath::default(),
+            url: url.to_string(),
+            retry: Duration::ZERO,
+            upload_limit: None,
+        })
+    }
+
+    /// Limits every upload through this storage and its clones, together, to `rate`.
+    pub fn with_upload_limit(mut self, rate: crate::throttle::ByteRate) -> Self {
+        self.upload_limit = Some(Arc::new(crate::throttle::RateLimit::new(rate)));
+        self
+    }
+
+    /// Waits until `bytes` may be uploaded.
+    async fn upload_permit(&self, bytes: usize) {
+        if let Some(limit) = &self.upload_limit {
+            limit.take(bytes as u64).await;
+        }
     }
 
     /// The URL this storage was opened with (never contains credentials).
@@ -241,11 +262,13 @@ impl Storage {
 
     async fn put_once(&self, key: &ObjPath, data: Bytes) -> Result<(), object_store::Error> {
         if data.len() <= MULTIPART_THRESHOLD {
+            self.upload_permit(data.len()).await;
             self.store.put(key, PutPayload::from_bytes(data)).await?;
             return Ok(());
         }
         let mut upload = self.store.put_multipart(key).await?;
         for part in data.chunks(MULTIPART_THRESHOLD) {
+            self.upload_permit(part.len()).await;
             if let Err(e) = upload.put_part(PutPayload::from_bytes(data.slice_ref(part))).await {
                 let _ = upload.abort().await;
                 return Err(e);
@@ -345,6 +368,7 @@ impl Storage {
     /// conditional writes fall back to a check, then a write.
     pub async fn put_new(&self, key: &ObjPath, data: Bytes) -> Result<bool, StorageError> {
         let err = |source| StorageError::Put { url: self.url.clone(), key: key.to_string(), source };
+        self.upload_permit(data.len()).await;
         let opts = object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
         match self.store.put_opts(key, PutPayload::from_bytes(data.clone()), opts).await {
             Ok(_) => Ok(true),

@@ -52,7 +52,13 @@ impl Progress {
         (total > 0).then(|| (self.done() as f64 * 100.0 / total as f64).min(100.0))
     }
 
-    /// Logs one progress line: bytes done and total, percent, average rate.
+    /// Seconds left at the average rate, when the total is known and something is done.
+    pub fn eta_seconds(&self) -> Option<u64> {
+        let (total, done, rate) = (self.total.load(Ordering::Relaxed), self.done(), self.rate());
+        (total > 0 && rate > 0.0).then(|| (total.saturating_sub(done) as f64 / rate).round() as u64)
+    }
+
+    /// Logs one progress line: bytes done and total, percent, average rate, seconds left.
     fn log_line(&self, operation: &'static str) {
         tracing::info!(
             operation,
@@ -60,6 +66,7 @@ impl Progress {
             bytes_total = self.total.load(Ordering::Relaxed),
             percent = self.percent().map(|p| (p * 10.0).round() / 10.0),
             rate_mib_s = (self.rate() / 1048576.0 * 10.0).round() / 10.0,
+            eta_s = self.eta_seconds(),
             "progress"
         );
     }
@@ -137,5 +144,19 @@ mod tests {
         assert_eq!(p.percent(), Some(50.0));
         p.add_done(20);
         assert_eq!(p.percent(), Some(100.0));
+        assert_eq!(p.eta_seconds(), Some(0), "done (past the estimate): nothing left");
+    }
+
+    #[test]
+    fn the_eta_is_what_is_left_at_the_average_rate() {
+        let p = Progress::new(0);
+        assert_eq!(p.eta_seconds(), None, "no total");
+        p.set_total(1000);
+        assert_eq!(p.eta_seconds(), None, "nothing done yet");
+        p.add_done(100);
+        std::thread::sleep(Duration::from_millis(200));
+        // 100 bytes in ≥ 0.2 s, so ≤ 500 B/s: the 900 left take ≥ 1.8 s.
+        let eta = p.eta_seconds().unwrap();
+        assert!((2..=60).contains(&eta), "{eta}");
     }
 }

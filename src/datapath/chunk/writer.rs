@@ -48,6 +48,9 @@ pub struct ChunkParams {
     pub level: i32,
     /// Maximum number of chunks buffered, compressing or uploading at once.
     pub max_in_flight: usize,
+    /// Bytes a second read into the backup, over every file together (what comes from storage unread
+    /// does not count).
+    pub max_read_rate: Option<crate::throttle::ByteRate>,
 }
 
 struct ChunkDone {
@@ -77,6 +80,7 @@ struct Shared {
     uploaded_bytes: AtomicU64,
     taken_over_bytes: AtomicU64,
     progress: Arc<Progress>,
+    read_limit: Option<crate::throttle::RateLimit>,
 }
 
 /// Accepts files and turns them into stored chunks.
@@ -116,6 +120,7 @@ impl ChunkWriter {
                 uploaded_bytes: AtomicU64::new(0),
                 taken_over_bytes: AtomicU64::new(0),
                 progress,
+                read_limit: params.max_read_rate.map(crate::throttle::RateLimit::new),
             }),
         }
     }
@@ -215,6 +220,10 @@ impl FileWriter {
 
     /// Appends bytes to the file.
     pub async fn write(&mut self, mut data: Bytes) -> Result<(), ChunkWriteError> {
+        // Whoever read `data` reads on when this returns: waiting here holds all reading to the rate.
+        if let Some(limit) = &self.shared.read_limit {
+            limit.take(data.len() as u64).await;
+        }
         let size = self.shared.params.chunk_size;
         while !data.is_empty() {
             if self.buf.is_empty() && data.len() >= size {

@@ -5,6 +5,12 @@
 //! The password reaches the tool through an option file that lives in memory only (a memfd the tool
 //! inherits and opens as `/dev/fd/N`): never its command line, never a disk, nothing left behind
 //! when the agent is killed.
+//!
+//! A read limit (`--max-read-rate`) reaches mariadb-backup as backpressure: the chunk writer takes the
+//! stream at the limit, so the tool's writes wait, and its reads with them (a 42 MiB backup at 8 MiB/s
+//! took 5.7 s). Its own `--throttle` is not used: it counts I/O operations, not bytes, and
+//! `--throttle=8` read that backup at 0.56 MiB/s. Its redo-log copier is not held back, as it must keep
+//! up with the server.
 
 use std::{
     collections::{HashMap, VecDeque},
