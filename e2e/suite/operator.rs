@@ -207,6 +207,23 @@ async fn bad_resources_get_conditions_and_events_while_good_ones_proceed() {
         .expect_err("refused by the schema")
         .to_string();
     assert!(refused.contains("url must start with s3://, az://, gs:// or file://"), "{refused}");
+    // So it refuses a rate that is not bytes a second.
+    let refused = ns
+        .api::<MySQLBackup>()
+        .patch(
+            "fast",
+            &PatchParams::apply("e2e"),
+            &Patch::Apply(backup(
+                "fast",
+                &format!("{{pod: db-0, connection: {conn}, readRate: fast}}"),
+                "{url: 's3://b/p', rateLimit: '1.5Gi'}",
+            )),
+        )
+        .await
+        .expect_err("refused by the schema")
+        .to_string();
+    assert!(refused.contains("readRate is bytes a second: 20Mi, 500M or a whole number"), "{refused}");
+    assert!(refused.contains("rateLimit is bytes a second: 20Mi, 500M or a whole number"), "{refused}");
     ns.apply(backup("bad-url", &format!("{{pod: db-0, connection: {conn}}}"), "{url: 'file:///backups/e2e'}")).await;
     ns.apply(backup("good", &format!("{{pod: db-0, connection: {conn}}}"), storage)).await;
 

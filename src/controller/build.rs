@@ -216,6 +216,9 @@ pub(crate) fn storage_args(
     for (k, v) in &storage.options {
         args.push(format!("--storage-option={k}={v}"));
     }
+    if let Some(rate) = &storage.rate_limit {
+        args.push(format!("--max-upload-rate={rate}"));
+    }
     if let Some(claim) = &storage.persistent_volume_claim {
         let path = storage.url.trim_start_matches("file://").to_string();
         volumes.push(Volume {

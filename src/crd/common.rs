@@ -53,7 +53,16 @@ pub struct SourceSpec {
     /// How to reach the server, for methods that need a running one.
     #[serde(default)]
     pub connection: ConnectionSpec,
+    /// Bytes a second read from the server's files, over all of them together: `20Mi`, `500M`, or bytes
+    /// (`K`, `M`, `G` are powers of 1000; `Ki`, `Mi`, `Gi` of 1024). Bursts last at most a tenth of a
+    /// second. `mariabackup` is held to it by backpressure on its stream. Files taken over from an earlier
+    /// backup unread do not count. Unset: no limit.
+    #[x_kube(validation = Rule::new(RATE_RULE).message("readRate is bytes a second: 20Mi, 500M or a whole number"))]
+    pub read_rate: Option<String>,
 }
+
+/// What a rate in bytes a second looks like (the agent's parser accepts these and more).
+const RATE_RULE: &str = "self.matches('^[1-9][0-9]*(K|k|Ki|M|Mi|G|Gi)?B?$')";
 
 /// The default datadir.
 pub fn default_datadir() -> String {
@@ -87,6 +96,11 @@ pub struct StorageSpec {
     #[serde(default = "default_parallelism")]
     #[schemars(range(min = 1, max = 64))]
     pub parallelism: i32,
+    /// Bytes a second over all of a Job's uploads together (backups, the binary-log archiver): `20Mi`,
+    /// `500M`, or bytes (`K`, `M`, `G` are powers of 1000; `Ki`, `Mi`, `Gi` of 1024). Bursts last at most
+    /// a tenth of a second. Unset: no limit.
+    #[x_kube(validation = Rule::new(RATE_RULE).message("rateLimit is bytes a second: 20Mi, 500M or a whole number"))]
+    pub rate_limit: Option<String>,
 }
 
 /// The default zstd level.

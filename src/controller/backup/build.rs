@@ -72,6 +72,9 @@ pub fn backup_job(backup: &MySQLBackup, pod: &Pod, operator_image: &str) -> Resu
         args.push(format!("--scratch={SCRATCH_DIR}"));
     } else {
         args.insert(3, format!("--datadir={datadir}"));
+        if let Some(rate) = &spec.source.read_rate {
+            args.push(format!("--max-read-rate={rate}"));
+        }
         let (mount, claim) = datadir_mount(&pod_name, pod, container, &datadir)?;
         volumes.insert(
             0,
@@ -339,6 +342,19 @@ spec:
         assert_eq!(spec.containers[0].image.as_deref(), Some("mariadb:10.11"));
         assert_eq!(spec.volumes, auto.volumes, "the datadir's claim and the password file");
         assert_eq!(spec.affinity, auto.affinity, "on the database's node");
+    }
+
+    #[test]
+    fn rate_limits_become_the_agents_options() {
+        let limited = BACKUP
+            .replace("  storage:", "  storage:\n    rateLimit: 50Mi")
+            .replace("    pod: db-0", "    pod: db-0\n    readRate: 100M");
+        let job = build(&limited, POD).unwrap();
+        let args = pod_spec(&job).containers[0].args.clone().unwrap();
+        assert!(args.contains(&"--max-upload-rate=50Mi".to_string()), "{args:?}");
+        assert!(args.contains(&"--max-read-rate=100M".to_string()), "{args:?}");
+        let args = pod_spec(&build(BACKUP, POD).unwrap()).containers[0].args.clone().unwrap();
+        assert!(!args.iter().any(|a| a.starts_with("--max-")), "no limit unless asked: {args:?}");
     }
 
     #[test]
