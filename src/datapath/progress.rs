@@ -1,14 +1,20 @@
 //! Progress of a long operation: bytes done of an (estimated) total, shown as a bar on a terminal and
-//! otherwise logged at a steady interval as structured fields (bytes, percent, rate).
+//! otherwise logged at a steady interval as structured fields (bytes, percent, rate, seconds left).
+//! The logged rate and ETA are over the last [`WINDOW`] lines, not since the start: a start-up pause
+//! (listing storage, filling the pipeline) would otherwise make every later estimate too slow.
 
 use std::{
+    collections::VecDeque,
     io::IsTerminal,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
+
+/// Progress lines the logged rate is measured over.
+pub const WINDOW: usize = 5;
 
 use tokio::task::JoinHandle;
 
@@ -18,12 +24,16 @@ pub struct Progress {
     done: AtomicU64,
     total: AtomicU64,
     started: Instant,
+    /// (when, bytes done) at the last [`WINDOW`] + 1 lines.
+    samples: Mutex<VecDeque<(Instant, u64)>>,
 }
 
 impl Progress {
     /// New counters with an estimated total (0 when unknown).
     pub fn new(total: u64) -> Arc<Self> {
-        Arc::new(Self { done: AtomicU64::new(0), total: AtomicU64::new(total), started: Instant::now() })
+        let started = Instant::now();
+        let samples = Mutex::new(VecDeque::from([(started, 0)]));
+        Arc::new(Self { done: AtomicU64::new(0), total: AtomicU64::new(total), started, samples })
     }
 
     /// Counts `n` more bytes done.
@@ -52,21 +62,34 @@ impl Progress {
         (total > 0).then(|| (self.done() as f64 * 100.0 / total as f64).min(100.0))
     }
 
-    /// Seconds left at the average rate, when the total is known and something is done.
-    pub fn eta_seconds(&self) -> Option<u64> {
-        let (total, done, rate) = (self.total.load(Ordering::Relaxed), self.done(), self.rate());
+    /// Records a sample now and returns the rate since the oldest kept one, in bytes per second.
+    fn sample(&self) -> f64 {
+        let (now, done) = (Instant::now(), self.done());
+        let mut samples = self.samples.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        samples.push_back((now, done));
+        while samples.len() > WINDOW + 1 {
+            samples.pop_front();
+        }
+        let (then, before) = samples.front().copied().unwrap_or((self.started, 0));
+        done.saturating_sub(before) as f64 / now.duration_since(then).as_secs_f64().max(1e-3)
+    }
+
+    /// Seconds left at `rate`, when the total is known and the rate is not zero.
+    fn eta_seconds(&self, rate: f64) -> Option<u64> {
+        let (total, done) = (self.total.load(Ordering::Relaxed), self.done());
         (total > 0 && rate > 0.0).then(|| (total.saturating_sub(done) as f64 / rate).round() as u64)
     }
 
-    /// Logs one progress line: bytes done and total, percent, average rate, seconds left.
+    /// Logs one progress line: bytes done and total, percent, the recent rate, seconds left at it.
     fn log_line(&self, operation: &'static str) {
+        let rate = self.sample();
         tracing::info!(
             operation,
             bytes_done = self.done(),
             bytes_total = self.total.load(Ordering::Relaxed),
             percent = self.percent().map(|p| (p * 10.0).round() / 10.0),
-            rate_mib_s = (self.rate() / 1048576.0 * 10.0).round() / 10.0,
-            eta_s = self.eta_seconds(),
+            rate_mib_s = (rate / 1048576.0 * 10.0).round() / 10.0,
+            eta_s = self.eta_seconds(rate),
             "progress"
         );
     }
@@ -144,19 +167,28 @@ mod tests {
         assert_eq!(p.percent(), Some(50.0));
         p.add_done(20);
         assert_eq!(p.percent(), Some(100.0));
-        assert_eq!(p.eta_seconds(), Some(0), "done (past the estimate): nothing left");
     }
 
     #[test]
-    fn the_eta_is_what_is_left_at_the_average_rate() {
+    fn the_rate_and_eta_are_over_the_last_lines_not_since_the_start() {
         let p = Progress::new(0);
-        assert_eq!(p.eta_seconds(), None, "no total");
+        assert_eq!(p.eta_seconds(p.sample()), None, "no total");
         p.set_total(1000);
-        assert_eq!(p.eta_seconds(), None, "nothing done yet");
-        p.add_done(100);
-        std::thread::sleep(Duration::from_millis(200));
-        // 100 bytes in ≥ 0.2 s, so ≤ 500 B/s: the 900 left take ≥ 1.8 s.
-        let eta = p.eta_seconds().unwrap();
-        assert!((2..=60).contains(&eta), "{eta}");
+        // A slow start: nothing for 300 ms.
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(p.eta_seconds(p.sample()), None, "nothing done yet");
+        // Then 100 bytes every 50 ms, a line after each.
+        let mut rate = 0.0;
+        for _ in 0..WINDOW + 1 {
+            p.add_done(100);
+            std::thread::sleep(Duration::from_millis(50));
+            rate = p.sample();
+        }
+        // The window holds only the steady part: about 2,000 B/s, not the 1,000 the average says.
+        assert!(rate > 1500.0 && p.rate() < 1300.0, "recent {rate}, average {}", p.rate());
+        assert_eq!(p.eta_seconds(rate), Some(0), "400 bytes left: under a second");
+        p.set_total(3000);
+        let eta = p.eta_seconds(rate).unwrap();
+        assert!((1..=2).contains(&eta), "2,400 bytes left at ~2,000 B/s: {eta}");
     }
 }
