@@ -14,7 +14,7 @@ use std::path::Path;
 use mysql_async::prelude::Queryable;
 
 use super::MethodError;
-use super::myrocks::{CHECKPOINT_PREFIX, ROCKSDB_DIR, ROCKSDB_LOADED};
+use super::myrocks::{ROCKSDB_DIR, ROCKSDB_LOADED};
 use crate::format::manifest::MethodKind;
 use crate::mysql::server::{ServerConfig, ServerError};
 
@@ -27,8 +27,7 @@ pub struct Evidence {
     pub rocksdb_loaded: bool,
     /// Bytes under the datadir's `#rocksdb`.
     pub rocksdb_bytes: u64,
-    /// Bytes of the datadir's data: binary logs, the redo log, the temporary tablespace and checkpoints
-    /// of an interrupted `myrocks` run excepted.
+    /// Bytes of the datadir's data ([`super::data_bytes`]).
     pub datadir_bytes: u64,
 }
 
@@ -62,21 +61,8 @@ pub async fn observe(server: &ServerConfig, datadir: &Path) -> Result<Evidence, 
     let _ = conn.disconnect().await;
     let (version, rocksdb) = row.unwrap_or_default();
     let rocksdb_bytes = super::dir_size(vec![datadir.join(ROCKSDB_DIR)], true).await;
-    let datadir_bytes = datadir_size(datadir).await;
+    let datadir_bytes = super::data_bytes(datadir).await;
     Ok(Evidence { version, rocksdb_loaded: rocksdb > 0, rocksdb_bytes, datadir_bytes })
-}
-
-/// The datadir's data bytes (see [`Evidence::datadir_bytes`]). Checkpoints hold hard links to
-/// `#rocksdb` files: counted, they would count those twice.
-async fn datadir_size(datadir: &Path) -> u64 {
-    const NOT_DATA: [&str; 3] = [CHECKPOINT_PREFIX, "ib_logfile", "ibtmp"];
-    let Ok(entries) = std::fs::read_dir(datadir) else { return 0 };
-    let dirs = entries
-        .filter_map(Result::ok)
-        .filter(|e| !NOT_DATA.iter().any(|p| e.file_name().to_string_lossy().starts_with(p)))
-        .map(|e| e.path())
-        .collect();
-    super::dir_size(dirs, true).await
 }
 
 #[cfg(test)]

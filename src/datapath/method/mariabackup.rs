@@ -253,8 +253,7 @@ impl BackupMethod for Mariabackup {
     const PREPARE: Prepare = Prepare::Mariabackup;
 
     async fn estimated_bytes(&self) -> u64 {
-        // mariadb-backup does not copy binary logs.
-        super::dir_size(vec![self.datadir.clone()], true).await
+        super::data_bytes(&self.datadir).await
     }
 
     async fn run(&self, writer: &ChunkWriter) -> Result<Positions, MethodError> {

@@ -166,9 +166,45 @@ pub async fn dir_size(dirs: Vec<std::path::PathBuf>, without_binlogs: bool) -> u
     tokio::task::spawn_blocking(walk).await.unwrap_or(0)
 }
 
+/// Bytes of a live server's data in `datadir`: what a hot copy reads. Not counted: binary logs, the
+/// redo log (of which only what is written during the copy is copied), the temporary tablespace, and
+/// checkpoints of an interrupted `myrocks` run (hard links to `#rocksdb` files: counted, they would
+/// count those twice).
+pub async fn data_bytes(datadir: &std::path::Path) -> u64 {
+    const NOT_DATA: [&str; 3] = [myrocks::CHECKPOINT_PREFIX, "ib_logfile", "ibtmp"];
+    let Ok(entries) = std::fs::read_dir(datadir) else { return 0 };
+    let dirs = entries
+        .filter_map(Result::ok)
+        .filter(|e| !NOT_DATA.iter().any(|p| e.file_name().to_string_lossy().starts_with(p)))
+        .map(|e| e.path())
+        .collect();
+    dir_size(dirs, true).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn data_bytes_count_tables_not_logs_temporary_space_or_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: [(&str, usize); 7] = [
+            ("ib_logfile0", 100),
+            ("ibtmp1", 50),
+            ("mysql-bin.000001", 20),
+            ("#mysql-backup-operator-checkpoint-0/000009.sst", 7),
+            ("ibdata1", 10),
+            ("app/t.ibd", 5),
+            ("#rocksdb/000009.sst", 3),
+        ];
+        for (path, len) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, vec![0u8; len]).unwrap();
+        }
+        assert_eq!(data_bytes(dir.path()).await, 10 + 5 + 3);
+        assert_eq!(data_bytes(&dir.path().join("missing")).await, 0);
+    }
 
     #[test]
     fn binlog_names() {

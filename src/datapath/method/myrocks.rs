@@ -207,7 +207,7 @@ impl BackupMethod for Myrocks {
     const PREPARE: Prepare = Prepare::Mariabackup;
 
     async fn estimated_bytes(&self) -> u64 {
-        super::dir_size(vec![self.mariabackup.datadir.clone()], true).await
+        super::data_bytes(&self.mariabackup.datadir).await
     }
 
     async fn run(&self, writer: &ChunkWriter) -> Result<Positions, MethodError> {
