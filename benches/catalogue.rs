@@ -76,6 +76,7 @@ fn manifest(chunks: u64) -> Manifest {
         files,
         tags: Default::default(),
         incremental: None,
+        encryption: None,
     }
 }
 

@@ -5,6 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mysql_backup_operator::agent::{AgentError, ArchiveChoice};
 use mysql_backup_operator::datapath::pitr::Tools;
+use mysql_backup_operator::encryption::Keyring;
 use mysql_backup_operator::format::manifest::MethodKind;
 use mysql_backup_operator::storage::{RetryPolicy, Storage, parse_option};
 use mysql_backup_operator::throttle::ByteRate;
@@ -253,6 +254,12 @@ pub struct StorageArgs {
     /// tenth of a second.
     #[arg(long, value_name = "RATE")]
     pub max_upload_rate: Option<ByteRate>,
+    /// A file holding an encryption key: 32 random bytes as base64 (openssl rand -base64 32) or 64 hex
+    /// digits. Every object written is sealed with the first one given; objects are opened with
+    /// whichever key sealed them, so give the new key first and the old ones after it while backups
+    /// they sealed remain. Repeatable.
+    #[arg(long = "encryption-key-file", value_name = "PATH")]
+    pub encryption_key_files: Vec<PathBuf>,
 }
 
 impl StorageArgs {
@@ -263,8 +270,12 @@ impl StorageArgs {
             &options,
             RetryPolicy { timeout: Duration::from_secs(self.storage_retry_timeout) },
         )?;
-        Ok(match self.max_upload_rate {
+        let storage = match self.max_upload_rate {
             Some(rate) => storage.with_upload_limit(rate),
+            None => storage,
+        };
+        Ok(match Keyring::read(&self.encryption_key_files)? {
+            Some(ring) => storage.with_keyring(ring),
             None => storage,
         })
     }

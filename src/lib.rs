@@ -14,6 +14,7 @@ pub mod archive;
 pub mod controller;
 pub mod crd;
 pub mod datapath;
+pub mod encryption;
 pub mod format;
 pub mod gc;
 pub mod install;

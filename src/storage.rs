@@ -2,6 +2,10 @@
 //! with retries bounded in time. The keys under the URL's prefix are laid out by
 //! [`crate::format::keys`].
 //!
+//! With a [`Keyring`], every object written is sealed and every object read must open with one of its
+//! keys (see [`crate::encryption`]); the one exception is the prefix's key history, which the first
+//! write checks: keys are never mixed under one prefix, nor encrypted objects with clear ones.
+//!
 //! Credentials come only from the environment (the `AWS_*`, `AZURE_*`, `GOOGLE_*` variables
 //! `object_store` reads); options given on the command line that look like credentials are refused so
 //! they never land in a process list, a Job spec or a log.
@@ -20,7 +24,9 @@ use object_store::{
 };
 use url::Url;
 
+use crate::encryption::{ChunkNamer, EncryptionError, Keyring, Opener};
 use crate::format::drill::DrillRecord;
+use crate::format::key_history::KeyHistory;
 use crate::format::keys;
 use crate::format::manifest::{ChunkHash, Manifest, ManifestError, is_backup_id};
 
@@ -67,6 +73,12 @@ pub enum StorageError {
     /// A drill record is invalid.
     #[error("storage {url}: drill record {key}: {reason}")]
     Drill { url: String, key: String, reason: String },
+    /// An object does not open with the keys given.
+    #[error("storage {url}: {source}")]
+    Open { url: String, source: EncryptionError },
+    /// The keys given do not fit the prefix's: writing would mix keys, or encrypted and clear objects.
+    #[error("storage {url}: {reason}")]
+    Keys { url: String, reason: String },
 }
 
 /// Where backups live: a configured object store and the key prefix inside it.
@@ -79,6 +91,10 @@ pub struct Storage {
     retry: Duration,
     /// Bytes a second over every upload through this storage (and its clones).
     upload_limit: Option<Arc<crate::throttle::RateLimit>>,
+    /// The keys objects are sealed and opened with; `None` stores them in the clear.
+    keyring: Option<Arc<Keyring>>,
+    /// Set once the first write found the keys fit the prefix (shared by clones).
+    writable: Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -182,7 +198,15 @@ impl Storage {
                 return Err(parse_err(format!("unsupported scheme {other:?}; use file://, s3://, az:// or gs://")));
             }
         };
-        Ok(Self { store, prefix, url: url.to_string(), retry: retry.timeout, upload_limit: None })
+        Ok(Self {
+            store,
+            prefix,
+            url: url.to_string(),
+            retry: retry.timeout,
+            upload_limit: None,
+            keyring: None,
+            writable: Default::default(),
+        })
     }
 
     fn open_local(url: &str, dir: PathBuf, options: &[(String, String)]) -> Result<Self, StorageError> {
@@ -202,6 +226,8 @@ impl Storage {
             url: url.to_string(),
             retry: Duration::ZERO,
             upload_limit: None,
+            keyring: None,
+            writable: Default::default(),
         })
     }
 
@@ -209,6 +235,171 @@ impl Storage {
     pub fn with_upload_limit(mut self, rate: crate::throttle::ByteRate) -> Self {
         self.upload_limit = Some(Arc::new(crate::throttle::RateLimit::new(rate)));
         self
+    }
+
+    /// Seals every object written with the first key of `keyring`, and opens what is read with any of them.
+    pub fn with_keyring(mut self, keyring: Keyring) -> Self {
+        self.keyring = Some(Arc::new(keyring));
+        self
+    }
+
+    /// What names the chunks written through this storage.
+    pub fn chunk_namer(&self) -> ChunkNamer {
+        self.keyring.as_ref().map(|r| r.sealing().namer()).unwrap_or_default()
+    }
+
+    /// The encryption a manifest written through this storage records.
+    pub fn encryption(&self) -> Option<crate::format::manifest::Encryption> {
+        self.keyring.as_ref().map(|r| crate::format::manifest::Encryption {
+            cipher: crate::encryption::CIPHER.into(),
+            key: r.sealing().fingerprint(),
+        })
+    }
+
+    /// What names the chunks of a backup with manifest `manifest` (read through this storage, so
+    /// sealed with a key of its keyring when it records one).
+    pub fn chunk_namer_of(&self, manifest: &Manifest) -> Result<ChunkNamer, StorageError> {
+        let Some(enc) = &manifest.encryption else { return Ok(ChunkNamer::default()) };
+        let key = self.keyring.as_ref().and_then(|r| r.get(enc.key));
+        key.map(|k| k.namer()).ok_or_else(|| StorageError::Keys {
+            url: self.url.clone(),
+            reason: format!(
+                "backup {} is encrypted with key {}, which is not among the keys given",
+                manifest.backup_id, enc.key
+            ),
+        })
+    }
+
+    /// The stored length of an object of `plain_len` bytes.
+    pub fn stored_len(&self, plain_len: usize) -> u64 {
+        match self.keyring {
+            Some(_) => crate::encryption::sealed_len(plain_len) as u64,
+            None => plain_len as u64,
+        }
+    }
+
+    /// `key` relative to the prefix: the name a sealed object is bound to, so a prefix can be copied
+    /// or moved whole.
+    fn relative(&self, key: &ObjPath) -> String {
+        let full = key.as_ref();
+        let prefix = self.prefix.as_ref();
+        if prefix.is_empty() {
+            return full.to_string();
+        }
+        full.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')).unwrap_or(full).to_string()
+    }
+
+    /// `data` as it is stored at `key`: sealed when there is a keyring. Sealing large objects runs
+    /// off the async threads.
+    async fn seal(&self, key: &ObjPath, data: Bytes) -> Bytes {
+        let Some(ring) = self.keyring.clone() else { return data };
+        let (name, len) = (self.relative(key), data.len());
+        let seal = move || Bytes::from(ring.sealing().seal(&name, &data));
+        if len < 64 * 1024 {
+            return seal();
+        }
+        match tokio::task::spawn_blocking(seal).await {
+            Ok(sealed) => sealed,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// The content of object `key` as stored in `stored`; opening large objects runs off the async
+    /// threads.
+    async fn open_object(&self, key: &ObjPath, stored: Bytes) -> Result<Bytes, StorageError> {
+        let (ring, name, large) = (self.keyring.clone(), self.relative(key), stored.len() >= 64 * 1024);
+        let open = move || crate::encryption::open(ring.as_ref(), &name, stored);
+        let opened = match self.keyring {
+            Some(_) if large => match tokio::task::spawn_blocking(open).await {
+                Ok(opened) => opened,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            },
+            _ => open(),
+        };
+        opened.map_err(|source| StorageError::Open { url: self.url.clone(), source })
+    }
+
+    /// Checks, once, that writing with the keys given keeps the prefix to one key at a time: an
+    /// encrypted prefix's key history names the sealing key as current (or, rotating, the current key
+    /// is among the keys given and the sealing key is new); a prefix in the clear is not encrypted now.
+    async fn ensure_writable(&self) -> Result<(), StorageError> {
+        self.writable.get_or_try_init(|| self.check_keys()).await.map(|_| ())
+    }
+
+    async fn check_keys(&self) -> Result<(), StorageError> {
+        let history_key = self.key(keys::ENCRYPTION);
+        let refuse = |reason: String| StorageError::Keys { url: self.url.clone(), reason };
+        let read = |bytes: Option<Bytes>| {
+            bytes.map(|b| KeyHistory::parse(&b).map_err(|e| refuse(format!("{}: {e}", keys::ENCRYPTION)))).transpose()
+        };
+        let history = read(self.get_raw(&history_key).await?)?;
+        let (ring, history) = match (&self.keyring, history) {
+            (None, None) => return Ok(()),
+            (None, Some(h)) => {
+                return Err(refuse(format!(
+                    "it is encrypted (key {}); give its key with --encryption-key-file",
+                    h.current().map(|f| f.to_string()).unwrap_or_default()
+                )));
+            }
+            (Some(ring), None) => {
+                if let Some(found) = self.first_object().await? {
+                    return Err(refuse(format!(
+                        "it holds objects stored in the clear (such as {found}); encrypted backups need a prefix \
+                 of their own"
+                    )));
+                }
+                let fingerprint = ring.sealing().fingerprint();
+                let json =
+                    serde_json::to_vec_pretty(&KeyHistory::start(fingerprint)).expect("a key history serialises");
+                if self.put_new_raw(&history_key, Bytes::from(json)).await? {
+                    tracing::info!(key = %fingerprint, "storage prefix encrypted from now on");
+                    return Ok(());
+                }
+                // Another writer started the history first: check against it.
+                let Some(h) = read(self.get_raw(&history_key).await?)? else {
+                    return Err(refuse(format!("{} vanished while it was written", keys::ENCRYPTION)));
+                };
+                (ring, h)
+            }
+            (Some(ring), Some(h)) => (ring, h),
+        };
+        let sealing = ring.sealing().fingerprint();
+        let current = history.current().expect("a parsed history lists a key");
+        if sealing == current {
+            return Ok(());
+        }
+        if history.keys.iter().any(|k| k.fingerprint == sealing) {
+            return Err(refuse(format!(
+                "key {sealing} was replaced by key {current}; objects are sealed with the newest key: give key \
+                 {current}'s file first"
+            )));
+        }
+        if ring.get(current).is_none() {
+            return Err(refuse(format!(
+                "it is encrypted with key {current}, and the key given to seal with is {sealing}; to rotate keys, \
+                 give the new key's file first and key {current}'s file after it"
+            )));
+        }
+        let mut rotated = history;
+        rotated.keys.push(crate::format::key_history::KeyUse { fingerprint: sealing, since: jiff::Timestamp::now() });
+        let json = serde_json::to_vec_pretty(&rotated).expect("a key history serialises");
+        self.put_raw(&history_key, Bytes::from(json)).await?;
+        tracing::info!(from = %current, to = %sealing, "encryption key rotated");
+        Ok(())
+    }
+
+    /// The first object under the prefix other than the key history, if any.
+    async fn first_object(&self) -> Result<Option<String>, StorageError> {
+        let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
+        let err = |source| StorageError::List { url: self.url.clone(), key: self.prefix.to_string(), source };
+        let mut listing = self.store.list(prefix);
+        while let Some(meta) = listing.try_next().await.map_err(err)? {
+            let name = self.relative(&meta.location);
+            if name != keys::ENCRYPTION {
+                return Ok(Some(name));
+            }
+        }
+        Ok(None)
     }
 
     /// Waits until `bytes` may be uploaded.
@@ -245,6 +436,13 @@ impl Storage {
     /// content, manifests written once): a transport failure the client gave up on is tried again
     /// within the retry budget.
     pub async fn put(&self, key: &ObjPath, data: Bytes) -> Result<(), StorageError> {
+        self.ensure_writable().await?;
+        let data = self.seal(key, data).await;
+        self.put_raw(key, data).await
+    }
+
+    /// Writes an object as it is given.
+    async fn put_raw(&self, key: &ObjPath, data: Bytes) -> Result<(), StorageError> {
         let err = |source| StorageError::Put { url: self.url.clone(), key: key.to_string(), source };
         let deadline = std::time::Instant::now() + self.retry;
         let mut pause = Duration::from_millis(200);
@@ -284,11 +482,20 @@ impl Storage {
     /// Reads a whole object.
     pub async fn get(&self, key: &ObjPath) -> Result<Bytes, StorageError> {
         let err = |source| StorageError::Get { url: self.url.clone(), key: key.to_string(), source };
-        self.store.get(key).await.map_err(err)?.bytes().await.map_err(err)
+        let stored = self.store.get(key).await.map_err(err)?.bytes().await.map_err(err)?;
+        self.open_object(key, stored).await
     }
 
     /// Reads a whole object, or `None` when it does not exist.
     pub async fn get_opt(&self, key: &ObjPath) -> Result<Option<Bytes>, StorageError> {
+        match self.get_raw(key).await? {
+            Some(stored) => self.open_object(key, stored).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads a whole object as stored, or `None` when it does not exist.
+    async fn get_raw(&self, key: &ObjPath) -> Result<Option<Bytes>, StorageError> {
         let err = |source| StorageError::Get { url: self.url.clone(), key: key.to_string(), source };
         match self.store.get(key).await {
             Ok(found) => Ok(Some(found.bytes().await.map_err(err)?)),
@@ -297,22 +504,45 @@ impl Storage {
         }
     }
 
-    /// Reads an object as a stream of pieces as they arrive, or `None` when it does not exist: memory
-    /// holds one piece at a time whatever the object's size.
+    /// Reads an object as a stream of pieces as they arrive (opened as they arrive, when sealed), or
+    /// `None` when it does not exist: memory holds one piece (or one sealed frame) at a time whatever
+    /// the object's size.
     pub async fn get_stream(
         &self,
         key: &ObjPath,
     ) -> Result<Option<futures::stream::BoxStream<'static, Result<Bytes, StorageError>>>, StorageError> {
+        use futures::StreamExt;
         let (url, key_text) = (self.url.clone(), key.to_string());
-        match self.store.get(key).await {
-            Ok(found) => Ok(Some(Box::pin(found.into_stream().map_err(move |source| StorageError::Get {
-                url: url.clone(),
-                key: key_text.clone(),
-                source,
-            })))),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(source) => Err(StorageError::Get { url, key: key_text, source }),
-        }
+        let inner = match self.store.get(key).await {
+            Ok(found) => found.into_stream(),
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(source) => return Err(StorageError::Get { url, key: key_text, source }),
+        };
+        let opener = Opener::new(self.keyring.clone(), &self.relative(key));
+        let opened = futures::stream::unfold(Some((inner, opener)), move |state| {
+            let (url, key_text) = (url.clone(), key_text.clone());
+            async move {
+                let (mut inner, mut opener) = state?;
+                let open_err = |source| StorageError::Open { url: url.clone(), source };
+                loop {
+                    match inner.next().await {
+                        Some(Ok(piece)) => match opener.push(&piece) {
+                            Ok(out) if out.is_empty() => continue,
+                            Ok(out) => return Some((Ok(out), Some((inner, opener)))),
+                            Err(e) => return Some((Err(open_err(e)), None)),
+                        },
+                        Some(Err(source)) => {
+                            return Some((
+                                Err(StorageError::Get { url: url.clone(), key: key_text.clone(), source }),
+                                None,
+                            ));
+                        }
+                        None => return Some((opener.finish().map_err(open_err), None)),
+                    }
+                }
+            }
+        });
+        Ok(Some(Box::pin(opened)))
     }
 
     /// Deletes an object; a missing object is not an error.
@@ -367,6 +597,13 @@ impl Storage {
     /// Writes a small object only if none exists at `key`; `false` when one did. Backends without
     /// conditional writes fall back to a check, then a write.
     pub async fn put_new(&self, key: &ObjPath, data: Bytes) -> Result<bool, StorageError> {
+        self.ensure_writable().await?;
+        let data = self.seal(key, data).await;
+        self.put_new_raw(key, data).await
+    }
+
+    /// [`Storage::put_new`] of an object as it is given.
+    async fn put_new_raw(&self, key: &ObjPath, data: Bytes) -> Result<bool, StorageError> {
         let err = |source| StorageError::Put { url: self.url.clone(), key: key.to_string(), source };
         self.upload_permit(data.len()).await;
         let opts = object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
@@ -374,7 +611,7 @@ impl Storage {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
             Err(object_store::Error::NotImplemented { .. }) => {
-                if self.get_opt(key).await?.is_some() {
+                if self.get_raw(key).await?.is_some() {
                     return Ok(false);
                 }
                 self.store.put(key, PutPayload::from_bytes(data)).await.map_err(err)?;
@@ -487,6 +724,7 @@ impl Storage {
 
     /// Writes a manifest: the last write of a backup, after which it exists.
     pub async fn write_manifest(&self, manifest: &Manifest) -> Result<(), StorageError> {
+        debug_assert_eq!(manifest.encryption, self.encryption(), "a manifest records the key that seals it");
         let key = self.manifest_key(&manifest.backup_id);
         let stored = manifest.to_stored().map_err(|source| StorageError::Put {
             url: self.url.clone(),

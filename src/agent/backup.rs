@@ -72,7 +72,7 @@ async fn backup_locked<M: BackupMethod>(
         completed_at,
         positions: positions.clone(),
         chunking: Chunking {
-            hash: "blake3".into(),
+            hash: storage.chunk_namer().algorithm().into(),
             compression: "zstd".into(),
             level: settings.chunks.level,
             chunk_size: settings.chunks.chunk_size as u64,
@@ -82,6 +82,7 @@ async fn backup_locked<M: BackupMethod>(
         files,
         tags: settings.tags.clone(),
         incremental: settings.incremental.clone(),
+        encryption: storage.encryption(),
     };
     lock.check()?;
     storage.write_manifest(&manifest).await?;
@@ -167,7 +168,9 @@ pub async fn previous_myrocks_ssts(
     let schedule = tags.get(crate::format::manifest::TAG_SCHEDULE);
     for backup in storage.list_backup_ids().await?.into_iter().rev() {
         let m = storage.read_manifest(&backup).await?;
+        // Chunks named under another key cannot serve a backup sealed with this one.
         let ours = m.positions.server_id == id
+            && m.encryption == storage.encryption()
             && schedule.is_none_or(|s| m.tags.get(crate::format::manifest::TAG_SCHEDULE) == Some(s));
         let known = crate::datapath::method::myrocks::known_ssts(&m.files);
         if ours && !known.is_empty() {

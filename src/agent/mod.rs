@@ -37,6 +37,9 @@ pub enum AgentError {
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// An encryption key could not be read.
+    #[error(transparent)]
+    Encryption(#[from] crate::encryption::EncryptionError),
     /// The backup method failed.
     #[error(transparent)]
     Method(#[from] MethodError),
@@ -222,6 +225,9 @@ pub struct ListedBackup {
     /// The backup's last restore drill, if it was drilled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_drill: Option<crate::format::drill::DrillOutcome>,
+    /// The fingerprint of the key that encrypted it, if it is encrypted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_key: Option<crate::encryption::Fingerprint>,
 }
 
 /// Lists complete backups, oldest first.
@@ -232,6 +238,7 @@ pub async fn list(storage: &Storage) -> Result<Vec<ListedBackup>, AgentError> {
         let last_drill = storage.read_drill(&id).await?.map(|d| d.outcome);
         out.push(ListedBackup {
             last_drill,
+            encryption_key: m.encryption.map(|e| e.key),
             backup_id: m.backup_id,
             started_at: m.started_at,
             method: m.method,
@@ -255,7 +262,7 @@ pub async fn verify(
     let manifest = storage.read_manifest(&id).await?;
     let progress = Progress::new(manifest.totals.data_bytes);
     let reporter = progress.report("verify", progress_interval);
-    let report = crate::datapath::verify::verify(storage, &manifest, parallel, progress).await;
+    let report = crate::datapath::verify::verify(storage, &manifest, parallel, progress).await?;
     reporter.stop();
     if !report.damaged.is_empty() {
         return Err(AgentError::Damaged { backup: id, damaged: report.damaged });

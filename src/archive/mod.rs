@@ -101,7 +101,7 @@ pub async fn write_segment(
         server_id: sealed.server_id,
         server_version: sealed.server_version.clone(),
         bytes: sealed.bytes.len() as u64,
-        stored_bytes: compressed.len() as u64,
+        stored_bytes: storage.stored_len(compressed.len()),
         blake3: blake3::hash(&sealed.bytes).to_hex().to_string(),
         archived_at: Timestamp::now(),
         gap_before: sealed.gap_before.clone(),

@@ -371,6 +371,7 @@ mod tests {
             files: Vec::new(),
             tags: Default::default(),
             incremental: base.map(|b| Incremental { base: Some(b.into()), from }),
+            encryption: None,
         }
     }
 

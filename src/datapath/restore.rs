@@ -250,6 +250,7 @@ pub async fn restore(
     // their mode) by whichever write lands last: at most `in_flight` chunks, so at most `in_flight + 1`
     // files, are open at once whatever the number of files.
     let in_flight = opts.parallel.max(1) * 2;
+    let namer = &storage.chunk_namer_of(manifest)?;
     let roots = Roots { datadir, binlog_dir: &binlog_dir };
     futures::stream::iter(manifest.files.iter().map(Ok::<_, RestoreError>))
         .and_then(|f| async move {
@@ -260,7 +261,7 @@ pub async fn restore(
         .map_ok(|(target, c)| {
             let progress = progress.clone();
             async move {
-                let data = fetch_verified(storage, c).await.map_err(|source| RestoreError::Chunk {
+                let data = fetch_verified(storage, namer, c).await.map_err(|source| RestoreError::Chunk {
                     path: target.rel.clone(),
                     offset: c.offset,
                     source,

@@ -12,10 +12,16 @@ use crate::datapath::chunk::reader::fetch_verified;
 use crate::datapath::progress::Progress;
 use crate::format::manifest::{ChunkHash, ChunkRef, Manifest};
 use crate::format::summary::{Damage, VerifyReport};
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError};
 
 /// Checks every chunk of `manifest`.
-pub async fn verify(storage: &Storage, manifest: &Manifest, parallel: usize, progress: Arc<Progress>) -> VerifyReport {
+pub async fn verify(
+    storage: &Storage,
+    manifest: &Manifest,
+    parallel: usize,
+    progress: Arc<Progress>,
+) -> Result<VerifyReport, StorageError> {
+    let namer = &storage.chunk_namer_of(manifest)?;
     let mut distinct: BTreeMap<ChunkHash, &ChunkRef> = BTreeMap::new();
     for f in &manifest.files {
         for c in &f.chunks {
@@ -26,7 +32,7 @@ pub async fn verify(storage: &Storage, manifest: &Manifest, parallel: usize, pro
         .map(|c| {
             let progress = progress.clone();
             async move {
-                let r = fetch_verified(storage, c).await.map(|b| b.len() as u64).map_err(|e| e.to_string());
+                let r = fetch_verified(storage, namer, c).await.map(|b| b.len() as u64).map_err(|e| e.to_string());
                 progress.add_done(c.length);
                 (c.hash, r)
             }
@@ -48,5 +54,5 @@ pub async fn verify(storage: &Storage, manifest: &Manifest, parallel: usize, pro
             }
         }
     }
-    report
+    Ok(report)
 }

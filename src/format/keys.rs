@@ -9,6 +9,7 @@
 //! locks/<name>.json                      a running backup's or chunk sweep's lock
 //! binlogs/<archive>/<seq>.binlog.zst     one segment of a continuous binary-log archive
 //! binlogs/<archive>/<seq>.json           its index entry, written after it
+//! encryption.json                        the keys of an encrypted prefix (the one object in the clear)
 //! ```
 
 use crate::format::manifest::ChunkHash;
@@ -21,6 +22,8 @@ pub const CHUNKS: &str = "chunks";
 pub const LOCKS: &str = "locks";
 /// Where the binary-log archives are.
 pub const BINLOGS: &str = "binlogs";
+/// The key history of an encrypted prefix.
+pub const ENCRYPTION: &str = "encryption.json";
 /// The file name of a manifest in its backup's folder.
 pub const MANIFEST_FILE: &str = "manifest.json";
 

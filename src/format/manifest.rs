@@ -108,7 +108,8 @@ pub enum Prepare {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Chunking {
-    /// Content hash of the original chunk bytes; the chunk's object name. Always `blake3`.
+    /// Content hash of the original chunk bytes; the chunk's object name: `blake3`, or `blake3-keyed`
+    /// when the backup is encrypted (keyed with a key derived from the encryption key).
     pub hash: String,
     /// Compression of stored chunks. Always `zstd`.
     pub compression: String,
@@ -276,6 +277,20 @@ pub struct Manifest {
     /// For an incremental backup: what it builds on. Optional: absent for full backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental: Option<Incremental>,
+    /// For an encrypted backup: the key that sealed its objects and named its chunks. Optional:
+    /// absent for backups stored in the clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+}
+
+/// How an encrypted backup's objects are sealed (see [`crate::encryption`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Encryption {
+    /// The cipher and framing: `xchacha20poly1305-stream-1mib`.
+    pub cipher: String,
+    /// The fingerprint of the key; never the key.
+    pub key: crate::encryption::Fingerprint,
 }
 
 /// What an incremental backup builds on.
@@ -433,6 +448,7 @@ mod tests {
         Manifest {
             tags: BTreeMap::new(),
             incremental: None,
+            encryption: None,
             format_version: FORMAT_VERSION,
             backup_id: "20261122T041231Z-00abcd".into(),
             method: MethodKind::Cold,

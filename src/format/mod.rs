@@ -4,6 +4,7 @@
 pub mod archive_index;
 pub mod archiver_status;
 pub mod drill;
+pub mod key_history;
 pub mod keys;
 pub mod lock;
 pub mod manifest;

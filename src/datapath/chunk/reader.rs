@@ -1,8 +1,10 @@
-//! Reading chunks back: fetch the stored object, decompress it, and check its BLAKE3 hash and length
-//! against the manifest before anyone uses the bytes.
+//! Reading chunks back: fetch the stored object (opened, when storage encrypts), decompress it, and
+//! check its BLAKE3 hash (keyed, for an encrypted backup) and length against the manifest before
+//! anyone uses the bytes.
 
 use bytes::Bytes;
 
+use crate::encryption::ChunkNamer;
 use crate::format::manifest::{ChunkHash, ChunkRef};
 use crate::storage::{Storage, StorageError};
 
@@ -21,19 +23,19 @@ pub enum ChunkReadError {
 }
 
 /// Fetches and verifies one chunk; decompression and hashing run off the async threads.
-pub async fn fetch_verified(storage: &Storage, chunk: &ChunkRef) -> Result<Bytes, ChunkReadError> {
+pub async fn fetch_verified(storage: &Storage, namer: &ChunkNamer, chunk: &ChunkRef) -> Result<Bytes, ChunkReadError> {
     let stored = storage
         .get(&storage.chunk_key(&chunk.hash))
         .await
         .map_err(|source| ChunkReadError::Fetch { hash: chunk.hash, source })?;
-    let (hash, chunk) = (chunk.hash, chunk.clone());
-    tokio::task::spawn_blocking(move || verify_bytes(&chunk, &stored))
+    let (hash, chunk, namer) = (chunk.hash, chunk.clone(), namer.clone());
+    tokio::task::spawn_blocking(move || verify_bytes(&namer, &chunk, &stored))
         .await
         .map_err(|e| ChunkReadError::Mismatch { hash, reason: e.to_string() })?
 }
 
-/// Decompresses `stored` and checks it against `chunk`.
-pub fn verify_bytes(chunk: &ChunkRef, stored: &[u8]) -> Result<Bytes, ChunkReadError> {
+/// Decompresses `stored` and checks it against `chunk`, named by `namer`.
+pub fn verify_bytes(namer: &ChunkNamer, chunk: &ChunkRef, stored: &[u8]) -> Result<Bytes, ChunkReadError> {
     let hash = || chunk.hash;
     let data = crate::datapath::chunk::codec::decompress(stored, chunk.length as usize)
         .map_err(|source| ChunkReadError::Decompress { hash: hash(), source })?;
@@ -43,7 +45,7 @@ pub fn verify_bytes(chunk: &ChunkRef, stored: &[u8]) -> Result<Bytes, ChunkReadE
             reason: format!("{} bytes after decompression, expected {}", data.len(), chunk.length),
         });
     }
-    let actual = ChunkHash::of(&data);
+    let actual = namer.hash(&data);
     if actual != chunk.hash {
         return Err(ChunkReadError::Mismatch { hash: hash(), reason: format!("content hash is {actual}") });
     }
@@ -68,11 +70,11 @@ mod tests {
     #[test]
     fn accepts_intact_and_rejects_altered_chunks() {
         let (c, stored) = chunk_of(b"hello hello hello");
-        assert_eq!(&verify_bytes(&c, &stored).unwrap()[..], b"hello hello hello");
+        assert_eq!(&verify_bytes(&ChunkNamer::default(), &c, &stored).unwrap()[..], b"hello hello hello");
         let (_, other) = chunk_of(b"hello hello hellO");
-        let err = verify_bytes(&c, &other).unwrap_err().to_string();
+        let err = verify_bytes(&ChunkNamer::default(), &c, &other).unwrap_err().to_string();
         assert!(err.starts_with(&format!("chunk {} is corrupt: content hash is ", c.hash)), "{err}");
-        let err = verify_bytes(&c, b"not zstd").unwrap_err().to_string();
+        let err = verify_bytes(&ChunkNamer::default(), &c, b"not zstd").unwrap_err().to_string();
         assert!(err.contains("cannot decompress"), "{err}");
     }
 }

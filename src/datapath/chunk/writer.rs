@@ -69,6 +69,8 @@ struct FileMeta {
 
 struct Shared {
     storage: Storage,
+    /// Names chunks: keyed when the storage encrypts.
+    namer: crate::encryption::ChunkNamer,
     params: ChunkParams,
     /// Chunks storage holds (with their stored length) or that this run is uploading (`None` until done).
     known: Mutex<HashMap<ChunkHash, Option<u64>>>,
@@ -109,6 +111,7 @@ impl ChunkWriter {
         let known = known.into_iter().map(|(k, v)| (k, Some(v))).collect();
         Self {
             shared: Arc::new(Shared {
+                namer: storage.chunk_namer(),
                 storage,
                 params,
                 known: Mutex::new(known),
@@ -270,7 +273,8 @@ impl FileWriter {
         lock(&self.shared.tasks).spawn(async move {
             let _permit = permit;
             let length = data.len() as u64;
-            let (hash, data) = tokio::task::spawn_blocking(move || (ChunkHash::of(&data), data))
+            let namer = shared.namer.clone();
+            let (hash, data) = tokio::task::spawn_blocking(move || (namer.hash(&data), data))
                 .await
                 .map_err(|e| ChunkWriteError::Worker(e.to_string()))?;
             let seen = {
@@ -293,7 +297,7 @@ impl FileWriter {
                 .await
                 .map_err(|e| ChunkWriteError::Worker(e.to_string()))?
                 .map_err(|source| ChunkWriteError::Compress { path: path.clone(), offset, source })?;
-            let stored_length = compressed.len() as u64;
+            let stored_length = shared.storage.stored_len(compressed.len());
             let uploaded = seen.is_none();
             if uploaded {
                 // Another file may hold the same bytes (runs of zeros are common): only the first uploads.

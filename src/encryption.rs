@@ -1,0 +1,523 @@
+//! Client-side encryption: the keys, and the sealed form every object takes in an encrypted storage.
+//!
+//! A key is 32 random bytes, kept in a file as base64 (`openssl rand -base64 32`) or 64 hex digits.
+//! Three sub-keys are derived from it with BLAKE3's `derive_key`, each under its own context string,
+//! so none reveals another or the key:
+//!
+//! - the **sealing key** of XChaCha20-Poly1305;
+//! - the **naming key**: a chunk's name is the BLAKE3 hash of its content keyed with it, so names say
+//!   nothing of the content, yet equal chunks still get equal names under one key (deduplication);
+//! - the **fingerprint**, 8 bytes shown as 16 hex digits: it names the key in manifests, sealed
+//!   objects and error messages, and reveals nothing of it.
+//!
+//! A sealed object is a header (magic, fingerprint, a random 19-byte nonce prefix) and the content
+//! in frames of 1 MiB, each sealed on its own with the STREAM construction (`aead::stream`, the
+//! nonce carries the frame's number and a last-frame flag), so a large object opens while it
+//! streams in, and frames cannot be reordered, dropped or cut off unnoticed. Every frame's
+//! associated data is the object's key relative to the storage prefix: a sealed object moved under
+//! another name does not open. Random 192-bit nonces make a repeated nonce out of reach however
+//! many objects one key seals.
+//!
+//! Why RustCrypto's AEAD and not `age`: one secret must give a keyed name, a seal bound to the
+//! object's name, and streaming frames; `age` gives the frames but neither keyed hashing nor
+//! associated data, and its per-file header would cost an X25519 exchange for every chunk.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use chacha20poly1305::{
+    KeyInit, XChaCha20Poly1305,
+    aead::{
+        Payload,
+        stream::{DecryptorBE32, EncryptorBE32},
+    },
+};
+use rand::Rng;
+use zeroize::Zeroizing;
+
+use crate::format::manifest::ChunkHash;
+
+/// Length of a key in bytes.
+pub const KEY_LEN: usize = 32;
+/// The first bytes of every sealed object.
+const MAGIC: &[u8; 8] = b"MBOSEAL1";
+/// Length of a key's fingerprint in bytes.
+const FINGERPRINT_LEN: usize = 8;
+/// Length of the nonce prefix (XChaCha20's 24 bytes less STREAM's 4-byte counter and 1-byte flag).
+const NONCE_PREFIX_LEN: usize = 19;
+/// Length of a sealed object's header.
+const HEADER_LEN: usize = MAGIC.len() + FINGERPRINT_LEN + NONCE_PREFIX_LEN;
+/// Plaintext bytes in one frame; every frame but the last is full, the last is shorter (maybe empty).
+const FRAME: usize = 1 << 20;
+/// Poly1305 tag length.
+const TAG_LEN: usize = 16;
+
+/// Context strings of the sub-keys (never change: they are part of the storage format).
+const SEALING_CONTEXT: &str = "mysql-backup-operator 2026-12-01 object sealing key";
+const NAMING_CONTEXT: &str = "mysql-backup-operator 2026-12-01 chunk naming key";
+const FINGERPRINT_CONTEXT: &str = "mysql-backup-operator 2026-12-01 key fingerprint";
+
+/// The name of the cipher as manifests record it.
+pub const CIPHER: &str = "xchacha20poly1305-stream-1mib";
+
+/// Errors of keys and sealed objects. Object names are relative to the storage prefix.
+#[derive(Debug, thiserror::Error)]
+pub enum EncryptionError {
+    /// A key file cannot be read or does not hold a key.
+    #[error("encryption key file {path}: {reason}")]
+    ReadKey { path: String, reason: String },
+    /// The same key was given twice.
+    #[error("encryption key {0} is given twice")]
+    DuplicateKey(Fingerprint),
+    /// The object is sealed with a key that was not given.
+    #[error("{object}: it is encrypted with key {expected}, {given}")]
+    MissingKey { object: String, expected: Fingerprint, given: Given },
+    /// The object does not open with its key: altered, cut off, or moved from another name.
+    #[error("{object}: it does not open with key {fingerprint}: it was altered, cut off or moved from another name")]
+    Open { object: String, fingerprint: Fingerprint },
+    /// A key was given but the object is not sealed.
+    #[error("{object}: it is not encrypted, but objects read with an encryption key must be")]
+    NotSealed { object: String },
+}
+
+/// The keys given, as an error message tells them.
+#[derive(Debug)]
+pub struct Given(Vec<Fingerprint>);
+
+impl std::fmt::Display for Given {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_slice() {
+            [] => write!(f, "and no encryption key was given (--encryption-key-file)"),
+            keys => {
+                let list: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+                write!(f, "which is not among the keys given ({})", list.join(", "))
+            }
+        }
+    }
+}
+
+/// A key's public name: 16 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fingerprint([u8; FINGERPRINT_LEN]);
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl std::str::FromStr for Fingerprint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = [0u8; FINGERPRINT_LEN];
+        hex::decode_to_slice(s, &mut out)
+            .map_err(|_| format!("malformed key fingerprint {s:?}: expected 16 hex digits"))?;
+        Ok(Self(out))
+    }
+}
+
+impl serde::Serialize for Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Fingerprint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One key's sub-keys. Its `Debug` shows the fingerprint only.
+pub struct Key {
+    sealing: Zeroizing<[u8; KEY_LEN]>,
+    naming: Zeroizing<[u8; KEY_LEN]>,
+    fingerprint: Fingerprint,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key").field("fingerprint", &self.fingerprint).finish_non_exhaustive()
+    }
+}
+
+impl Key {
+    /// The key made of `raw`.
+    pub fn from_bytes(raw: &[u8; KEY_LEN]) -> Self {
+        let fp = blake3::derive_key(FINGERPRINT_CONTEXT, raw);
+        let mut fingerprint = [0u8; FINGERPRINT_LEN];
+        fingerprint.copy_from_slice(&fp[..FINGERPRINT_LEN]);
+        Self {
+            sealing: Zeroizing::new(blake3::derive_key(SEALING_CONTEXT, raw)),
+            naming: Zeroizing::new(blake3::derive_key(NAMING_CONTEXT, raw)),
+            fingerprint: Fingerprint(fingerprint),
+        }
+    }
+
+    /// Reads a key file: 32 bytes as base64 or as 64 hex digits, surrounding white space ignored.
+    pub fn read(path: &std::path::Path) -> Result<Self, EncryptionError> {
+        let err = |reason: String| EncryptionError::ReadKey { path: path.display().to_string(), reason };
+        let text = Zeroizing::new(std::fs::read(path).map_err(|e| err(e.to_string()))?);
+        let text = std::str::from_utf8(&text)
+            .map_err(|_| err("expected base64 or hex text, found binary data".into()))?
+            .trim();
+        Self::parse(text).map_err(err)
+    }
+
+    /// Parses a key's text: base64 or 64 hex digits of 32 bytes.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        use base64::Engine;
+        let mut raw = Zeroizing::new([0u8; KEY_LEN]);
+        if text.len() == 2 * KEY_LEN && hex::decode_to_slice(text, &mut raw[..]).is_ok() {
+            return Ok(Self::from_bytes(&raw));
+        }
+        let decoded = Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(text).map_err(|_| {
+            "expected 32 random bytes as base64 (openssl rand -base64 32) or as 64 hex digits".to_string()
+        })?);
+        if decoded.len() != KEY_LEN {
+            return Err(format!(
+                "the key is {} bytes long; it must be {KEY_LEN} (openssl rand -base64 32)",
+                decoded.len()
+            ));
+        }
+        raw.copy_from_slice(&decoded);
+        Ok(Self::from_bytes(&raw))
+    }
+
+    /// The key's fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// What names chunks under this key.
+    pub fn namer(&self) -> ChunkNamer {
+        ChunkNamer(Some(Arc::new(self.naming.clone())))
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(self.sealing.as_ref().into())
+    }
+
+    /// Seals `plain` as object `object` (its key relative to the storage prefix).
+    pub fn seal(&self, object: &str, plain: &[u8]) -> Vec<u8> {
+        let mut prefix = [0u8; NONCE_PREFIX_LEN];
+        rand::rng().fill(&mut prefix);
+        let mut out = Vec::with_capacity(sealed_len(plain.len()));
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.fingerprint.0);
+        out.extend_from_slice(&prefix);
+        let mut enc = EncryptorBE32::from_aead(self.cipher(), prefix.as_ref().into());
+        let aad = object.as_bytes();
+        // Full frames are never the last: a content of a whole number of frames ends with an empty one.
+        let mut rest = plain;
+        while rest.len() >= FRAME {
+            let (frame, tail) = rest.split_at(FRAME);
+            // Encryption fails only past 2^32 frames (4 PiB): not an object this program writes.
+            let sealed = enc.encrypt_next(Payload { msg: frame, aad }).expect("a frame within STREAM's counter");
+            out.extend_from_slice(&sealed);
+            rest = tail;
+        }
+        let sealed = enc.encrypt_last(Payload { msg: rest, aad }).expect("a frame within STREAM's counter");
+        out.extend_from_slice(&sealed);
+        out
+    }
+}
+
+/// Names chunks: the plain BLAKE3 hash of their content, or the hash keyed with a key's naming key.
+#[derive(Clone, Default)]
+pub struct ChunkNamer(Option<Arc<Zeroizing<[u8; KEY_LEN]>>>);
+
+impl ChunkNamer {
+    /// The name of a chunk with content `data`.
+    pub fn hash(&self, data: &[u8]) -> ChunkHash {
+        match &self.0 {
+            None => ChunkHash::of(data),
+            Some(key) => ChunkHash(*blake3::keyed_hash(key, data).as_bytes()),
+        }
+    }
+
+    /// The manifest's name of the hash.
+    pub fn algorithm(&self) -> &'static str {
+        if self.0.is_some() { "blake3-keyed" } else { "blake3" }
+    }
+}
+
+/// The stored length of an object of `plain_len` bytes once sealed.
+pub fn sealed_len(plain_len: usize) -> usize {
+    HEADER_LEN + (plain_len / FRAME + 1) * TAG_LEN + plain_len
+}
+
+/// Whether `stored` is a sealed object.
+pub fn is_sealed(stored: &[u8]) -> bool {
+    stored.starts_with(MAGIC)
+}
+
+/// The keys given: the first seals what is written, every one opens what it sealed.
+#[derive(Debug)]
+pub struct Keyring {
+    keys: Vec<Key>,
+}
+
+impl Keyring {
+    /// A keyring of `keys`, the first sealing; at least one, no key twice.
+    pub fn new(keys: Vec<Key>) -> Result<Self, EncryptionError> {
+        for (i, k) in keys.iter().enumerate() {
+            if keys[..i].iter().any(|o| o.fingerprint == k.fingerprint) {
+                return Err(EncryptionError::DuplicateKey(k.fingerprint));
+            }
+        }
+        assert!(!keys.is_empty(), "a keyring holds at least one key");
+        Ok(Self { keys })
+    }
+
+    /// Reads the key files `paths` (the first seals).
+    pub fn read(paths: &[std::path::PathBuf]) -> Result<Option<Self>, EncryptionError> {
+        if paths.is_empty() {
+            return Ok(None);
+        }
+        let keys = paths.iter().map(|p| Key::read(p)).collect::<Result<Vec<_>, _>>()?;
+        Self::new(keys).map(Some)
+    }
+
+    /// The key that seals new objects.
+    pub fn sealing(&self) -> &Key {
+        &self.keys[0]
+    }
+
+    /// The key with fingerprint `fp`, if given.
+    pub fn get(&self, fp: Fingerprint) -> Option<&Key> {
+        self.keys.iter().find(|k| k.fingerprint == fp)
+    }
+
+    /// The fingerprints of the keys, in the order given.
+    pub fn fingerprints(&self) -> Vec<Fingerprint> {
+        self.keys.iter().map(|k| k.fingerprint).collect()
+    }
+}
+
+/// The fingerprint a sealed object names, or `None` for an object that is not sealed.
+pub fn fingerprint_of(stored: &[u8]) -> Option<Fingerprint> {
+    if !is_sealed(stored) || stored.len() < HEADER_LEN {
+        return None;
+    }
+    let mut fp = [0u8; FINGERPRINT_LEN];
+    fp.copy_from_slice(&stored[MAGIC.len()..MAGIC.len() + FINGERPRINT_LEN]);
+    Some(Fingerprint(fp))
+}
+
+/// Opens object `object` as stored: with a keyring, it must be sealed with one of its keys; without,
+/// it must not be sealed.
+pub fn open(ring: Option<&Arc<Keyring>>, object: &str, stored: Bytes) -> Result<Bytes, EncryptionError> {
+    let mut opener = Opener::new(ring.cloned(), object);
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&opener.push(&stored)?);
+    out.extend_from_slice(&opener.finish()?);
+    Ok(out.freeze())
+}
+
+/// Opens a sealed object as it streams in: [`Opener::push`] the pieces in order, then
+/// [`Opener::finish`]. Memory holds at most one frame beyond what a push returns.
+pub struct Opener {
+    ring: Option<Arc<Keyring>>,
+    object: String,
+    state: OpenerState,
+    buf: BytesMut,
+}
+
+enum OpenerState {
+    /// The header has not arrived in full.
+    Header,
+    /// Frames follow.
+    Frames { dec: Box<DecryptorBE32<XChaCha20Poly1305>>, fingerprint: Fingerprint },
+    /// No keyring and the object is not sealed: bytes pass through.
+    Plain,
+}
+
+impl Opener {
+    /// An opener of object `object` with the keys of `ring`.
+    pub fn new(ring: Option<Arc<Keyring>>, object: &str) -> Self {
+        Self { ring, object: object.to_string(), state: OpenerState::Header, buf: BytesMut::new() }
+    }
+
+    /// Takes the next piece of the object; returns the content opened so far (maybe none).
+    pub fn push(&mut self, piece: &[u8]) -> Result<Bytes, EncryptionError> {
+        if let OpenerState::Plain = self.state {
+            return Ok(Bytes::copy_from_slice(piece));
+        }
+        self.buf.extend_from_slice(piece);
+        if let OpenerState::Header = self.state {
+            if self.buf.len() < HEADER_LEN && MAGIC.starts_with(&self.buf[..self.buf.len().min(MAGIC.len())]) {
+                return Ok(Bytes::new());
+            }
+            self.start()?;
+            if let OpenerState::Plain = self.state {
+                return Ok(self.buf.split().freeze());
+            }
+        }
+        let OpenerState::Frames { dec, fingerprint } = &mut self.state else { return Ok(Bytes::new()) };
+        let mut out = BytesMut::new();
+        // A full frame is never the last: open one only once more bytes follow it.
+        while self.buf.len() > FRAME + TAG_LEN {
+            let frame = self.buf.split_to(FRAME + TAG_LEN);
+            let plain = dec
+                .decrypt_next(Payload { msg: &frame, aad: self.object.as_bytes() })
+                .map_err(|_| EncryptionError::Open { object: self.object.clone(), fingerprint: *fingerprint })?;
+            out.extend_from_slice(&plain);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Reads the header (or finds the object is not sealed) once enough bytes arrived.
+    fn start(&mut self) -> Result<(), EncryptionError> {
+        let sealed = is_sealed(&self.buf) && self.buf.len() >= HEADER_LEN;
+        let Some(ring) = &self.ring else {
+            if sealed {
+                let expected = fingerprint_of(&self.buf).expect("a whole header");
+                return Err(EncryptionError::MissingKey {
+                    object: self.object.clone(),
+                    expected,
+                    given: Given(Vec::new()),
+                });
+            }
+            self.state = OpenerState::Plain;
+            return Ok(());
+        };
+        if !sealed {
+            return Err(EncryptionError::NotSealed { object: self.object.clone() });
+        }
+        let header = self.buf.split_to(HEADER_LEN);
+        let fingerprint = fingerprint_of(&header).expect("a whole header");
+        let key = ring.get(fingerprint).ok_or_else(|| EncryptionError::MissingKey {
+            object: self.object.clone(),
+            expected: fingerprint,
+            given: Given(ring.fingerprints()),
+        })?;
+        let prefix = &header[MAGIC.len() + FINGERPRINT_LEN..];
+        self.state =
+            OpenerState::Frames { dec: Box::new(DecryptorBE32::from_aead(key.cipher(), prefix.into())), fingerprint };
+        Ok(())
+    }
+
+    /// Ends the object: opens its last frame, which must be there.
+    pub fn finish(mut self) -> Result<Bytes, EncryptionError> {
+        if let OpenerState::Header = self.state {
+            self.start()?;
+        }
+        match self.state {
+            OpenerState::Plain => Ok(self.buf.freeze()),
+            // The header is cut off: a sealed object too short to have one.
+            OpenerState::Header => Err(EncryptionError::NotSealed { object: self.object }),
+            OpenerState::Frames { dec, fingerprint } => dec
+                .decrypt_last(Payload { msg: &self.buf, aad: self.object.as_bytes() })
+                .map(Bytes::from)
+                .map_err(|_| EncryptionError::Open { object: self.object, fingerprint }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(byte: u8) -> Key {
+        Key::from_bytes(&[byte; KEY_LEN])
+    }
+
+    fn ring(keys: &[u8]) -> Arc<Keyring> {
+        Arc::new(Keyring::new(keys.iter().map(|b| key(*b)).collect()).unwrap())
+    }
+
+    #[test]
+    fn seals_and_opens_at_every_frame_boundary_and_streamed() {
+        let k = ring(&[7]);
+        for len in [0, 1, FRAME - 1, FRAME, FRAME + 1, 2 * FRAME, 2 * FRAME + 5] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let sealed = k.sealing().seal("chunks/ab/x", &plain);
+            assert_eq!(sealed.len(), sealed_len(len), "{len}");
+            assert_eq!(open(Some(&k), "chunks/ab/x", Bytes::from(sealed.clone())).unwrap(), plain, "{len}");
+            // Streamed in odd pieces, the same content comes out.
+            let mut opener = Opener::new(Some(k.clone()), "chunks/ab/x");
+            let mut out = Vec::new();
+            for piece in sealed.chunks(70_001) {
+                out.extend_from_slice(&opener.push(piece).unwrap());
+            }
+            out.extend_from_slice(&opener.finish().unwrap());
+            assert_eq!(out, plain, "{len}");
+        }
+    }
+
+    #[test]
+    fn refuses_another_name_a_cut_an_alteration_and_the_wrong_key() {
+        let k = ring(&[7]);
+        let plain = vec![42u8; FRAME + 10];
+        let sealed = k.sealing().seal("backups/a/manifest.json", &plain);
+        let fp = k.sealing().fingerprint();
+        let opened = |name: &str, bytes: &[u8], ring: Option<&Arc<Keyring>>| {
+            open(ring, name, Bytes::copy_from_slice(bytes)).unwrap_err().to_string()
+        };
+        let refused = format!("it does not open with key {fp}: it was altered, cut off or moved from another name");
+        assert_eq!(opened("backups/b/manifest.json", &sealed, Some(&k)), format!("backups/b/manifest.json: {refused}"));
+        // Cut after the first frame: the first frame alone is not a last frame.
+        let cut = &sealed[..HEADER_LEN + FRAME + TAG_LEN];
+        assert_eq!(opened("backups/a/manifest.json", cut, Some(&k)), format!("backups/a/manifest.json: {refused}"));
+        let mut altered = sealed.clone();
+        altered[HEADER_LEN + 3] ^= 1;
+        assert_eq!(
+            opened("backups/a/manifest.json", &altered, Some(&k)),
+            format!("backups/a/manifest.json: {refused}")
+        );
+        let other = ring(&[8, 9]);
+        let (f8, f9) = (key(8).fingerprint(), key(9).fingerprint());
+        assert_eq!(
+            opened("backups/a/manifest.json", &sealed, Some(&other)),
+            format!(
+                "backups/a/manifest.json: it is encrypted with key {fp}, which is not among the keys given ({f8}, {f9})"
+            )
+        );
+        assert_eq!(
+            opened("backups/a/manifest.json", &sealed, None),
+            format!(
+                "backups/a/manifest.json: it is encrypted with key {fp}, and no encryption key was given \
+                 (--encryption-key-file)"
+            )
+        );
+        assert_eq!(
+            opened("x", b"{\"plain\": true}", Some(&k)),
+            "x: it is not encrypted, but objects read with an encryption key must be"
+        );
+        assert_eq!(open(None, "x", Bytes::from_static(b"plain")).unwrap(), Bytes::from_static(b"plain"));
+    }
+
+    #[test]
+    fn keys_parse_from_base64_and_hex_and_name_chunks_apart() {
+        let b64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let hex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+        let (a, b) = (Key::parse(b64).unwrap(), Key::parse(hex).unwrap());
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.namer().hash(b"x"), b.namer().hash(b"x"));
+        assert_ne!(a.namer().hash(b"x"), ChunkHash::of(b"x"));
+        assert_ne!(a.namer().hash(b"x"), key(1).namer().hash(b"x"));
+        assert_eq!(
+            Key::parse("c2hvcnQ=").unwrap_err(),
+            "the key is 5 bytes long; it must be 32 (openssl rand -base64 32)"
+        );
+        assert_eq!(
+            Key::parse("not a key!").unwrap_err(),
+            "expected 32 random bytes as base64 (openssl rand -base64 32) or as 64 hex digits"
+        );
+        let fp = a.fingerprint();
+        assert_eq!(fp.to_string().len(), 16);
+        assert_eq!(fp.to_string().parse::<Fingerprint>().unwrap(), fp);
+        assert_eq!(format!("{a:?}"), format!("Key {{ fingerprint: {fp}, .. }}"));
+        let err = Keyring::new(vec![Key::parse(b64).unwrap(), Key::parse(hex).unwrap()]).unwrap_err();
+        assert_eq!(err.to_string(), format!("encryption key {fp} is given twice"));
+    }
+}
