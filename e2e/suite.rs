@@ -167,13 +167,34 @@ fn pod_ready(pod: &Pod) -> bool {
 
 /// Runs `sql` with the `mariadb` client against `host` in a Job and returns what it printed.
 async fn sql(ns: &TestNamespace, job: &str, host: &str, sql: &str) -> String {
+    let container = serde_json::json!({
+        "name": "sql", "image": MARIADB_IMAGE,
+        "command": ["mariadb", "-h", host, "-uroot", "--batch", "--skip-column-names", "-e", sql],
+        "env": [{"name": "MYSQL_PWD", "valueFrom": {"secretKeyRef": {"name": "db-root", "key": "password"}}}]
+    });
+    job_output(ns, job, container, serde_json::json!([])).await
+}
+
+/// Runs shell `script` in a Job with the `backups` claim mounted at `/backups`, and returns what it
+/// printed.
+async fn shell_on_backups(ns: &TestNamespace, job: &str, script: &str) -> String {
+    let container = serde_json::json!({
+        "name": "sh", "image": MARIADB_IMAGE, "command": ["sh", "-c", script],
+        "securityContext": {"runAsUser": 999, "runAsGroup": 999},
+        "volumeMounts": [{"name": "backups", "mountPath": "/backups", "readOnly": true}]
+    });
+    let volumes = serde_json::json!([{"name": "backups", "persistentVolumeClaim": {"claimName": "backups"}}]);
+    job_output(ns, job, container, volumes).await
+}
+
+/// Runs a Job of one pod with `container` and `volumes`, and returns what the pod that succeeded
+/// printed; the Job must succeed.
+async fn job_output(ns: &TestNamespace, job: &str, container: serde_json::Value, volumes: serde_json::Value) -> String {
     let manifest = serde_json::json!({
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": job},
-        "spec": {"backoffLimit": 6, "template": {"spec": {"restartPolicy": "Never", "containers": [{
-            "name": "sql", "image": MARIADB_IMAGE,
-            "command": ["mariadb", "-h", host, "-uroot", "--batch", "--skip-column-names", "-e", sql],
-            "env": [{"name": "MYSQL_PWD", "valueFrom": {"secretKeyRef": {"name": "db-root", "key": "password"}}}]
-        }]}}}
+        "spec": {"backoffLimit": 6, "template": {"spec": {
+            "restartPolicy": "Never", "containers": [container], "volumes": volumes
+        }}}
     });
     ns.apply::<Job>(serde_json::from_value(manifest).expect("a Job")).await;
     let jobs = ns.api::<Job>();
@@ -191,7 +212,7 @@ async fn sql(ns: &TestNamespace, job: &str, host: &str, sql: &str) -> String {
             out = logs;
         }
     }
-    assert!(finished.status.and_then(|s| s.succeeded).unwrap_or(0) > 0, "SQL Job {job} failed");
+    assert!(finished.status.and_then(|s| s.succeeded).unwrap_or(0) > 0, "Job {job} failed");
     out
 }
 

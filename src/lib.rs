@@ -2,7 +2,8 @@
 //!
 //! The library holds everything; `main.rs` only parses the command line and dispatches. The folders are
 //! the layers (see `docs/design.md`): [`format`](mod@format) is the compatibility promise (object keys, manifest,
-//! archive index, locks, the agent's summary, the archiver's status); [`storage`] wraps object stores;
+//! archive index, locks, the agent's summary, the archiver's status); [`storage`] wraps object stores,
+//! sealing what it writes with the keys of [`encryption`] when given;
 //! [`mysql`] is what we know of the servers; [`datapath`] reads a consistent copy into content-addressed
 //! chunks and reads it back verified; [`archive`] streams binary logs into storage; [`gc`] deletes
 //! backups and sweeps chunks under [`gc::lock`]s; [`throttle`] bounds the bytes read and uploaded a

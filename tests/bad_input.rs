@@ -20,7 +20,8 @@ async fn wrong_storage_credentials_are_named() {
     ];
     let run = agent(&cold_backup(dir.path().to_str().unwrap(), &s3.storage_args("p")), &env).await;
     let err = run.error();
-    assert!(err.starts_with("error: storage s3://bucket/p: writing p/locks/backup-"), "{err}");
+    // The first request of a write: whether the prefix is encrypted.
+    assert!(err.starts_with("error: storage s3://bucket/p: reading p/encryption.json: "), "{err}");
     assert!(err.contains("403") || err.contains("SignatureDoesNotMatch"), "{err}");
     assert!(!run.stderr.contains("not-the-secret"), "the secret never shows:\n{}", run.stderr);
 }
@@ -42,7 +43,7 @@ async fn unreachable_storage_is_named() {
     ]);
     let env = vec![("AWS_ACCESS_KEY_ID".into(), "k".into()), ("AWS_SECRET_ACCESS_KEY".into(), "s".into())];
     let err = agent(&cold_backup(dir.path().to_str().unwrap(), &storage), &env).await.error();
-    assert!(err.starts_with("error: storage s3://bucket/p: writing p/locks/backup-"), "{err}");
+    assert!(err.starts_with("error: storage s3://bucket/p: reading p/encryption.json: "), "{err}");
     assert!(err.to_lowercase().contains("connect"), "{err}");
 }
 

@@ -307,3 +307,44 @@ async fn a_second_encrypted_full_after_one_percent_churn_uploads_under_five_perc
     let copy = MariaDb::start_on(&target, 7).await;
     assert_eq!(copy.checksums("app").await, db.checksums("app").await);
 }
+
+#[tokio::test]
+async fn bad_key_files_are_named() {
+    let dir = tempdir();
+    let storage = args(&["--storage", dir.path().join("store").to_str().unwrap()]);
+    let list = |keys: &[&Path]| [args(&["list"]), with_keys(&storage, keys)].concat();
+    let missing = dir.path().join("missing.key");
+    let err = agent(&list(&[&missing]), &[]).await.error();
+    assert_eq!(
+        err,
+        format!("error: encryption key file {}: No such file or directory (os error 2)", missing.display())
+    );
+    let short = key_file(dir.path(), "short.key", "c2hvcnQ=");
+    let err = agent(&list(&[&short]), &[]).await.error();
+    assert_eq!(
+        err,
+        format!(
+            "error: encryption key file {}: the key is 5 bytes long; it must be 32 (openssl rand -base64 32)",
+            short.display()
+        )
+    );
+    let text = key_file(dir.path(), "text.key", "my secret passphrase");
+    let err = agent(&list(&[&text]), &[]).await.error();
+    assert_eq!(
+        err,
+        format!(
+            "error: encryption key file {}: expected 32 random bytes as base64 (openssl rand -base64 32) or as 64 hex \
+             digits",
+            text.display()
+        )
+    );
+    // The same key twice, once as base64 and once as hex.
+    let raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, KEY_A).unwrap();
+    let (a, hex) = (key_file(dir.path(), "a.key", KEY_A), key_file(dir.path(), "a.hex", &hex::encode(raw)));
+    let err = agent(&list(&[&a, &hex]), &[]).await.error();
+    assert_eq!(err, format!("error: encryption key {} is given twice", fingerprint(KEY_A)));
+    // A good key on an empty storage lists nothing, and writes nothing.
+    let run = agent(&list(&[&a]), &[]).await;
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(walk_files(&dir.path().join("store")).is_empty());
+}

@@ -1,7 +1,7 @@
 //! The data through the operator: a StatefulSet backed up and restored into a new claim with equal
 //! checksums; a server whose data is mostly MyRocks backed up by `auto` with the `myrocks` method and
-//! restored with equal checksums; binary logs archived continuously and restored to a GTID between
-//! marker rows.
+//! restored with equal checksums; binary logs archived continuously, with every object encrypted, and
+//! restored to a GTID between marker rows.
 
 use super::*;
 
@@ -171,10 +171,26 @@ const MARKERS: &str = "CREATE DATABASE app; CREATE TABLE app.marks (id INT PRIMA
 
 #[tokio::test]
 #[ignore = "needs a Kubernetes cluster with the chart installed: run e2e/run, or set E2E_KUBECONFIG and pass --ignored"]
-async fn archive_binary_logs_continuously_and_restore_to_a_gtid_between_markers() {
+async fn archive_binary_logs_continuously_and_restore_to_a_gtid_between_markers_encrypted() {
     let (_crds, ns) = with_database("e2e-archive").await;
-    sql(&ns, "markers", "db-0.db", MARKERS).await;
-    let storage = "{url: 'file:///backups/e2e', persistentVolumeClaim: backups}";
+    // A marker string no stored object may hold in the clear.
+    let secret_marker = "e2e-plaintext-7c1d0a";
+    sql(
+        &ns,
+        "markers",
+        "db-0.db",
+        &format!(
+            "{MARKERS} CREATE TABLE app.secret (s VARCHAR(64)); INSERT INTO app.secret VALUES ('{secret_marker}');"
+        ),
+    )
+    .await;
+    // Everything below is encrypted: backups, the archiver, the restore.
+    let (key, other) = ("q1XyYVd5m4Lw3bqH0i0S8m5l2Zl6J2b9o0rX8H1cE7k=", "3rV0b6yJmQ8x2Zk1Hc5nWq7tLp9sDf4gAe6uYi0oPjM=");
+    ns.apply::<Secret>(yaml(&format!(
+        "{{apiVersion: v1, kind: Secret, metadata: {{name: backup-key}}, stringData: {{key: '{key}', other: '{other}'}}}}"
+    )))
+    .await;
+    let storage = "{url: 'file:///backups/e2e', persistentVolumeClaim: backups, encryption: {keySecret: {name: backup-key, key: key}}}";
     let source = "{pod: db-0, connection: {user: root, passwordSecret: {name: db-root, key: password}}}";
 
     // A full backup to start from, then a schedule that only archives during the test (its backups
@@ -235,6 +251,8 @@ async fn archive_binary_logs_continuously_and_restore_to_a_gtid_between_markers(
     let ip = start_server_on(&ns, "at-second", &rs.persistent_volume_claim.expect("the restored claim")).await;
     let rows = sql(&ns, "rows-at-second", &ip, "SELECT GROUP_CONCAT(id ORDER BY id) FROM app.marks;").await;
     assert_eq!(rows.trim(), "1,2");
+    let rows = sql(&ns, "secret-at-second", &ip, "SELECT s FROM app.secret;").await;
+    assert_eq!(rows.trim(), secret_marker);
 
     // A binlog incremental after the base backup ends at the last marker (taken after the restore,
     // which would otherwise replay it instead of the archive).
@@ -248,6 +266,40 @@ async fn archive_binary_logs_continuously_and_restore_to_a_gtid_between_markers(
     let base_id = ns.api::<MySQLBackup>().get("base").await.expect("base").status.and_then(|s| s.backup_id);
     assert_eq!(incr.incremental.and_then(|i| i.base_backup_id), base_id);
     assert_eq!(incr.positions.and_then(|p| p.gtid_executed).as_deref(), Some(last));
+
+    // In storage: the marker is nowhere, every manifest and segment is sealed, the key history
+    // names the key.
+    let fingerprint = mysql_backup_operator::encryption::Key::parse(key).expect("a key").fingerprint().to_string();
+    let out = shell_on_backups(
+        &ns,
+        "inspect-storage",
+        &format!(
+            "cd /backups/e2e && grep -rl '{secret_marker}' . && echo PLAINTEXT; \
+             for f in backups/*/manifest.json binlogs/*/*; do echo \"$(head -c 8 $f) $f\"; done; cat encryption.json"
+        ),
+    )
+    .await;
+    assert!(!out.contains("PLAINTEXT"), "the marker is stored in the clear:\n{out}");
+    let objects: Vec<&str> = out.lines().filter(|l| l.contains("manifest.json") || l.contains("binlogs/")).collect();
+    assert!(objects.len() >= 4, "two manifests, segments and their index entries:\n{out}");
+    assert!(objects.iter().all(|l| l.starts_with("MBOSEAL1 ")), "{out}");
+    assert!(out.contains(&format!("\"fingerprint\": \"{fingerprint}\"")), "{out}");
+
+    // A backup whose key is not the prefix's fails, naming the key the prefix holds.
+    let other_fp = mysql_backup_operator::encryption::Key::parse(other).expect("a key").fingerprint().to_string();
+    let wrong = storage.replace("key: key}", "key: other}");
+    ns.apply::<MySQLBackup>(yaml(&format!(
+        "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLBackup, metadata: {{name: wrong-key}}, spec: {{source: {source}, method: mariabackup, storage: {wrong}, job: {{backoffLimit: 0}}}}}}"
+    )))
+    .await;
+    let failed = backup_finished(&ns, "wrong-key").await;
+    assert_eq!(failed.phase, Some(Phase::Failed));
+    let message = failed.conditions.iter().map(|c| c.message.clone()).collect::<Vec<_>>().join("\n");
+    assert!(
+        message
+            .contains(&format!("it is encrypted with key {fingerprint}, and the key given to seal with is {other_fp}")),
+        "{message}"
+    );
 
     // Removing binlogArchive stops the archiver: its Deployment goes.
     ns.apply::<BackupSchedule>(yaml(&format!(

@@ -20,6 +20,22 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
+/// The keys of each Secret that exists, by name (values are never kept).
+pub type SecretKeys = std::collections::BTreeMap<String, std::collections::BTreeSet<String>>;
+
+impl SecretKeyRef {
+    /// Why the key cannot be read, given the Secrets that exist; `field` is where the spec names it.
+    pub fn missing_in(&self, field: &str, secrets: &SecretKeys) -> Option<String> {
+        match secrets.get(&self.name) {
+            None => Some(format!("Secret {} ({field}) not found", self.name)),
+            Some(held) if !held.contains(&self.key) => {
+                Some(format!("Secret {} has no key {:?} ({field}.key)", self.name, self.key))
+            }
+            Some(_) => None,
+        }
+    }
+}
+
 /// How the agent connects to the database server.
 #[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
@@ -101,6 +117,60 @@ pub struct StorageSpec {
     /// a tenth of a second. Unset: no limit.
     #[x_kube(validation = Rule::new(RATE_RULE).message("rateLimit is bytes a second: 20Mi, 500M or a whole number"))]
     pub rate_limit: Option<String>,
+    /// Client-side encryption: every object the Job writes is sealed with this key before it leaves
+    /// the pod, and chunk names are keyed hashes that reveal nothing of the data. A prefix holds
+    /// objects of one key at a time: an encrypted prefix refuses a Job without its key, and a prefix
+    /// in the clear refuses encryption. Object names, sizes and times stay visible.
+    pub encryption: Option<EncryptionSpec>,
+}
+
+impl StorageSpec {
+    /// The names of the Secrets the storage's Jobs mount: credentials and encryption keys.
+    pub fn secret_names(&self) -> impl Iterator<Item = String> + '_ {
+        let keys = self.encryption.iter().flat_map(|e| e.secrets()).map(|s| s.name.clone());
+        self.credentials_secret.iter().cloned().chain(keys)
+    }
+
+    /// What is missing among the Secrets it names, given the keys of each Secret that exists;
+    /// `at` is the field path of this storage (`spec.storage`).
+    pub fn missing_secret(&self, at: &str, secrets: &SecretKeys) -> Option<String> {
+        if let Some(name) = &self.credentials_secret
+            && !secrets.contains_key(name)
+        {
+            return Some(format!("Secret {name} ({at}.credentialsSecret) not found"));
+        }
+        let encryption = self.encryption.iter();
+        let keys = encryption.flat_map(|e| {
+            std::iter::once((format!("{at}.encryption.keySecret"), &e.key_secret)).chain(
+                e.previous_key_secrets
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, s)| (format!("{at}.encryption.previousKeySecrets[{i}]"), s)),
+            )
+        });
+        keys.into_iter().find_map(|(field, s)| s.missing_in(&field, secrets))
+    }
+}
+
+/// The keys of client-side encryption. They reach the agent as files, never as values in a Job spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionSpec {
+    /// The Secret key holding the key new objects are sealed with: 32 random bytes as base64
+    /// (`openssl rand -base64 32`) or as 64 hex digits.
+    pub key_secret: SecretKeyRef,
+    /// Keys used before a rotation, which still open the backups they sealed. To rotate, put a new
+    /// key in `keySecret` and the one it replaces here; keep it until retention has deleted every
+    /// backup it sealed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_key_secrets: Vec<SecretKeyRef>,
+}
+
+impl EncryptionSpec {
+    /// Every key: the sealing key first, then the previous ones.
+    pub fn secrets(&self) -> impl Iterator<Item = &SecretKeyRef> {
+        std::iter::once(&self.key_secret).chain(&self.previous_key_secrets)
+    }
 }
 
 /// The default zstd level.

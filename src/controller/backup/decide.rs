@@ -76,24 +76,10 @@ pub const BLOCKED_RETRY: Duration = Duration::from_secs(30);
 
 /// Secrets the spec names that are missing, or lack the named key.
 fn missing_secrets(backup: &MySQLBackup, secrets: &BTreeMap<String, BTreeSet<String>>) -> Option<String> {
-    if let Some(s) = &backup.spec.source.connection.password_secret {
-        match secrets.get(&s.name) {
-            None => return Some(format!("Secret {} (spec.source.connection.passwordSecret) not found", s.name)),
-            Some(keys) if !keys.contains(&s.key) => {
-                return Some(format!(
-                    "Secret {} has no key {:?} (spec.source.connection.passwordSecret.key)",
-                    s.name, s.key
-                ));
-            }
-            Some(_) => {}
-        }
-    }
-    if let Some(name) = &backup.spec.storage.credentials_secret
-        && !secrets.contains_key(name)
-    {
-        return Some(format!("Secret {name} (spec.storage.credentialsSecret) not found"));
-    }
-    None
+    let password = backup.spec.source.connection.password_secret.as_ref();
+    password
+        .and_then(|s| s.missing_in("spec.source.connection.passwordSecret", secrets))
+        .or_else(|| backup.spec.storage.missing_secret("spec.storage", secrets))
 }
 
 /// Problems of the spec that no retry fixes.
@@ -417,6 +403,32 @@ status: {startTime: "2026-11-22T02:00:00Z", active: 1}
             "Secret db-user has no key \"password\" (spec.source.connection.passwordSecret.key)"
         );
         assert!(d.job.is_none());
+        // Encryption keys: every Secret and key named, the previous ones too.
+        let encrypted = BACKUP.replace(
+            "credentialsSecret: s3-creds}",
+            "credentialsSecret: s3-creds, encryption: {keySecret: {name: key-2, key: k}, previousKeySecrets: \
+             [{name: key-1, key: k}]}}",
+        );
+        let mut s = secrets();
+        s.insert("key-2".into(), BTreeSet::from(["k".to_string()]));
+        let d = run(&parse(&encrypted), Some(&parse(POD)), None, None, &s);
+        assert_eq!(
+            condition(&d.status, BLOCKED).message,
+            "Secret key-1 (spec.storage.encryption.previousKeySecrets[0]) not found"
+        );
+        s.insert("key-1".into(), BTreeSet::from(["other".to_string()]));
+        let d = run(&parse(&encrypted), Some(&parse(POD)), None, None, &s);
+        assert_eq!(
+            condition(&d.status, BLOCKED).message,
+            "Secret key-1 has no key \"k\" (spec.storage.encryption.previousKeySecrets[0].key)"
+        );
+        s.remove("key-2");
+        let d = run(&parse(&encrypted), Some(&parse(POD)), None, None, &s);
+        assert_eq!(condition(&d.status, BLOCKED).message, "Secret key-2 (spec.storage.encryption.keySecret) not found");
+        assert!(d.job.is_none());
+        s.insert("key-2".into(), BTreeSet::from(["k".to_string()]));
+        s.insert("key-1".into(), BTreeSet::from(["k".to_string()]));
+        assert!(run(&parse(&encrypted), Some(&parse(POD)), None, None, &s).job.is_some());
     }
 
     #[test]

@@ -182,12 +182,10 @@ pub fn decide(o: &Observed) -> Decision {
 
     match o.cleanup_job.map(|j| (j, job_outcome(j, o.cleanup_message))) {
         None => {
-            if let Some(secret) = &b.spec.storage.credentials_secret
-                && !o.secrets.contains_key(secret)
-            {
+            if let Some(missing) = b.spec.storage.missing_secret("spec.storage", o.secrets) {
                 let message = format!(
-                    "cannot delete backup {id}: Secret {secret} (spec.storage.credentialsSecret) not found; restore \
-                     it, or set the annotation {SKIP_CLEANUP_ANNOTATION}=true to keep the data and let the object go"
+                    "cannot delete backup {id}: {missing}; restore it, or set the annotation \
+                     {SKIP_CLEANUP_ANNOTATION}=true to keep the data and let the object go"
                 );
                 cleanup_failed(&mut d, "SecretNotFound", message, generation, &o.now);
                 d.requeue = Some(BLOCKED_RETRY);

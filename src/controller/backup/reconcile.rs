@@ -46,7 +46,7 @@ pub(crate) async fn reconcile_deletion(
     let cleanup_message = finished_job_message(&pods, cleanup_job.as_ref()).await?;
     let pod =
         pods.get_opt(&backup.spec.source.pod).await.map_err(observe_err(format!("pod {}", backup.spec.source.pod)))?;
-    let secrets = secret_keys(&secrets_api, backup.spec.storage.credentials_secret.clone()).await?;
+    let secrets = secret_keys(&secrets_api, backup.spec.storage.secret_names()).await?;
 
     let d = deletion::decide(&deletion::Observed {
         backup: &backup,
@@ -124,7 +124,7 @@ pub async fn reconcile_backup(backup: Arc<MySQLBackup>, ctx: Arc<Context>) -> Re
         let job = jobs_api.get_opt(&job_name).await.map_err(observe_err(format!("Job {job_name}")))?;
         let message = finished_job_message(&pods, job.as_ref()).await?;
         let wanted = backup.spec.source.connection.password_secret.iter().map(|s| s.name.clone());
-        let secrets = secret_keys(&secrets_api, wanted.chain(backup.spec.storage.credentials_secret.clone())).await?;
+        let secrets = secret_keys(&secrets_api, wanted.chain(backup.spec.storage.secret_names())).await?;
         (pod, job, message, secrets)
     };
 

@@ -190,10 +190,9 @@ pub fn decide(o: &Observed) -> Decision {
         }
         (None, None) => return fail(status, "InvalidSpec", "set spec.source.backup or spec.source.storage".into()),
     };
-    if let Some(secret) = &storage.credentials_secret
-        && !o.secrets.contains_key(secret)
-    {
-        return blocked(status, "SecretNotFound", format!("Secret {secret} (storage credentialsSecret) not found"));
+    let at = if r.spec.source.backup.is_some() { "the MySQLBackup's spec.storage" } else { "spec.source.storage" };
+    if let Some(missing) = storage.missing_secret(at, o.secrets) {
+        return blocked(status, "SecretNotFound", missing);
     }
 
     // The target claim: an existing one must exist; a template is created.

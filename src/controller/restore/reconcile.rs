@@ -50,7 +50,7 @@ pub async fn reconcile_restore(restore: Arc<MySQLRestore>, ctx: Arc<Context>) ->
         let job = jobs_api.get_opt(&job_name).await.map_err(observe_err(format!("Job {job_name}")))?;
         let message = finished_job_message(&pods, job.as_ref()).await?;
         let storage = backup.as_ref().map(|b| &b.spec.storage).or(restore.spec.source.storage.as_ref());
-        let secrets = secret_keys(&secrets_api, storage.and_then(|s| s.credentials_secret.clone())).await?;
+        let secrets = secret_keys(&secrets_api, storage.into_iter().flat_map(|s| s.secret_names())).await?;
         (backup, claim, job, message, secrets)
     };
 
