@@ -175,8 +175,8 @@ async fn sql(ns: &TestNamespace, job: &str, host: &str, sql: &str) -> String {
     job_output(ns, job, container, serde_json::json!([])).await
 }
 
-/// Runs shell `script` in a Job with the `backups` claim mounted at `/backups`, and returns what it
-/// printed.
+/// Runs shell `script` in a Job with the `backups` claim (the root of `file:///backups/e2e`) mounted at
+/// `/backups`, and returns what it printed.
 async fn shell_on_backups(ns: &TestNamespace, job: &str, script: &str) -> String {
     let container = serde_json::json!({
         "name": "sh", "image": MARIADB_IMAGE, "command": ["sh", "-c", script],

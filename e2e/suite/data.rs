@@ -274,7 +274,7 @@ async fn archive_binary_logs_continuously_and_restore_to_a_gtid_between_markers_
         &ns,
         "inspect-storage",
         &format!(
-            "cd /backups/e2e && grep -rl '{secret_marker}' . && echo PLAINTEXT; \
+            "cd /backups && grep -rl '{secret_marker}' . && echo PLAINTEXT; \
              for f in backups/*/manifest.json binlogs/*/*; do echo \"$(head -c 8 $f) $f\"; done; cat encryption.json"
         ),
     )
