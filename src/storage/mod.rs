@@ -362,7 +362,7 @@ impl Storage {
                 let open_err = |source| StorageError::Open { url: url.clone(), source };
                 loop {
                     match inner.next().await {
-                        Some(Ok(piece)) => match opener.push(&piece) {
+                        Some(Ok(piece)) => match opener.push(piece) {
                             Ok(out) if out.is_empty() => continue,
                             Ok(out) => return Some((Ok(out), Some((inner, opener)))),
                             Err(e) => return Some((Err(open_err(e)), None)),

@@ -98,7 +98,7 @@ impl BackupMethod for Binlog {
         tracing::info!(files = needed.len(), first = needed.first().map(String::as_str), "binary logs to back up");
 
         for name in &needed {
-            super::copy_file(writer, Base::BinlogDir, name, 0o640, &dir.join(name), self.read_size).await?;
+            super::copy_file(writer, Base::BinlogDir, name, 0o640, &dir.join(name), self.read_size, None).await?;
         }
         // The backup reaches the start of the current file: its GTID state, at its beginning.
         positions.gtid = Some(to);

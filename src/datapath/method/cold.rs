@@ -160,7 +160,7 @@ impl BackupMethod for Cold {
         let read_size = self.read_size;
         futures::stream::iter(entries.into_iter().map(Ok))
             .try_for_each_concurrent(self.parallel.max(1), |entry| async move {
-                super::copy_file(writer, entry.base, &entry.rel, entry.mode, &entry.abs, read_size).await
+                super::copy_file(writer, entry.base, &entry.rel, entry.mode, &entry.abs, read_size, None).await
             })
             .await?;
         Ok(positions)

@@ -91,20 +91,9 @@ pub trait BackupMethod {
     fn run(&self, writer: &ChunkWriter) -> impl std::future::Future<Output = Result<Positions, MethodError>> + Send;
 }
 
-/// Streams the file at `path` into `writer` as `rel` under `base`, in reads of `read_size` bytes.
+/// Streams the file at `path` into `writer` as `rel` under `base`, in reads of `read_size` bytes,
+/// recording `tail` ([`crate::format::manifest::FileEntry::tail`]) in the file's entry when given.
 pub async fn copy_file(
-    writer: &ChunkWriter,
-    base: crate::format::manifest::Base,
-    rel: &str,
-    mode: u32,
-    path: &std::path::Path,
-    read_size: usize,
-) -> Result<(), MethodError> {
-    copy_file_with_tail(writer, base, rel, mode, path, read_size, None).await
-}
-
-/// [`copy_file`], recording `tail` ([`crate::format::manifest::FileEntry::tail`]) in the file's entry.
-pub async fn copy_file_with_tail(
     writer: &ChunkWriter,
     base: crate::format::manifest::Base,
     rel: &str,

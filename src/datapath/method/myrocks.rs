@@ -30,7 +30,7 @@ use std::{
 use mysql_async::prelude::Queryable;
 
 use super::mariabackup::Mariabackup;
-use super::{BackupMethod, MethodError, copy_file, copy_file_with_tail};
+use super::{BackupMethod, MethodError, copy_file};
 use crate::datapath::chunk::writer::ChunkWriter;
 use crate::format::manifest::{Base, ChunkRef, FileEntry, MethodKind, Prepare, TAIL_BYTES};
 use crate::mysql::position::Positions;
@@ -181,7 +181,7 @@ impl Myrocks {
             {
                 continue;
             }
-            copy_file_with_tail(writer, Base::Datadir, &rel, 0o640, &path, self.read_size, Some(tail)).await?;
+            copy_file(writer, Base::Datadir, &rel, 0o640, &path, self.read_size, Some(tail)).await?;
             read += size;
         }
         Ok(read)
@@ -273,7 +273,7 @@ impl Myrocks {
         rest.sort_by_key(|(n, _)| (n == "CURRENT", n.starts_with("MANIFEST"), n.clone()));
         for (name, _) in rest {
             let rel = format!("{ROCKSDB_DIR}/{name}");
-            copy_file(writer, Base::Datadir, &rel, 0o640, &checkpoint.0.join(&name), self.read_size).await?;
+            copy_file(writer, Base::Datadir, &rel, 0o640, &checkpoint.0.join(&name), self.read_size, None).await?;
         }
         Ok(positions)
     }
