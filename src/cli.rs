@@ -260,6 +260,10 @@ pub struct StorageArgs {
     /// they sealed remain. Repeatable.
     #[arg(long = "encryption-key-file", value_name = "PATH")]
     pub encryption_key_files: Vec<PathBuf>,
+    /// A directory whose every file (but hidden ones) is a key that opens older objects, after the
+    /// --encryption-key-file ones: a mounted Kubernetes Secret holding the current and the earlier keys.
+    #[arg(long = "encryption-key-dir", value_name = "DIR", requires = "encryption_key_files")]
+    pub encryption_key_dir: Option<PathBuf>,
 }
 
 impl StorageArgs {
@@ -274,7 +278,7 @@ impl StorageArgs {
             Some(rate) => storage.with_upload_limit(rate),
             None => storage,
         };
-        Ok(match Keyring::read(&self.encryption_key_files)? {
+        Ok(match Keyring::read(&self.encryption_key_files, self.encryption_key_dir.as_deref())? {
             Some(ring) => storage.with_keyring(ring),
             None => storage,
         })

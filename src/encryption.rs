@@ -278,12 +278,22 @@ impl Keyring {
         Ok(Self { keys })
     }
 
-    /// Reads the key files `paths` (the first seals).
-    pub fn read(paths: &[std::path::PathBuf]) -> Result<Option<Self>, EncryptionError> {
+    /// Reads the key files `paths` (the first seals), then every file of directory `dir` but hidden
+    /// ones, by name: a mounted Kubernetes Secret, which holds the sealing key's file too (a key
+    /// found there again is skipped).
+    pub fn read(paths: &[std::path::PathBuf], dir: Option<&std::path::Path>) -> Result<Option<Self>, EncryptionError> {
         if paths.is_empty() {
             return Ok(None);
         }
-        let keys = paths.iter().map(|p| Key::read(p)).collect::<Result<Vec<_>, _>>()?;
+        let mut keys = paths.iter().map(|p| Key::read(p)).collect::<Result<Vec<_>, _>>()?;
+        if let Some(dir) = dir {
+            for path in key_files(dir)? {
+                let key = Key::read(&path)?;
+                if !keys.iter().any(|k| k.fingerprint == key.fingerprint) {
+                    keys.push(key);
+                }
+            }
+        }
         Self::new(keys).map(Some)
     }
 
@@ -301,6 +311,22 @@ impl Keyring {
     pub fn fingerprints(&self) -> Vec<Fingerprint> {
         self.keys.iter().map(|k| k.fingerprint).collect()
     }
+}
+
+/// The files of `dir` a key may be in: regular files (or links to them) whose names do not start with
+/// a dot (a Secret volume keeps its own entries under `..data`), by name.
+fn key_files(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, EncryptionError> {
+    let err = |e: std::io::Error| EncryptionError::ReadKey { path: dir.display().to_string(), reason: e.to_string() };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(err)? {
+        let path = entry.map_err(err)?.path();
+        let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if !hidden && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// The fingerprint a sealed object names, or `None` for an object that is not sealed.

@@ -161,10 +161,11 @@ async fn an_encrypted_prefix_restores_full_incremental_and_archive_and_holds_no_
     let verify = agent(&[args(&["verify", "--backup", &full_id]), st.clone()].concat(), &env).await.summary();
     assert_eq!(verify["report"]["damaged"], serde_json::json!([]), "{verify}");
     let list = agent(&[args(&["list", "--json"]), st.clone()].concat(), &env).await;
-    let listed: serde_json::Value =
+    let listed: Vec<serde_json::Value> =
         serde_json::from_str(&list.stdout).unwrap_or_else(|e| panic!("{e}: {}", list.stderr));
-    assert_eq!(listed[0]["encryptionKey"], fa.as_str());
-    assert_eq!(listed[1]["backupId"], inc["backupId"]);
+    let listed_ids: std::collections::BTreeSet<&str> = listed.iter().map(|b| b["backupId"].as_str().unwrap()).collect();
+    assert_eq!(listed_ids, [full_id.as_str(), inc["backupId"].as_str().unwrap()].into());
+    assert!(listed.iter().all(|b| b["encryptionKey"] == fa.as_str()), "{listed:?}");
 
     // Point in time: the full, the incremental (markers 2..4), then the archive (5..6).
     let pitr = dir.path().join("pitr");
@@ -347,4 +348,76 @@ async fn bad_key_files_are_named() {
     let run = agent(&list(&[&a]), &[]).await;
     assert!(run.status.success(), "{}", run.stderr);
     assert!(walk_files(&dir.path().join("store")).is_empty());
+}
+
+#[tokio::test]
+async fn a_mounted_secret_rotates_by_a_new_key_under_the_same_name() {
+    let dir = tempdir();
+    let datadir = dir.path().join("data");
+    std::fs::create_dir_all(datadir.join("app")).unwrap();
+    std::fs::write(datadir.join("ibdata1"), random_bytes(3 << 20, 1)).unwrap();
+    std::fs::write(datadir.join("app/t.ibd"), format!("{MARKER} ").repeat(10_000)).unwrap();
+    // What a Secret volume looks like: the keys, and its own hidden entries.
+    let secret = dir.path().join("secret");
+    std::fs::create_dir_all(secret.join("..data")).unwrap();
+    std::fs::write(secret.join("..data/not-a-key"), "x").unwrap();
+    key_file(&secret, "key", KEY_A);
+    let storage = args(&["--storage", dir.path().join("store").to_str().unwrap()]);
+    let keys = [
+        storage.clone(),
+        args(&["--encryption-key-file", secret.join("key").to_str().unwrap()]),
+        args(&["--encryption-key-dir", secret.to_str().unwrap()]),
+    ]
+    .concat();
+    let backup = |keys: &[String]| {
+        [args(&["backup", "--method", "cold", "--force", "--datadir", datadir.to_str().unwrap()]), keys.to_vec()]
+            .concat()
+    };
+    let first = agent(&backup(&keys), &[]).await.summary();
+
+    // The rotation: the current key moves to another name, the new one takes its place.
+    key_file(&secret, "2026-12", KEY_A);
+    key_file(&secret, "key", KEY_B);
+    let second = agent(&backup(&keys), &[]).await.summary();
+    let history: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("store/encryption.json")).unwrap()).unwrap();
+    let fingerprints: Vec<&str> =
+        history["keys"].as_array().unwrap().iter().map(|k| k["fingerprint"].as_str().unwrap()).collect();
+    assert_eq!(fingerprints, [fingerprint(KEY_A), fingerprint(KEY_B)]);
+
+    // Both restore with the Secret as it is now; the first needs the old key, found in the directory.
+    for (n, summary) in [&first, &second].iter().enumerate() {
+        let target = dir.path().join(format!("restored-{n}"));
+        let id = summary["backupId"].as_str().unwrap();
+        let restore =
+            [args(&["restore", "--backup", id, "--datadir", target.to_str().unwrap()]), keys.clone()].concat();
+        agent(&restore, &[]).await.summary();
+        assert_eq!(std::fs::read(target.join("app/t.ibd")).unwrap(), std::fs::read(datadir.join("app/t.ibd")).unwrap());
+    }
+    let listed = agent(&[args(&["list", "--json"]), keys.clone()].concat(), &[]).await.stdout;
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    let key_of = |summary: &serde_json::Value| {
+        let entry = listed.iter().find(|b| b["backupId"] == summary["backupId"]).expect("listed");
+        entry["encryptionKey"].as_str().unwrap().to_string()
+    };
+    assert_eq!((key_of(&first), key_of(&second)), (fingerprint(KEY_A), fingerprint(KEY_B)));
+    let without_dir =
+        [storage.clone(), args(&["--encryption-key-file", secret.join("key").to_str().unwrap()])].concat();
+    let err = agent(&[args(&["list"]), without_dir].concat(), &[]).await.error();
+    assert!(
+        err.ends_with(&format!(
+            "it is encrypted with key {}, which is not among the keys given ({})",
+            fingerprint(KEY_A),
+            fingerprint(KEY_B)
+        )),
+        "{err}"
+    );
+    // A directory alone does not say which key seals.
+    let err = agent(&[args(&["list", "--encryption-key-dir", secret.to_str().unwrap()]), storage].concat(), &[]).await;
+    assert!(!err.status.success());
+    assert!(err.stderr.contains("--encryption-key-file"), "{}", err.stderr);
+    assert!(walk_files(&dir.path().join("store")).iter().all(|f| {
+        let bytes = std::fs::read(f).unwrap();
+        !bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes())
+    }));
 }

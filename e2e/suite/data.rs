@@ -187,7 +187,11 @@ async fn archive_binary_logs_continuously_and_restore_to_a_gtid_between_markers_
     // Everything below is encrypted: backups, the archiver, the restore.
     let (key, other) = ("q1XyYVd5m4Lw3bqH0i0S8m5l2Zl6J2b9o0rX8H1cE7k=", "3rV0b6yJmQ8x2Zk1Hc5nWq7tLp9sDf4gAe6uYi0oPjM=");
     ns.apply::<Secret>(yaml(&format!(
-        "{{apiVersion: v1, kind: Secret, metadata: {{name: backup-key}}, stringData: {{key: '{key}', other: '{other}'}}}}"
+        "{{apiVersion: v1, kind: Secret, metadata: {{name: backup-key}}, stringData: {{key: '{key}'}}}}"
+    )))
+    .await;
+    ns.apply::<Secret>(yaml(&format!(
+        "{{apiVersion: v1, kind: Secret, metadata: {{name: another-key}}, stringData: {{key: '{other}'}}}}"
     )))
     .await;
     let storage = "{url: 'file:///backups/e2e', persistentVolumeClaim: backups, encryption: {keySecret: {name: backup-key, key: key}}}";
@@ -287,7 +291,7 @@ async fn archive_binary_logs_continuously_and_restore_to_a_gtid_between_markers_
 
     // A backup whose key is not the prefix's fails, naming the key the prefix holds.
     let other_fp = mysql_backup_operator::encryption::Key::parse(other).expect("a key").fingerprint().to_string();
-    let wrong = storage.replace("key: key}", "key: other}");
+    let wrong = storage.replace("name: backup-key", "name: another-key");
     ns.apply::<MySQLBackup>(yaml(&format!(
         "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLBackup, metadata: {{name: wrong-key}}, spec: {{source: {source}, method: mariabackup, storage: {wrong}, job: {{backoffLimit: 0}}}}}}"
     )))

@@ -17,8 +17,8 @@ use k8s_openapi::{
         batch::v1::{Job, JobSpec},
         core::v1::{
             Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, EphemeralVolumeSource, KeyToPath,
-            PersistentVolumeClaimVolumeSource, Pod, PodSpec, PodTemplateSpec, ProjectedVolumeSource, SecretEnvSource,
-            SecretProjection, SecretVolumeSource, Volume, VolumeMount, VolumeProjection,
+            PersistentVolumeClaimVolumeSource, Pod, PodSpec, PodTemplateSpec, SecretEnvSource, SecretVolumeSource,
+            Volume, VolumeMount,
         },
     },
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
@@ -45,7 +45,7 @@ pub const RESTORE_WORK: &str = "/var/tmp/mysql-backup-operator";
 pub const SCRATCH_DIR: &str = "/var/lib/mysql-backup-operator-scratch";
 /// Where the server password file is mounted.
 pub const PASSWORD_DIR: &str = "/var/run/secrets/mysql-backup-operator/mysql";
-/// Where the agent finds the encryption keys: `key-0` seals, the others open older objects.
+/// Where the agent finds the encryption keys: the key Secret, mounted whole.
 pub const ENCRYPTION_KEYS_DIR: &str = "/var/run/secrets/mysql-backup-operator/encryption";
 /// Label naming the custom resource a Job belongs to.
 pub const LABEL_BACKUP: &str = "mysqlbackup.dev/backup";
@@ -222,26 +222,20 @@ pub(crate) fn storage_args(
         args.push(format!("--max-upload-rate={rate}"));
     }
     if let Some(encryption) = &storage.encryption {
-        let sources = encryption
-            .secrets()
-            .enumerate()
-            .map(|(i, s)| VolumeProjection {
-                secret: Some(SecretProjection {
-                    name: s.name.clone(),
-                    items: Some(vec![KeyToPath { key: s.key.clone(), path: format!("key-{i}"), mode: None }]),
-                    optional: None,
-                }),
-                ..Default::default()
-            })
-            .collect::<Vec<_>>();
-        for i in 0..sources.len() {
-            args.push(format!("--encryption-key-file={ENCRYPTION_KEYS_DIR}/key-{i}"));
-        }
+        // The whole Secret: its other keys open what they sealed before a rotation.
+        let secret = &encryption.key_secret;
+        args.push(format!("--encryption-key-file={ENCRYPTION_KEYS_DIR}/{}", secret.key));
+        args.push(format!("--encryption-key-dir={ENCRYPTION_KEYS_DIR}"));
         // Readable by any user: the cleanup and prune Jobs run as the operator image's user without an
         // fsGroup, and a root-owned 0400 file would be closed to them. Only this pod mounts the volume.
         volumes.push(Volume {
             name: "encryption-keys".into(),
-            projected: Some(ProjectedVolumeSource { sources: Some(sources), default_mode: Some(0o444) }),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.name.clone()),
+                items: None,
+                default_mode: Some(0o444),
+                optional: None,
+            }),
             ..Default::default()
         });
         mounts.push(VolumeMount {

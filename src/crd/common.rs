@@ -127,7 +127,7 @@ pub struct StorageSpec {
 impl StorageSpec {
     /// The names of the Secrets the storage's Jobs mount: credentials and encryption keys.
     pub fn secret_names(&self) -> impl Iterator<Item = String> + '_ {
-        let keys = self.encryption.iter().flat_map(|e| e.secrets()).map(|s| s.name.clone());
+        let keys = self.encryption.iter().map(|e| e.key_secret.name.clone());
         self.credentials_secret.iter().cloned().chain(keys)
     }
 
@@ -139,16 +139,8 @@ impl StorageSpec {
         {
             return Some(format!("Secret {name} ({at}.credentialsSecret) not found"));
         }
-        let encryption = self.encryption.iter();
-        let keys = encryption.flat_map(|e| {
-            std::iter::once((format!("{at}.encryption.keySecret"), &e.key_secret)).chain(
-                e.previous_key_secrets
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, s)| (format!("{at}.encryption.previousKeySecrets[{i}]"), s)),
-            )
-        });
-        keys.into_iter().find_map(|(field, s)| s.missing_in(&field, secrets))
+        let field = format!("{at}.encryption.keySecret");
+        self.encryption.as_ref().and_then(|e| e.key_secret.missing_in(&field, secrets))
     }
 }
 
@@ -156,21 +148,12 @@ impl StorageSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EncryptionSpec {
-    /// The Secret key holding the key new objects are sealed with: 32 random bytes as base64
-    /// (`openssl rand -base64 32`) or as 64 hex digits.
-    pub key_secret: SecretKeyRef,
-    /// Keys used before a rotation, which still open the backups they sealed. To rotate, put a new
-    /// key in `keySecret` and the one it replaces here; keep it until retention has deleted every
+    /// The Secret and key holding the key new objects are sealed with: 32 random bytes as base64
+    /// (`openssl rand -base64 32`) or as 64 hex digits. Every other key of that Secret is mounted too,
+    /// and opens the objects it sealed: to rotate, move the current key to another name in the Secret
+    /// and put the new one under this key; keep the old one there until retention has deleted every
     /// backup it sealed.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub previous_key_secrets: Vec<SecretKeyRef>,
-}
-
-impl EncryptionSpec {
-    /// Every key: the sealing key first, then the previous ones.
-    pub fn secrets(&self) -> impl Iterator<Item = &SecretKeyRef> {
-        std::iter::once(&self.key_secret).chain(&self.previous_key_secrets)
-    }
+    pub key_secret: SecretKeyRef,
 }
 
 /// The default zstd level.

@@ -359,36 +359,21 @@ spec:
 
     #[test]
     fn encryption_keys_reach_the_agent_as_files_the_sealing_key_first() {
-        let encrypted = BACKUP.replace(
-            "  storage:",
-            "  storage:\n    encryption: {keySecret: {name: key-2, key: k2}, previousKeySecrets: [{name: key-1, key: k1}]}",
-        );
+        let encrypted =
+            BACKUP.replace("  storage:", "  storage:\n    encryption: {keySecret: {name: backup-keys, key: current}}");
         let job = build(&encrypted, POD).unwrap();
         let spec = pod_spec(&job);
         let agent = &spec.containers[0];
         let args = agent.args.clone().unwrap();
         let dir = crate::controller::build::ENCRYPTION_KEYS_DIR;
-        let keys: Vec<&String> = args.iter().filter(|a| a.starts_with("--encryption-key-file=")).collect();
-        assert_eq!(
-            keys,
-            [&format!("--encryption-key-file={dir}/key-0"), &format!("--encryption-key-file={dir}/key-1")]
-        );
+        let keys: Vec<&String> = args.iter().filter(|a| a.starts_with("--encryption-key")).collect();
+        assert_eq!(keys, [&format!("--encryption-key-file={dir}/current"), &format!("--encryption-key-dir={dir}")]);
+        // The whole Secret, so the keys it held before a rotation come along.
         let volume = spec.volumes.as_ref().unwrap().iter().find(|v| v.name == "encryption-keys").unwrap();
-        let projected = volume.projected.as_ref().unwrap();
-        assert_eq!(projected.default_mode, Some(0o444));
-        let items: Vec<(String, String, String)> = projected
-            .sources
-            .iter()
-            .flatten()
-            .map(|p| {
-                let s = p.secret.as_ref().unwrap();
-                let item = &s.items.as_ref().unwrap()[0];
-                (s.name.clone(), item.key.clone(), item.path.clone())
-            })
-            .collect();
+        let secret = volume.secret.as_ref().unwrap();
         assert_eq!(
-            items,
-            [("key-2".into(), "k2".into(), "key-0".into()), ("key-1".into(), "k1".into(), "key-1".into())]
+            (secret.secret_name.as_deref(), secret.items.as_ref(), secret.default_mode),
+            (Some("backup-keys"), None, Some(0o444))
         );
         let mount = agent.volume_mounts.iter().flatten().find(|m| m.name == "encryption-keys").unwrap();
         assert_eq!((mount.mount_path.as_str(), mount.read_only), (dir, Some(true)));

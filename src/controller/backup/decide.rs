@@ -403,31 +403,22 @@ status: {startTime: "2026-11-22T02:00:00Z", active: 1}
             "Secret db-user has no key \"password\" (spec.source.connection.passwordSecret.key)"
         );
         assert!(d.job.is_none());
-        // Encryption keys: every Secret and key named, the previous ones too.
+        // The encryption key: its Secret and the key in it.
         let encrypted = BACKUP.replace(
             "credentialsSecret: s3-creds}",
-            "credentialsSecret: s3-creds, encryption: {keySecret: {name: key-2, key: k}, previousKeySecrets: \
-             [{name: key-1, key: k}]}}",
+            "credentialsSecret: s3-creds, encryption: {keySecret: {name: keys, key: k}}}",
         );
         let mut s = secrets();
-        s.insert("key-2".into(), BTreeSet::from(["k".to_string()]));
         let d = run(&parse(&encrypted), Some(&parse(POD)), None, None, &s);
-        assert_eq!(
-            condition(&d.status, BLOCKED).message,
-            "Secret key-1 (spec.storage.encryption.previousKeySecrets[0]) not found"
-        );
-        s.insert("key-1".into(), BTreeSet::from(["other".to_string()]));
-        let d = run(&parse(&encrypted), Some(&parse(POD)), None, None, &s);
-        assert_eq!(
-            condition(&d.status, BLOCKED).message,
-            "Secret key-1 has no key \"k\" (spec.storage.encryption.previousKeySecrets[0].key)"
-        );
-        s.remove("key-2");
-        let d = run(&parse(&encrypted), Some(&parse(POD)), None, None, &s);
-        assert_eq!(condition(&d.status, BLOCKED).message, "Secret key-2 (spec.storage.encryption.keySecret) not found");
+        assert_eq!(condition(&d.status, BLOCKED).message, "Secret keys (spec.storage.encryption.keySecret) not found");
         assert!(d.job.is_none());
-        s.insert("key-2".into(), BTreeSet::from(["k".to_string()]));
-        s.insert("key-1".into(), BTreeSet::from(["k".to_string()]));
+        s.insert("keys".into(), BTreeSet::from(["old".to_string()]));
+        let d = run(&parse(&encrypted), Some(&parse(POD)), None, None, &s);
+        assert_eq!(
+            condition(&d.status, BLOCKED).message,
+            "Secret keys has no key \"k\" (spec.storage.encryption.keySecret.key)"
+        );
+        s.insert("keys".into(), BTreeSet::from(["old".to_string(), "k".to_string()]));
         assert!(run(&parse(&encrypted), Some(&parse(POD)), None, None, &s).job.is_some());
     }
 
