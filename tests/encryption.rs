@@ -3,7 +3,8 @@
 //! in no stored object, and no stored object is a zstd frame); full, incremental, archive and
 //! point-in-time restores work with the right key; every command refuses the wrong key or none, naming
 //! the key expected; keys are never mixed under one prefix; a rotated key starts new chunk names while
-//! the old backups still restore with the old key; and deduplication still works under one key.
+//! the old backups still restore with the old key, and retention with both keys deletes them; and
+//! deduplication still works under one key.
 
 mod common;
 
@@ -264,6 +265,17 @@ async fn an_encrypted_prefix_restores_full_incremental_and_archive_and_holds_no_
     let copy = MariaDb::start_on(&target, 5).await;
     assert_eq!(ids(&copy.rows("SELECT id FROM app.m ORDER BY id").await), vec![1]);
     copy.stop().await;
+
+    // Retention, with both keys: the old backups go and their chunks with them; the new one stays whole.
+    let pruned = agent(&prune(&rotated), &env).await.summary();
+    assert_eq!(pruned["deletedCount"], 2, "{pruned}");
+    assert!(pruned["sweep"]["deletedChunks"].as_u64().unwrap() > 0, "{pruned}");
+    let listed = agent(&[args(&["list", "--json"]), with_b.clone()].concat(), &env).await.stdout;
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["backupId"], second_id);
+    let verify = agent(&[args(&["verify", "--backup", second_id]), with_b].concat(), &env).await.summary();
+    assert_eq!(verify["report"]["damaged"], serde_json::json!([]), "{verify}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
