@@ -80,6 +80,9 @@ pub enum StorageError {
     /// The keys given do not fit the prefix's: writing would mix keys, or encrypted and clear objects.
     #[error("storage {url}: {reason}")]
     Keys { url: String, reason: String },
+    /// A blocking worker sealing or opening an object failed.
+    #[error("storage {url}: {key}: {reason}")]
+    Worker { url: String, key: String, reason: String },
 }
 
 /// Where backups live: a configured object store and the key prefix inside it.
@@ -273,7 +276,7 @@ impl Storage {
     /// within the retry budget.
     pub async fn put(&self, key: &ObjPath, data: Bytes) -> Result<(), StorageError> {
         self.ensure_writable().await?;
-        let data = self.seal(key, data).await;
+        let data = self.seal(key, data).await?;
         self.put_raw(key, data).await
     }
 
@@ -434,7 +437,7 @@ impl Storage {
     /// conditional writes fall back to a check, then a write.
     pub async fn put_new(&self, key: &ObjPath, data: Bytes) -> Result<bool, StorageError> {
         self.ensure_writable().await?;
-        let data = self.seal(key, data).await;
+        let data = self.seal(key, data).await?;
         self.put_new_raw(key, data).await
     }
 

@@ -13,6 +13,10 @@ use crate::format::key_history::KeyHistory;
 use crate::format::keys;
 use crate::format::manifest::Manifest;
 
+/// Objects from this size on are sealed and opened on a blocking thread (a 4 MiB chunk takes a few
+/// milliseconds, too long to hold an async worker).
+const BLOCKING_FROM: usize = 64 * 1024;
+
 impl Storage {
     /// Seals every object written with the first key of `keyring`, and opens what is read with any of them.
     pub fn with_keyring(mut self, keyring: Keyring) -> Self {
@@ -68,32 +72,32 @@ impl Storage {
 
     /// `data` as it is stored at `key`: sealed when there is a keyring. Sealing large objects runs
     /// off the async threads.
-    pub(super) async fn seal(&self, key: &ObjPath, data: Bytes) -> Bytes {
-        let Some(ring) = self.keyring.clone() else { return data };
+    pub(super) async fn seal(&self, key: &ObjPath, data: Bytes) -> Result<Bytes, StorageError> {
+        let Some(ring) = self.keyring.clone() else { return Ok(data) };
         let (name, len) = (self.relative(key), data.len());
         let seal = move || Bytes::from(ring.sealing().seal(&name, &data));
-        if len < 64 * 1024 {
-            return seal();
+        if len < BLOCKING_FROM {
+            return Ok(seal());
         }
-        match tokio::task::spawn_blocking(seal).await {
-            Ok(sealed) => sealed,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
+        tokio::task::spawn_blocking(seal).await.map_err(|e| self.worker_failed(key, "sealing", e))
     }
 
     /// The content of object `key` as stored in `stored`; opening large objects runs off the async
     /// threads.
     pub(super) async fn open_object(&self, key: &ObjPath, stored: Bytes) -> Result<Bytes, StorageError> {
-        let (ring, name, large) = (self.keyring.clone(), self.relative(key), stored.len() >= 64 * 1024);
+        let (ring, name, large) = (self.keyring.clone(), self.relative(key), stored.len() >= BLOCKING_FROM);
         let open = move || crate::encryption::open(ring.as_ref(), &name, stored);
         let opened = match self.keyring {
-            Some(_) if large => match tokio::task::spawn_blocking(open).await {
-                Ok(opened) => opened,
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
-            },
+            Some(_) if large => {
+                tokio::task::spawn_blocking(open).await.map_err(|e| self.worker_failed(key, "opening", e))?
+            }
             _ => open(),
         };
         opened.map_err(|source| StorageError::Open { url: self.url.clone(), source })
+    }
+
+    fn worker_failed(&self, key: &ObjPath, doing: &str, e: tokio::task::JoinError) -> StorageError {
+        StorageError::Worker { url: self.url.clone(), key: key.to_string(), reason: format!("{doing}: {e}") }
     }
 
     /// Checks, once, that writing with the keys given keeps the prefix to one key at a time: an
