@@ -203,7 +203,10 @@ async fn archive_binary_logs_continuously_and_restore_to_a_gtid_between_markers_
         "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLBackup, metadata: {{name: base}}, spec: {{source: {source}, method: mariabackup, storage: {storage}}}}}"
     )))
     .await;
-    assert_eq!(backup_finished(&ns, "base").await.phase, Some(Phase::Complete));
+    let base = backup_finished(&ns, "base").await;
+    assert_eq!(base.phase, Some(Phase::Complete));
+    let fingerprint = mysql_backup_operator::encryption::Key::parse(key).expect("a key").fingerprint().to_string();
+    assert_eq!(base.encryption_key.as_deref(), Some(fingerprint.as_str()));
     ns.apply::<BackupSchedule>(yaml(&format!(
         "{{apiVersion: mysqlbackup.dev/v1alpha1, kind: BackupSchedule, metadata: {{name: archived}}, spec: {{schedule: '0 0 1 1 *', binlogArchive: {{segmentSeconds: 2}}, backupTemplate: {{source: {source}, method: mariabackup, storage: {storage}}}}}}}"
     )))
@@ -273,7 +276,6 @@ async fn archive_binary_logs_continuously_and_restore_to_a_gtid_between_markers_
 
     // In storage: the marker is nowhere, every manifest and segment is sealed, the key history
     // names the key.
-    let fingerprint = mysql_backup_operator::encryption::Key::parse(key).expect("a key").fingerprint().to_string();
     let out = shell_on_backups(
         &ns,
         "inspect-storage",

@@ -108,6 +108,7 @@ async fn backup_locked<M: BackupMethod>(
         peak_rss_bytes: peak_rss_bytes(),
         incremental: manifest.incremental,
         catchup: None,
+        encryption_key: manifest.encryption.map(|e| e.key),
     })
 }
 

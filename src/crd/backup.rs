@@ -98,6 +98,9 @@ pub struct MySQLBackupStatus {
     pub positions: Option<PositionsStatus>,
     /// For a `binlog` incremental: what it builds on.
     pub incremental: Option<IncrementalStatus>,
+    /// For an encrypted backup: the fingerprint of the key that sealed it (16 hex digits, never the
+    /// key). A key must stay in the key Secret while a backup shows its fingerprint here.
+    pub encryption_key: Option<String>,
     /// Sizes of the backup.
     pub sizes: Option<SizesStatus>,
     /// When the Job started.

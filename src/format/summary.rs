@@ -40,6 +40,9 @@ pub enum Summary {
         /// For a catch-up backup: what it restored, and how far replication took it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         catchup: Option<CatchupSummary>,
+        /// For an encrypted backup: the fingerprint of the key that sealed it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        encryption_key: Option<crate::encryption::Fingerprint>,
     },
     /// A backup was verified.
     #[serde(rename = "verify", rename_all = "camelCase")]

@@ -173,6 +173,7 @@ pub fn decide(o: &Observed) -> Decision {
                     totals,
                     duration_seconds,
                     incremental,
+                    encryption_key,
                     ..
                 })) => {
                     status.phase = Some(Phase::Complete);
@@ -191,6 +192,7 @@ pub fn decide(o: &Observed) -> Decision {
                         })
                         .gtid_executed,
                     });
+                    status.encryption_key = encryption_key.map(|k| k.to_string());
                     status.duration_seconds = Some(duration_seconds);
                     status.completion_time =
                         job.status.as_ref().and_then(|s| s.completion_time.clone()).or(Some(o.now.clone()));
@@ -505,6 +507,11 @@ status: {startTime: "2026-11-22T02:00:00Z", active: 1}
             "backup 20261122T020001Z-00abcd stored: 17624540 bytes of data, 746342 uploaded"
         );
         assert_eq!(s.incremental, None, "a full backup");
+        assert_eq!(s.encryption_key, None, "in the clear");
+        // An encrypted backup shows its key's fingerprint.
+        let sealed = SUMMARY.replace(r#""peakRssBytes""#, r#""encryptionKey":"5ef02a3336cbceba","peakRssBytes""#);
+        let d3 = run(&parse(BACKUP), Some(&parse(POD)), Some(&job), Some(&sealed), &secrets());
+        assert_eq!(d3.status.encryption_key.as_deref(), Some("5ef02a3336cbceba"));
         // An incremental reports where it starts, and from which backup.
         let inc = SUMMARY.replace(
             r#""method":"mariabackup","#,
