@@ -347,9 +347,15 @@ pub fn open(ring: Option<&Arc<Keyring>>, object: &str, stored: Bytes) -> Result<
         return Ok(stored);
     }
     let mut opener = Opener::new(ring.cloned(), object);
-    let mut out = BytesMut::new();
-    out.extend_from_slice(&opener.push(stored)?);
-    out.extend_from_slice(&opener.finish()?);
+    let head = opener.push(stored)?;
+    let last = opener.finish()?;
+    // An object of one frame (a chunk, a manifest) comes out whole from `finish`: no copy to join.
+    if head.is_empty() {
+        return Ok(last);
+    }
+    let mut out = BytesMut::with_capacity(head.len() + last.len());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&last);
     Ok(out.freeze())
 }
 
@@ -382,7 +388,12 @@ impl Opener {
         if let OpenerState::Plain = self.state {
             return Ok(piece);
         }
-        self.buf.extend_from_slice(&piece);
+        if self.buf.is_empty() {
+            // Taken over without a copy when nothing else holds the piece.
+            self.buf = piece.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        } else {
+            self.buf.extend_from_slice(&piece);
+        }
         if let OpenerState::Header = self.state {
             if self.buf.len() < HEADER_LEN && MAGIC.starts_with(&self.buf[..self.buf.len().min(MAGIC.len())]) {
                 return Ok(Bytes::new());
@@ -407,29 +418,28 @@ impl Opener {
 
     /// Reads the header (or finds the object is not sealed) once enough bytes arrived.
     fn start(&mut self) -> Result<(), EncryptionError> {
-        let sealed = is_sealed(&self.buf) && self.buf.len() >= HEADER_LEN;
-        let Some(ring) = &self.ring else {
-            if sealed {
-                let expected = fingerprint_of(&self.buf).expect("a whole header");
+        let sealed_by = fingerprint_of(&self.buf);
+        let (ring, fingerprint) = match (&self.ring, sealed_by) {
+            (None, None) => {
+                self.state = OpenerState::Plain;
+                return Ok(());
+            }
+            (None, Some(expected)) => {
                 return Err(EncryptionError::MissingKey {
                     object: self.object.clone(),
                     expected,
                     given: Given(Vec::new()),
                 });
             }
-            self.state = OpenerState::Plain;
-            return Ok(());
+            (Some(_), None) => return Err(EncryptionError::NotSealed { object: self.object.clone() }),
+            (Some(ring), Some(fingerprint)) => (ring, fingerprint),
         };
-        if !sealed {
-            return Err(EncryptionError::NotSealed { object: self.object.clone() });
-        }
-        let header = self.buf.split_to(HEADER_LEN);
-        let fingerprint = fingerprint_of(&header).expect("a whole header");
         let key = ring.get(fingerprint).ok_or_else(|| EncryptionError::MissingKey {
             object: self.object.clone(),
             expected: fingerprint,
             given: Given(ring.fingerprints()),
         })?;
+        let header = self.buf.split_to(HEADER_LEN);
         let prefix = &header[MAGIC.len() + FINGERPRINT_LEN..];
         self.state =
             OpenerState::Frames { dec: Box::new(DecryptorBE32::from_aead(key.cipher(), prefix.into())), fingerprint };

@@ -228,22 +228,9 @@ pub(crate) fn storage_args(
         args.push(format!("--encryption-key-dir={ENCRYPTION_KEYS_DIR}"));
         // Readable by any user: the cleanup and prune Jobs run as the operator image's user without an
         // fsGroup, and a root-owned 0400 file would be closed to them. Only this pod mounts the volume.
-        volumes.push(Volume {
-            name: "encryption-keys".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(secret.name.clone()),
-                items: None,
-                default_mode: Some(0o444),
-                optional: None,
-            }),
-            ..Default::default()
-        });
-        mounts.push(VolumeMount {
-            name: "encryption-keys".into(),
-            mount_path: ENCRYPTION_KEYS_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        });
+        let (volume, mount) = secret_mount("encryption-keys", &secret.name, None, 0o444, ENCRYPTION_KEYS_DIR);
+        volumes.push(volume);
+        mounts.push(mount);
     }
     if let Some(claim) = &storage.persistent_volume_claim {
         let path = storage.url.trim_start_matches("file://").to_string();
@@ -328,6 +315,29 @@ pub(crate) fn mysql_url(
     Ok(format!("mysql://{user}@{host}:{}", conn.port.unwrap_or(3306)))
 }
 
+/// Volume `name` of Secret `secret` (its keys `items`, or all of them), files of mode `mode`, and its
+/// read-only mount at `dir`.
+fn secret_mount(
+    name: &str,
+    secret: &str,
+    items: Option<Vec<KeyToPath>>,
+    mode: i32,
+    dir: &str,
+) -> (Volume, VolumeMount) {
+    let volume = Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            items,
+            default_mode: Some(mode),
+            optional: None,
+        }),
+        ..Default::default()
+    };
+    let mount = VolumeMount { name: name.into(), mount_path: dir.into(), read_only: Some(true), ..Default::default() };
+    (volume, mount)
+}
+
 /// The server password of `conn`, as a file from its Secret.
 pub(crate) fn password_file(
     conn: &crate::crd::ConnectionSpec,
@@ -336,22 +346,10 @@ pub(crate) fn password_file(
     mounts: &mut Vec<VolumeMount>,
 ) {
     if let Some(secret) = &conn.password_secret {
-        volumes.push(Volume {
-            name: "mysql-password".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(secret.name.clone()),
-                items: Some(vec![KeyToPath { key: secret.key.clone(), path: "password".into(), mode: None }]),
-                default_mode: Some(0o400),
-                optional: None,
-            }),
-            ..Default::default()
-        });
-        mounts.push(VolumeMount {
-            name: "mysql-password".into(),
-            mount_path: PASSWORD_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        });
+        let items = vec![KeyToPath { key: secret.key.clone(), path: "password".into(), mode: None }];
+        let (volume, mount) = secret_mount("mysql-password", &secret.name, Some(items), 0o400, PASSWORD_DIR);
+        volumes.push(volume);
+        mounts.push(mount);
         args.push(format!("--mysql-password-file={PASSWORD_DIR}/password"));
     }
 }
