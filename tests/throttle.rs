@@ -12,6 +12,10 @@ use common::*;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// Held by each test for its whole run: each measures rates and ETAs, so the other must not share the
+/// machine's cores with it.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A datadir of `files` files of `mib` MiB each that zstd cannot shrink.
 fn random_datadir(dir: &std::path::Path, files: usize, mib: usize) -> std::path::PathBuf {
     let datadir = dir.join("files");
@@ -66,6 +70,7 @@ fn progress_holds(stderr: &str, limit_mib: f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_limit_holds_every_upload_together_to_the_rate() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let dir = tempdir();
     let datadir = random_datadir(dir.path(), 10, 50);
     let s3 = S3Server::start();
@@ -90,6 +95,7 @@ async fn an_upload_limit_holds_every_upload_together_to_the_rate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_limit_holds_cold_and_mariabackup_reads_to_the_rate() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let dir = tempdir();
     let datadir = random_datadir(dir.path(), 4, 25);
     let storage = vec!["--storage".to_string(), format!("file://{}", dir.path().join("b").display())];
