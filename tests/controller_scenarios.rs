@@ -56,6 +56,15 @@ async fn expect(handle: &mut Handle, method: &str, path: &str, (status, body): (
     sent
 }
 
+/// Expects a status write to `status_path`: the read of the object's current version, answered with
+/// `answer`'s object (so the copy the reconcile decided from is current), then the status patch, answered
+/// with `answer`; returns the patch.
+async fn expect_status(h: &mut Handle, status_path: &str, answer: (u16, Value)) -> Value {
+    let object = status_path.split("/status?").next().unwrap();
+    expect(h, "GET", object, (200, answer.1.clone())).await;
+    expect(h, "PATCH", status_path, answer).await
+}
+
 /// Expects the server-side apply of Job `name` and answers it; returns the applied Job.
 async fn apply_job(h: &mut Handle, name: &str) -> Value {
     let path = format!("{JOBS}/{name}?&force=true&fieldManager=mysql-backup-operator");
@@ -106,7 +115,7 @@ async fn create_applies_the_job_and_marks_pending() {
         let job = apply_job(&mut h, "backup-nightly-1").await;
         assert_eq!(job["kind"], "Job");
         assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["image"], "mariadb:10.11");
-        let status = expect(&mut h, "PATCH", STATUS, (200, backup_json())).await;
+        let status = expect_status(&mut h, STATUS, (200, backup_json())).await;
         assert_eq!(status["status"]["phase"], "Pending");
         assert_eq!(status["status"]["jobName"], "backup-nightly-1");
         let event = expect(&mut h, "POST", EVENTS, (201, json!({}))).await;
@@ -117,28 +126,49 @@ async fn create_applies_the_job_and_marks_pending() {
     assert_eq!(action, Action::requeue(Duration::from_secs(300)));
 }
 
-#[tokio::test]
-async fn a_status_decided_from_a_stale_copy_is_refused_and_decided_again() {
-    // The status write names the resourceVersion that was read: when the object changed since (the
-    // watch lags), the API server refuses it and nothing a newer reconcile wrote is erased.
+/// Runs one reconcile of a copy at resourceVersion 41 that creates its Job, then answers the read of the
+/// current version with `current` and, when given, the status patch with `patch`; returns the error.
+async fn decided_from(
+    current: &str,
+    patch: Option<(u16, Value)>,
+) -> mysql_backup_operator::controller::context::ReconcileError {
     let mut backup: MySQLBackup = serde_yaml::from_str(BACKUP).unwrap();
     backup.metadata.resource_version = Some("41".into());
+    let mut now = backup_json();
+    now["metadata"]["resourceVersion"] = json!(current);
     let (ctx, mut h) = context();
     let script = async move {
         expect(&mut h, "GET", &format!("{PODS}/db-0"), (200, pod())).await;
         expect(&mut h, "GET", &format!("{JOBS}/backup-nightly-1"), not_found()).await;
         expect(&mut h, "GET", &format!("{SECRETS}/db-user"), (200, secret("db-user", "password"))).await;
         expect(&mut h, "GET", &format!("{SECRETS}/s3-creds"), (200, secret("s3-creds", "AWS_ACCESS_KEY_ID"))).await;
-        let applied = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "backup-nightly-1"}});
-        let job = format!("{JOBS}/backup-nightly-1?&force=true&fieldManager=mysql-backup-operator");
-        expect(&mut h, "PATCH", &job, (200, applied)).await;
-        let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
-            "code": 409, "message": "the object has been modified"});
-        let status = expect(&mut h, "PATCH", STATUS, (409, conflict)).await;
-        assert_eq!(status["metadata"]["resourceVersion"], "41");
+        apply_job(&mut h, "backup-nightly-1").await;
+        expect(&mut h, "GET", &format!("{BACKUPS}/nightly-1"), (200, now)).await;
+        if let Some(answer) = patch {
+            let status = expect(&mut h, "PATCH", STATUS, answer).await;
+            assert_eq!(status["metadata"]["resourceVersion"], "41");
+        }
     };
     let (result, ()) = tokio::join!(reconcile_backup(Arc::new(backup), ctx), script);
-    let error = result.expect_err("a refused status write fails the reconcile");
+    result.expect_err("a status decided from a stale copy is not written")
+}
+
+#[tokio::test]
+async fn a_status_decided_from_a_stale_copy_is_not_written_and_decided_again() {
+    // The watch lags (version 42 is current, the copy is 41): no write, so no refusal and nothing a
+    // newer reconcile wrote is erased. An extra request would find the mock closed and fail.
+    let error = decided_from("42", None).await;
+    assert_eq!(error.to_string(), "nightly-1 changed since it was read; deciding again from the newer version");
+    assert_eq!(error.category(), "stale");
+}
+
+#[tokio::test]
+async fn a_change_between_the_read_and_the_status_write_is_refused_and_decided_again() {
+    // The copy was current when read, and changed before the write: the write names version 41, the
+    // API server refuses it.
+    let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
+        "code": 409, "message": "the object has been modified"});
+    let error = decided_from("41", Some((409, conflict))).await;
     assert_eq!(error.to_string(), "nightly-1 changed since it was read; deciding again from the newer version");
     assert_eq!(error.category(), "stale");
 }
@@ -159,7 +189,7 @@ async fn succeeded_job_completes_the_status_with_positions() {
         expect(&mut h, "GET", &format!("{PODS}?&labelSelector=job-name%3Dbackup-nightly-1"), (200, job_pods)).await;
         expect(&mut h, "GET", &format!("{SECRETS}/db-user"), (200, secret("db-user", "password"))).await;
         expect(&mut h, "GET", &format!("{SECRETS}/s3-creds"), (200, secret("s3-creds", "K"))).await;
-        let status = expect(&mut h, "PATCH", STATUS, (200, backup_json())).await;
+        let status = expect_status(&mut h, STATUS, (200, backup_json())).await;
         let s = &status["status"];
         assert_eq!(s["phase"], "Complete");
         assert_eq!(s["backupId"], "20261122T020001Z-00abcd");
@@ -196,7 +226,7 @@ async fn failed_job_fails_with_the_agents_reason() {
         expect(&mut h, "GET", PODS, (200, job_pods)).await;
         expect(&mut h, "GET", &format!("{SECRETS}/db-user"), (200, secret("db-user", "password"))).await;
         expect(&mut h, "GET", &format!("{SECRETS}/s3-creds"), (200, secret("s3-creds", "K"))).await;
-        let status = expect(&mut h, "PATCH", STATUS, (200, backup_json())).await;
+        let status = expect_status(&mut h, STATUS, (200, backup_json())).await;
         assert_eq!(status["status"]["phase"], "Failed");
         assert_eq!(
             status["status"]["conditions"][0]["message"],

@@ -163,6 +163,11 @@ pub fn mark_blocked<S: RunStatus>(
 /// Applies `status` to the status subresource of `obj` when it differs from `old`, only if `obj` is still
 /// the current version: a server-side apply drops the fields it no longer names, so a status decided from a
 /// stale cache would erase what a newer reconcile wrote.
+///
+/// The watch often lags the write a reconcile just made (a Job event wakes the next reconcile before the
+/// new status arrives), so the current version is read first (metadata only) and a stale copy is decided
+/// again without a write. The write still names the version it was decided from: a change between the
+/// read and the write is refused by the API server (409) and decided again the same way.
 pub(crate) async fn apply_status<K, S>(api: &Api<K>, obj: &K, old: Option<&S>, status: &S) -> Result<(), ReconcileError>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -172,6 +177,11 @@ where
         return Ok(());
     }
     let name = obj.name_any();
+    let current =
+        api.get_metadata(&name).await.map_err(|source| ReconcileError::WriteStatus { name: name.clone(), source })?;
+    if current.resource_version() != obj.resource_version() {
+        return Err(ReconcileError::StaleRead { name });
+    }
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),

@@ -127,7 +127,7 @@ async fn a_due_slot_posts_one_owned_child_and_records_the_cursor() {
         assert!(name.starts_with("db-nightly-") && name.len() == "db-nightly-20261122-0200".len(), "{name}");
         assert_eq!(child["metadata"]["ownerReferences"][0]["uid"], "s-1");
         assert_eq!(child["metadata"]["labels"]["mysqlbackup.dev/schedule"], "db-nightly");
-        let status = expect(&mut h, "PATCH", SCHEDULES_STATUS, (200, echo)).await;
+        let status = expect_status(&mut h, SCHEDULES_STATUS, (200, echo)).await;
         let s = &status["status"];
         assert!(s["missedSlots"].as_i64().unwrap() > 1000, "a day of minutes went by: {s}");
         assert!(s["nextScheduleTime"].is_string() && s["lastScheduleTime"].is_string());
@@ -155,7 +155,7 @@ async fn a_name_held_by_another_object_is_not_adopted() {
         let mut foreign = backup_json();
         foreign["metadata"]["name"] = json!(name);
         expect(&mut h, "GET", &format!("{BACKUPS}/{name}"), (200, foreign)).await;
-        let status = expect(&mut h, "PATCH", SCHEDULES_STATUS, (200, echo)).await;
+        let status = expect_status(&mut h, SCHEDULES_STATUS, (200, echo)).await;
         let missed = status["status"]["missedSlots"].as_i64().unwrap();
         let first = expect(&mut h, "POST", EVENTS, (201, json!({}))).await;
         assert_eq!(first["reason"], "MissedSlots");
@@ -207,7 +207,7 @@ async fn a_new_success_starts_retention_as_a_prune_job() {
         assert_eq!(spec["securityContext"]["runAsUser"], 999, "runs as the database pod's user");
         assert_eq!(spec["containers"][0]["args"][2], "--keep-daily=7");
         assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "BackupSchedule");
-        let status = expect(&mut h, "PATCH", SCHEDULES_STATUS, (200, echo)).await;
+        let status = expect_status(&mut h, SCHEDULES_STATUS, (200, echo)).await;
         let s = &status["status"];
         assert_eq!(s["lastPrune"]["phase"], "Running");
         assert_eq!(s["lastSuccessfulBackup"]["backupId"], "20261122T020001Z-00abcd");
@@ -259,7 +259,7 @@ async fn binlog_archiving_applies_the_archiver_deployment_and_polls_it() {
         assert_eq!(dep["spec"]["replicas"], 1);
         assert_eq!(dep["spec"]["strategy"]["type"], "Recreate");
         assert_eq!(dep["spec"]["template"]["spec"]["containers"][0]["args"][3], "--archive=db.db-nightly");
-        let status = expect(&mut h, "PATCH", SCHEDULES_STATUS, (200, echo)).await;
+        let status = expect_status(&mut h, SCHEDULES_STATUS, (200, echo)).await;
         assert_eq!(status["status"]["binlogArchive"]["phase"], "Starting");
         let event = expect(&mut h, "POST", EVENTS, (201, json!({}))).await;
         assert_eq!(event["note"], "binary-log archiver of db.db-nightly is Starting");
@@ -311,7 +311,7 @@ async fn a_running_archiver_is_read_over_http_and_its_gap_becomes_status_and_a_w
             (200, json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "archiver-db-nightly"}})),
         )
         .await;
-        let status = expect(&mut h, "PATCH", SCHEDULES_STATUS, (200, echo)).await;
+        let status = expect_status(&mut h, SCHEDULES_STATUS, (200, echo)).await;
         let archive = &status["status"]["binlogArchive"];
         assert_eq!(
             (&archive["phase"], &archive["archivedPosition"], &archive["lastEventTime"], &archive["lagSeconds"]),

@@ -52,7 +52,7 @@ async fn restore_creates_the_claim_then_the_job() {
         let args: Vec<&str> =
             pod["containers"][0]["args"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
         assert!(args.contains(&"--backup=20261122T020001Z-00abcd"), "{args:?}");
-        let status = expect(&mut h, "PATCH", RESTORE_STATUS, (200, restore_json())).await;
+        let status = expect_status(&mut h, RESTORE_STATUS, (200, restore_json())).await;
         assert_eq!(status["status"]["phase"], "Pending");
         assert_eq!(status["status"]["persistentVolumeClaim"], "restore-r1");
         let event = expect(&mut h, "POST", EVENTS, (201, json!({}))).await;
@@ -69,7 +69,7 @@ async fn restore_of_a_missing_backup_is_blocked_and_retried() {
         expect(&mut h, "GET", &format!("{BACKUPS}/nightly-1"), not_found()).await;
         expect(&mut h, "GET", &format!("{CLAIMS}/restore-r1"), not_found()).await;
         expect(&mut h, "GET", &format!("{JOBS}/restore-r1"), not_found()).await;
-        let status = expect(&mut h, "PATCH", RESTORE_STATUS, (200, restore_json())).await;
+        let status = expect_status(&mut h, RESTORE_STATUS, (200, restore_json())).await;
         let blocked = &status["status"]["conditions"][0];
         assert_eq!((blocked["type"].as_str(), blocked["status"].as_str()), (Some("Blocked"), Some("True")));
         assert_eq!(blocked["message"], "MySQLBackup nightly-1 (spec.source.backup) not found");
@@ -108,7 +108,7 @@ async fn restore_job_success_completes_with_the_restored_position() {
         expect(&mut h, "GET", &format!("{JOBS}/restore-r1"), (200, job)).await;
         expect(&mut h, "GET", &format!("{PODS}?&labelSelector=job-name%3Drestore-r1"), (200, job_pods)).await;
         expect(&mut h, "GET", &format!("{SECRETS}/s3-creds"), (200, secret("s3-creds", "K"))).await;
-        let status = expect(&mut h, "PATCH", RESTORE_STATUS, (200, restore_json())).await;
+        let status = expect_status(&mut h, RESTORE_STATUS, (200, restore_json())).await;
         let s = &status["status"];
         assert_eq!(s["phase"], "Complete");
         assert_eq!(s["positions"]["gtidExecuted"], "0-1-42");
