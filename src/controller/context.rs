@@ -24,11 +24,6 @@ pub fn from_config(config: Config) -> Result<Client, kube::Error> {
     Client::try_from(config)
 }
 
-/// A client from the environment: in-cluster service account, else `KUBECONFIG` or `~/.kube/config`.
-pub async fn infer() -> Result<Client, kube::Error> {
-    from_config(Config::infer().await.map_err(kube::Error::InferConfig)?)
-}
-
 /// The field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "mysql-backup-operator";
 

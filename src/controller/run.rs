@@ -20,7 +20,11 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::ListParams,
     core::DeserializeGuard,
-    runtime::{Controller, controller::Action, watcher},
+    runtime::{
+        Controller,
+        controller::{self, Action},
+        watcher,
+    },
 };
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
@@ -38,9 +42,21 @@ pub enum RunError {
     /// No usable Kubernetes configuration.
     #[error("connecting to Kubernetes: {0}")]
     Connect(#[source] kube::Error),
-    /// The CRDs are not installed (or not readable with this service account).
-    #[error("the MySQLBackup CRD is not usable ({0}); install crds/crds.yaml or the Helm chart first")]
-    CrdMissing(#[source] kube::Error),
+    /// The first request found no API server to talk to: refused, timed out, or a certificate not
+    /// trusted.
+    #[error("reaching the Kubernetes API server at {url}: {source}")]
+    Unreachable { url: String, source: kube::Error },
+    /// The API server does not serve MySQLBackups: the CRDs are not installed.
+    #[error("the API server at {url} does not serve MySQLBackups; install crds/crds.yaml or the Helm chart first")]
+    CrdMissing { url: String },
+    /// The identity may not list MySQLBackups: not the operator's ServiceAccount, or its RBAC missing.
+    #[error(
+        "listing MySQLBackups at {url} is forbidden ({message}); run as the operator's ServiceAccount, with the chart's RBAC"
+    )]
+    Forbidden { url: String, message: String },
+    /// The first request failed otherwise.
+    #[error("listing MySQLBackups at {url}: {source}")]
+    FirstRequest { url: String, source: kube::Error },
     /// The Lease of leader election could not be read or created.
     #[error("leader election on Lease {lease}: {source}")]
     Lease { lease: String, source: kube_lease_manager::LeaseManagerError },
@@ -166,8 +182,14 @@ async fn control<K: Reconciled>(client: Client, ctx: Arc<Context>) {
         .shutdown_on_signal()
         .run(reconcile::<K>, error_policy::<K>, ctx)
         .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "controller event");
+            match result {
+                // Logged by `error_policy`, at the level each error deserves.
+                Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
+                // Routine: a Job event for an object deleted since.
+                Err(e @ controller::Error::ObjectNotFound(_)) => tracing::debug!(error = %e, "controller event"),
+                // A watch that fails (the API server unreachable, a permission taken away) stops
+                // reconciles: visible, not only at debug.
+                Err(e) => tracing::warn!(kind = %K::kind(&()), error = %e, "watching failed; retrying"),
             }
         })
         .await;
@@ -234,12 +256,31 @@ async fn acquire(
 type LeaseTask =
     tokio::task::JoinHandle<Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>>;
 
+/// Lists one MySQLBackup, to stop at start with the reason when the controller could do nothing: no API
+/// server reachable at `url` (or not trusted), no CRDs, or no permission.
+pub async fn check_api(client: &Client, url: &str) -> Result<(), RunError> {
+    let backups: Api<DeserializeGuard<MySQLBackup>> = Api::all(client.clone());
+    let url = url.trim_end_matches('/').to_string();
+    match backups.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(RunError::CrdMissing { url }),
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            Err(RunError::Forbidden { url, message: status.message.clone() })
+        }
+        Err(source @ (kube::Error::HyperError(_) | kube::Error::Service(_))) => {
+            Err(RunError::Unreachable { url, source })
+        }
+        Err(source) => Err(RunError::FirstRequest { url, source }),
+    }
+}
+
 /// Runs the controller until SIGTERM or Ctrl-C, or until the Lease is lost (an error: the pod restarts
 /// and stands by again, so two replicas never reconcile at once).
 pub async fn run(opts: ControllerOptions) -> Result<(), RunError> {
-    let client = crate::controller::context::infer().await.map_err(RunError::Connect)?;
-    let backups: Api<DeserializeGuard<MySQLBackup>> = Api::all(client.clone());
-    backups.list(&ListParams::default().limit(1)).await.map_err(RunError::CrdMissing)?;
+    let config = kube::Config::infer().await.map_err(|e| RunError::Connect(kube::Error::InferConfig(e)))?;
+    let url = config.cluster_url.to_string();
+    let client = crate::controller::context::from_config(config).map_err(RunError::Connect)?;
+    check_api(&client, &url).await?;
     let ctx = Arc::new(Context::new(client.clone(), opts.operator_image));
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
