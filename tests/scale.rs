@@ -257,7 +257,12 @@ async fn a_point_in_time_restore_through_a_gigabyte_segment_stays_within_the_mem
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let status = [args(&["binlog", "status", "--archive", "big", "--json"]), st.clone()].concat();
     let report: serde_json::Value = serde_json::from_str(&agent(&status, &[]).await.stdout).unwrap();
-    assert_eq!(report["end"]["binlogPos"], want.as_str(), "{report}");
+    assert_eq!(
+        report["end"]["binlogPos"],
+        want.as_str(),
+        "{report}\narchiver:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let target = dir.path().join("restored");
     let t = target.display().to_string();

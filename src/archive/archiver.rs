@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use mysql_async::prelude::Queryable;
 
@@ -276,9 +276,18 @@ impl Session<'_> {
         let mut bytes = Vec::with_capacity(64 * 1024);
         loop {
             let wake = self.builder.deadline().unwrap_or(last_heard + silence).min(last_heard + silence);
-            let next = tokio::select! {
-                _ = self.stop.changed() => return Ok(StreamEnd::Stopped),
-                r = tokio::time::timeout_at(wake.into(), stream.next()) => r,
+            // An event already waiting (in a buffer, while a segment was being stored) may have been sent
+            // long ago; only one the loop waited for was sent after `waiting_since`.
+            let (next, waiting_since) = match stream.next().now_or_never() {
+                Some(event) => (Ok(event), None),
+                None => {
+                    let since = Timestamp::now();
+                    let next = tokio::select! {
+                        _ = self.stop.changed() => return Ok(StreamEnd::Stopped),
+                        r = tokio::time::timeout_at(wake.into(), stream.next()) => r,
+                    };
+                    (next, Some(since))
+                }
             };
             let now = Instant::now();
             match next {
@@ -310,8 +319,13 @@ impl Session<'_> {
                     let unsealed = self.builder.oldest_unsealed().is_some();
                     let duplicates = self.builder.duplicates();
                     update(&self.status, |s| {
-                        if raw.kind == HEARTBEAT {
-                            s.caught_up_at = Some(received);
+                        // The server sends a heartbeat when it has nothing more: caught up when it was
+                        // sent, which is after the loop began to wait for it, and unknown for one that
+                        // was already waiting (the next heartbeat tells).
+                        if raw.kind == HEARTBEAT
+                            && let Some(since) = waiting_since
+                        {
+                            s.caught_up_at = Some(since);
                             if !unsealed {
                                 s.unstored_since = None;
                             }

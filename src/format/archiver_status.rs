@@ -40,7 +40,9 @@ pub struct ArchiverStatus {
     /// Seconds of received transactions not yet stored, or since the connection was lost: what a loss
     /// of the archiver now could leave out of the archive.
     pub lag_seconds: f64,
-    /// When the server last said it had nothing more to send.
+    /// A time at which the server had sent everything it had: every transaction committed before it is
+    /// received (stored once `lagSeconds` is zero). Taken from a heartbeat the archiver waited for, never
+    /// from one that sat in a buffer while a segment was being stored.
     pub caught_up_at: Option<Timestamp>,
     /// Segments stored by this process.
     pub segments: u64,
