@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use kube::Config;
+use mysql_backup_operator::agent::error_chain;
 use mysql_backup_operator::controller::run::check_api;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -74,13 +75,7 @@ async fn first_request(status: &'static str, body: &'static str, trusted: bool) 
     }
     let client = mysql_backup_operator::controller::context::from_config(config).expect("a client");
     let error = check_api(&client, &url).await.expect_err("refused");
-    let mut chain = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(e) = source {
-        chain.push_str(&format!(": {e}"));
-        source = e.source();
-    }
-    (url, chain)
+    (url, error_chain(&error))
 }
 
 #[tokio::test]
