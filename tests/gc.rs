@@ -281,3 +281,147 @@ async fn prune_applies_the_policy_to_tagged_backups_during_a_concurrent_backup()
         "error: prune keeps nothing: set at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --max-age"
     );
 }
+
+/// Where Debian's libfaketime is (`scripts/test-deps` installs the `faketime` package).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The environment that runs an agent with its wall clock shifted by `offset` (`+15m`, `-15m`) against
+/// the storage's clock (the file system's timestamps, set by the kernel).
+fn skewed(offset: &str) -> Vec<(String, String)> {
+    assert!(Path::new(LIBFAKETIME).is_file(), "{LIBFAKETIME} is missing: run ./scripts/test, which installs faketime");
+    vec![
+        ("LD_PRELOAD".to_string(), LIBFAKETIME.to_string()),
+        ("FAKETIME".to_string(), offset.to_string()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".to_string(), "1".to_string()),
+    ]
+}
+
+/// Names of the locks under `locks` (without `.json`).
+fn lock_names(locks: &Path) -> Vec<String> {
+    std::fs::read_dir(locks)
+        .map(|d| d.filter_map(Result::ok).filter_map(|e| e.file_name().into_string().ok()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| n.trim_end_matches(".json").to_string())
+        .collect()
+}
+
+/// Waits until a `backup-*` lock other than `except` exists under `locks`; its name.
+async fn backup_lock_appears(locks: &Path, except: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(name) = lock_names(locks).into_iter().find(|n| n.starts_with("backup-") && n != except) {
+            return name;
+        }
+        assert!(std::time::Instant::now() < deadline, "the backup never took its lock");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every agent runs with its clock 15 minutes ahead of the storage's, then 15 minutes behind it. (On S3
+/// a skew of 15 minutes is refused by request signing itself, `RequestTimeTooSkewed`, loudly; file
+/// storage signs nothing, so the skew reaches the locks.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_agents_fifteen_minutes_off_the_storages_clock_a_sweep_still_defers_to_a_running_backup() {
+    for offset in ["+15m", "-15m"] {
+        let dir = tempdir();
+        let (data, store) = (dir.path().join("data"), dir.path().join("store"));
+        std::fs::create_dir_all(&data).unwrap();
+        let url = format!("file://{}", store.display());
+        let env = skewed(offset);
+        let run = |a: &[&str]| {
+            let a = [args(a), args(&["--storage", &url])].concat();
+            let env = env.clone();
+            async move { agent(&a, &env).await }
+        };
+        let datadir = data.to_str().unwrap();
+        let cold = ["backup", "--method", "cold", "--chunk-size-kib", "64", "--datadir", datadir];
+        // The first backup: shared.ibd, which the second reuses, and old.ibd, which only it holds.
+        let shared = random_bytes(4 * 65536, 61);
+        std::fs::write(data.join("shared.ibd"), &shared).unwrap();
+        std::fs::write(data.join("old.ibd"), random_bytes(2 * 65536, 63)).unwrap();
+        let first = run(&cold).await.summary()["backupId"].as_str().unwrap().to_string();
+        std::fs::remove_file(data.join("old.ibd")).unwrap();
+        let new = random_bytes(8 * 65536, 65);
+        std::fs::write(data.join("new.ibd"), &new).unwrap();
+        // A lock whose process died eleven minutes ago (on the storage's clock).
+        let locks = store.join("locks");
+        let dead_name = "backup-20261101T000000Z-000000";
+        let dead = locks.join(format!("{dead_name}.json"));
+        std::fs::write(&dead, br#"{"lock":"test"}"#).unwrap();
+        let eleven_minutes_ago = std::time::SystemTime::now() - Duration::from_secs(11 * 60);
+        std::fs::File::options().write(true).open(&dead).unwrap().set_modified(eleven_minutes_ago).unwrap();
+
+        // The second backup uploads new.ibd at 64 KiB/s (8 s), having counted shared.ibd's chunks as present.
+        let throttled = [&cold[..], &["--max-upload-rate", "64KiB", "--storage", &url]].concat();
+        let running = agent_command(&args(&throttled), &env).spawn().unwrap();
+        let lock = backup_lock_appears(&locks, dead_name).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let deferred = run(&["delete", "--backup", &first]).await.summary();
+        assert_eq!(
+            deferred["deferredBy"],
+            serde_json::json!([lock]),
+            "{offset}: only the live backup defers the sweep"
+        );
+        assert_eq!(deferred["deletedChunks"], 0, "{offset}");
+        let out = tokio::time::timeout(Duration::from_secs(60), running.wait_with_output()).await.unwrap().unwrap();
+        assert!(out.status.success(), "{offset}: {}", String::from_utf8_lossy(&out.stderr));
+        let second: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let second = second["backupId"].as_str().unwrap().to_string();
+        run(&["verify", "--backup", &second]).await.summary();
+
+        // With the backup done, the next sweep runs, removes the dead lock, and the backup still restores.
+        let swept = run(&["delete", "--backup", &first, "--ignore-missing"]).await.summary();
+        assert_eq!((swept["deletedChunks"].as_u64(), swept.get("deferredBy")), (Some(2), None), "{offset}");
+        assert!(lock_names(&locks).is_empty(), "{offset}: the sweep removed the dead process's lock");
+        let target = dir.path().join("restored");
+        run(&["restore", "--backup", &second, "--datadir", target.to_str().unwrap()]).await.summary();
+        assert!(std::fs::read(target.join("shared.ibd")).unwrap() == shared, "{offset}");
+        assert!(std::fs::read(target.join("new.ibd")).unwrap() == new, "{offset}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_stalled_past_the_stale_window_fails_naming_its_lock_and_lists_nothing() {
+    let st = Store::new("stall");
+    // Every process on this storage uses a 10 s stale window: a holder gives up after 5 s unrenewed.
+    let mut env = st.s3.env();
+    env.push(("MYSQL_BACKUP_OPERATOR_TEST_LOCK_STALE_SECONDS".into(), "10".into()));
+    let data = st.data.to_str().unwrap().to_string();
+    let cold = st.args(&["backup", "--method", "cold", "--chunk-size-kib", "64", "--datadir", &data]);
+    std::fs::write(st.data.join("shared.ibd"), random_bytes(4 * 65536, 71)).unwrap();
+    let first = agent(&cold, &env).await.summary()["backupId"].as_str().unwrap().to_string();
+    std::fs::write(st.data.join("new.ibd"), random_bytes(2 * 65536, 73)).unwrap();
+
+    // The second backup counted shared.ibd's chunks as present, then its process is stopped.
+    st.s3.hold_chunk_uploads.store(true, Ordering::SeqCst);
+    let running = agent_command(&cold, &env).spawn().unwrap();
+    let pid = nix::unistd::Pid::from_raw(running.id().unwrap() as i32);
+    let lock = backup_lock_appears(&st.path("locks"), "").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    // Past the window its lock is stale: a deletion sweeps, the reused chunks with the first backup.
+    let swept = agent(&st.args(&["delete", "--backup", &first]), &env).await.summary();
+    assert_eq!((swept["deletedChunks"].as_u64(), swept.get("deferredBy")), (Some(4), None), "{swept}");
+    st.s3.hold_chunk_uploads.store(false, Ordering::SeqCst);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), running.wait_with_output()).await.unwrap().unwrap();
+    let run = AgentRun {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    let error = run.error();
+    let prefix = format!("error: lock {lock} went ");
+    let suffix = " s without a renewal (no renewal was made: the process was stalled); others ignore a lock after 10 s, so a chunk sweep may have run meanwhile: stopping instead of relying on it";
+    assert!(error.starts_with(&prefix) && error.ends_with(suffix), "{error}");
+    let gap: u64 = error[prefix.len()..error.len() - suffix.len()].parse().unwrap();
+    assert!((12..60).contains(&gap), "the gap is the stop's length: {error}");
+    assert!(st.listed().await.is_empty(), "nothing is listed: the first was deleted and the second never completed");
+
+    // The next backup uploads what is missing and verifies.
+    let third = agent(&cold, &env).await.summary()["backupId"].as_str().unwrap().to_string();
+    assert_eq!(st.listed().await, vec![third]);
+    st.verify_all().await;
+}

@@ -86,6 +86,14 @@ async fn backup_locked<M: BackupMethod>(
     };
     lock.check()?;
     storage.write_manifest(&manifest).await?;
+    // A write that hung past the lock's limit: a sweep may have deleted a chunk before the manifest
+    // was there to keep it. The manifest goes again, so that nothing unrestorable is ever listed.
+    if let Err(lost) = lock.check() {
+        if let Err(e) = storage.delete(&storage.manifest_key(&backup_id)).await {
+            tracing::error!(backup_id, error = %e, "could not remove the manifest of a backup whose lock was lost");
+        }
+        return Err(lost.into());
+    }
     let duration_seconds = Timestamp::now().duration_since(started_at).as_millis() as f64 / 1000.0;
     tracing::info!(
         backup_id,

@@ -18,7 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 use jiff::tz::TimeZone;
 
 use crate::format::manifest::is_backup_id;
-use crate::format::summary::{DeleteOutcome, LISTED_IDS, PruneOutcome, SweepOutcome, Window};
+use crate::format::summary::{DeleteOutcome, LISTED_IDS, LISTED_LOCKS, PruneOutcome, SweepOutcome, Window, listed};
 use crate::gc::lock::{Lock, LockError, SweepLock};
 use crate::gc::retention::{Item, Policy};
 use crate::storage::{Storage, StorageError};
@@ -52,7 +52,8 @@ pub async fn sweep(storage: &Storage) -> Result<SweepOutcome, GcError> {
         SweepLock::Held(lock) => lock,
         SweepLock::Busy(backups) => {
             tracing::info!(running = ?backups, "backups are running: the chunk sweep waits for a later run");
-            return Ok(SweepOutcome { deferred_by: backups, ..Default::default() });
+            let (deferred_by, deferred_by_count) = listed(backups, LISTED_LOCKS);
+            return Ok(SweepOutcome { deferred_by, deferred_by_count, ..Default::default() });
         }
     };
     let result = sweep_locked(storage, &lock).await;
@@ -84,7 +85,7 @@ async fn sweep_locked(storage: &Storage, lock: &Lock) -> Result<SweepOutcome, Gc
         .try_collect::<()>()
         .await?;
     tracing::info!(deleted_chunks, freed_bytes, kept_chunks, "chunk sweep done");
-    Ok(SweepOutcome { deleted_chunks, freed_bytes, kept_chunks, deferred_by: Vec::new() })
+    Ok(SweepOutcome { deleted_chunks, freed_bytes, kept_chunks, ..Default::default() })
 }
 
 /// Deletes backup `id` from `storage`, then sweeps. With `ignore_missing`, a backup that is already
