@@ -131,15 +131,15 @@ pub async fn restore_until(
         purged: None,
     });
     positions.binlog = None;
-    let until = PitrSummary {
-        target: target.to_string(),
-        incrementals: plan.incrementals.iter().map(|m| m.backup_id.clone()).collect(),
-        binlog_files: binlogs.len() as u64,
-        archive: archive.filter(|_| !plan.segments.is_empty()),
-        segments: plan.segments.len() as u64,
-        gaps_crossed: plan.gaps_crossed.iter().map(|g| g.to_string()).collect(),
-        transactions: replayed.transactions,
-    };
+    let until = PitrSummary::new(
+        target.to_string(),
+        plan.incrementals.iter().map(|m| m.backup_id.clone()),
+        binlogs.len() as u64,
+        archive.filter(|_| !plan.segments.is_empty()),
+        plan.segments.len() as u64,
+        plan.gaps_crossed.iter().map(|g| g.to_string()),
+        replayed.transactions,
+    );
     let (id, method) = (full.backup_id.clone(), full.method);
     Ok(restore_summary(storage, opts, id, method, positions, outcome, started, Some(until)))
 }

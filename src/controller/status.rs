@@ -127,6 +127,25 @@ pub const FAILED: &str = "Failed";
 /// Condition: something outside the spec is missing or not ready yet; retried.
 pub const BLOCKED: &str = "Blocked";
 
+/// Reason of a run whose recorded Job is gone before its outcome was read.
+pub const JOB_LOST: &str = "JobLost";
+
+/// Marks a run whose recorded Job `job` no longer exists failed for good ([`JOB_LOST`]): deleted by
+/// hand, or by its TTL while the controller was away. Nothing is run again behind the user's back;
+/// `consequence` says what that leaves and how to run it again.
+pub fn mark_job_lost<S: RunStatus>(
+    status: &mut S,
+    job: &str,
+    consequence: &str,
+    generation: Option<i64>,
+    now: &Time,
+) -> crate::controller::backup::decide::EventNote {
+    let message = format!(
+        "Job {job} is gone and its outcome was never read (deleted by hand, or by its TTL while the controller was down); it is not run again: {consequence}"
+    );
+    mark_failed(status, JOB_LOST, message, generation, now)
+}
+
 /// Marks a run failed for good and returns the Warning to publish.
 pub fn mark_failed<S: RunStatus>(
     status: &mut S,

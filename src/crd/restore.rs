@@ -144,15 +144,22 @@ pub struct ReplayedStatus {
     /// Transactions replayed.
     #[serde(default)]
     pub transactions: i64,
-    /// Incrementals whose binary logs were replayed.
+    /// Incrementals whose binary logs were replayed, oldest first (the first 20; see incrementalsCount).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub incrementals: Vec<String>,
+    /// How many incrementals were replayed.
+    #[serde(default)]
+    pub incrementals_count: i64,
     /// The archive whose segments were replayed.
     pub archive: Option<String>,
     /// Archive segments replayed.
     #[serde(default)]
     pub segments: i64,
-    /// Gaps crossed by a forced restore: their transactions are missing.
+    /// Gaps crossed by a forced restore: their transactions are missing (the first 5; see
+    /// gapsCrossedCount).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gaps_crossed: Vec<String>,
+    /// How many gaps a forced restore crossed.
+    #[serde(default)]
+    pub gaps_crossed_count: i64,
 }

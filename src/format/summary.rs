@@ -160,8 +160,12 @@ pub struct CatchupSummary {
 pub struct PitrSummary {
     /// The target asked for.
     pub target: String,
-    /// Incrementals whose binary logs were replayed.
+    /// Incrementals whose binary logs were replayed, oldest first (at most [`LISTED_INCREMENTALS`] listed; see
+    /// `incrementalsCount`).
     pub incrementals: Vec<String>,
+    /// How many incrementals were replayed (absent in summaries of 0.1.0, which listed them all).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub incrementals_count: u64,
     /// Binary log files of incrementals read.
     pub binlog_files: u64,
     /// The binary-log archive whose segments were replayed.
@@ -169,12 +173,92 @@ pub struct PitrSummary {
     pub archive: Option<String>,
     /// Archive segments replayed.
     pub segments: u64,
-    /// Gaps a forced restore crossed: their transactions are missing.
+    /// Gaps a forced restore crossed: their transactions are missing (at most [`LISTED_GAPS`] listed;
+    /// see `gapsCrossedCount`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gaps_crossed: Vec<String>,
+    /// How many gaps were crossed (absent in summaries of 0.1.0, which listed them all).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gaps_crossed_count: u64,
     /// Transactions replayed.
     pub transactions: u64,
 }
+
+impl PitrSummary {
+    /// What a point-in-time restore to `target` replayed: `incrementals` (ids, oldest first), and the
+    /// `gaps` a forced restore crossed, each list capped with its count beside it.
+    pub fn new(
+        target: String,
+        incrementals: impl IntoIterator<Item = String>,
+        binlog_files: u64,
+        archive: Option<String>,
+        segments: u64,
+        gaps: impl IntoIterator<Item = String>,
+        transactions: u64,
+    ) -> Self {
+        let (incrementals, incrementals_count) = listed(incrementals, LISTED_INCREMENTALS);
+        let (gaps_crossed, gaps_crossed_count) = listed(gaps.into_iter().map(|g| cut(&g, MAX_GAP_BYTES)), LISTED_GAPS);
+        Self {
+            target,
+            incrementals,
+            incrementals_count,
+            binlog_files,
+            archive,
+            segments,
+            gaps_crossed,
+            gaps_crossed_count,
+            transactions,
+        }
+    }
+
+    /// How many incrementals were replayed, listed or not.
+    pub fn incrementals_total(&self) -> u64 {
+        self.incrementals_count.max(self.incrementals.len() as u64)
+    }
+
+    /// How many gaps were crossed, listed or not.
+    pub fn gaps_crossed_total(&self) -> u64 {
+        self.gaps_crossed_count.max(self.gaps_crossed.len() as u64)
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The first `n` of `items`, and how many there were: a summary lists a bounded number of things and
+/// counts the rest, so that it always fits a pod's termination message.
+pub fn listed<T>(items: impl IntoIterator<Item = T>, n: usize) -> (Vec<T>, u64) {
+    let mut count = 0u64;
+    let mut kept = Vec::new();
+    for item in items {
+        if kept.len() < n {
+            kept.push(item);
+        }
+        count += 1;
+    }
+    (kept, count)
+}
+
+/// Incrementals listed in a point-in-time summary at most.
+pub const LISTED_INCREMENTALS: usize = 20;
+/// Gaps listed in a point-in-time summary at most.
+pub const LISTED_GAPS: usize = 5;
+/// The longest description of a listed gap (the archiver's status has them whole).
+pub const MAX_GAP_BYTES: usize = 160;
+
+/// `text` cut to at most `max` bytes at a character boundary, ending in `…` where it was cut.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let end = (0..=max.saturating_sub('…'.len_utf8())).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+    format!("{}…", &text[..end])
+}
+/// Locks listed as deferring a sweep at most.
+pub const LISTED_LOCKS: usize = 10;
+/// What a pod's termination message holds: a longer summary is cut and no longer parses.
+pub const TERMINATION_MESSAGE_BYTES: usize = 4096;
 
 /// What a failed agent leaves in its summary file: the error, with its causes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,7 +305,8 @@ pub struct VerifyReport {
     pub chunks_checked: u64,
     /// Bytes of original data checked.
     pub bytes_checked: u64,
-    /// Every damaged chunk, by file, in manifest order.
+    /// Every damaged chunk, by file, in manifest order (empty in a summary: a damaged backup ends in a
+    /// [`Failure`], cut to fit).
     pub damaged: Vec<Damage>,
 }
 
@@ -235,9 +320,13 @@ pub struct SweepOutcome {
     pub freed_bytes: u64,
     /// Chunks left: those some manifest references.
     pub kept_chunks: u64,
-    /// Locks of running backups that made the sweep wait for a later run (empty when it ran).
+    /// Locks of running backups that made the sweep wait for a later run (empty when it ran; at most
+    /// [`LISTED_LOCKS`] listed, see `deferredByCount`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deferred_by: Vec<String>,
+    /// How many locks deferred the sweep (absent in summaries of 0.1.0, which listed them all).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub deferred_by_count: u64,
 }
 
 /// What a deletion did.

@@ -230,6 +230,14 @@ pub fn decide(o: &Observed) -> Decision {
         return decision(status, None, events, None);
     }
 
+    // A Job was created and is gone: the backup may or may not have been stored. Never run it twice.
+    if let Some(job) = old.job_name.as_deref() {
+        let consequence =
+            "the backup may or may not be in storage (agent list shows it); create a new MySQLBackup to take another";
+        events.push(status::mark_job_lost(&mut status, job, consequence, generation, &o.now));
+        return decision(status, None, events, None);
+    }
+
     // No Job yet: check everything the Job needs, then build it.
     if let Some(problem) = invalid_spec(b, o.pod) {
         fail(&mut status, &mut events, "InvalidSpec", problem);
@@ -368,6 +376,24 @@ status: {startTime: "2026-11-22T02:00:00Z", active: 1}
                 message: "created Job backup-nightly-1 for backup nightly-1".into()
             }]
         );
+    }
+
+    #[test]
+    fn a_job_gone_before_its_outcome_was_read_fails_and_is_never_run_again() {
+        for phase in ["Pending", "Running"] {
+            let mut backup: MySQLBackup = parse(BACKUP);
+            backup.status = Some(parse(&format!("{{phase: {phase}, jobName: backup-nightly-1}}")));
+            let d = run(&backup, Some(&parse(POD)), None, None, &secrets());
+            assert!(d.job.is_none(), "{phase}: no second Job");
+            assert_eq!(d.status.phase, Some(Phase::Failed));
+            let c = condition(&d.status, FAILED);
+            let expected = "Job backup-nightly-1 is gone and its outcome was never read (deleted by hand, or by its TTL while the controller was down); it is not run again: the backup may or may not be in storage (agent list shows it); create a new MySQLBackup to take another";
+            assert_eq!((c.reason.as_str(), c.message.as_str()), ("JobLost", expected));
+            assert_eq!(d.events, vec![EventNote { warning: true, reason: "JobLost", message: expected.into() }]);
+            backup.status = Some(d.status.clone());
+            let again = run(&backup, Some(&parse(POD)), None, None, &secrets());
+            assert!(again.job.is_none() && again.events.is_empty() && again.status == d.status);
+        }
     }
 
     #[test]

@@ -98,24 +98,28 @@ pub fn decide(o: &Observed) -> Decision {
                     status.bytes = i64::try_from(bytes).ok();
                     status.duration_seconds = Some(duration_seconds);
                     if let Some(u) = until {
-                        if !u.gaps_crossed.is_empty() {
+                        let (incrementals_count, gaps_count) = (u.incrementals_total(), u.gaps_crossed_total());
+                        if gaps_count > 0 {
+                            let more = gaps_count.saturating_sub(u.gaps_crossed.len() as u64);
                             events.push(EventNote {
                                 warning: true,
                                 reason: "GapsCrossed",
                                 message: format!(
-                                    "restored across {} gap(s) in the binary-log archive (spec.pointInTime.force): \
-                                     their transactions are missing: {}",
-                                    u.gaps_crossed.len(),
-                                    u.gaps_crossed.join("; ")
+                                    "restored across {gaps_count} gap(s) in the binary-log archive (spec.pointInTime.force): \
+                                     their transactions are missing: {}{}",
+                                    u.gaps_crossed.join("; "),
+                                    if more > 0 { format!("; and {more} more") } else { String::new() }
                                 ),
                             });
                         }
                         status.replayed = Some(crate::crd::ReplayedStatus {
                             transactions: u.transactions as i64,
                             incrementals: u.incrementals,
+                            incrementals_count: incrementals_count as i64,
                             archive: u.archive,
                             segments: u.segments as i64,
                             gaps_crossed: u.gaps_crossed,
+                            gaps_crossed_count: gaps_count as i64,
                         });
                     }
                     status.completion_time =
@@ -137,6 +141,17 @@ pub fn decide(o: &Observed) -> Decision {
                 None => fail(status, "SummaryUnreadable", "the agent left no summary".into()),
             },
         };
+    }
+
+    // A Job was created and is gone: the target may hold part of a restore, or a server already using
+    // it. Restoring again (with `overwrite`, wiping it) is the user's call, never ours.
+    if let Some(job) = old.job_name.as_deref() {
+        let claim = old.persistent_volume_claim.clone().unwrap_or_else(|| restore_target_claim(r));
+        let consequence = format!(
+            "PersistentVolumeClaim {claim} may hold a partial restore or a server already using it; check it, then create a new MySQLRestore to restore again"
+        );
+        let event = status::mark_job_lost(&mut status, job, &consequence, generation, &o.now);
+        return Decision { claim: None, job: None, status, events: vec![event], requeue: None };
     }
 
     if name.len() > 63 {
@@ -345,6 +360,27 @@ status: {phase: Complete, method: mariabackup, backupId: 20261122T020001Z-00abcd
     }
 
     #[test]
+    fn a_job_gone_before_its_outcome_was_read_fails_and_never_restores_again() {
+        let mut restore: MySQLRestore = parse(RESTORE);
+        restore.status = Some(parse("{phase: Running, jobName: restore-r1, persistentVolumeClaim: restore-r1}"));
+        let d = run(&restore, Some(&parse(BACKUP)), None, None, None);
+        assert!(d.job.is_none() && d.claim.is_none(), "nothing is created again");
+        assert_eq!(d.status.phase, Some(Phase::Failed));
+        let expected = "Job restore-r1 is gone and its outcome was never read (deleted by hand, or by its TTL while the controller was down); it is not run again: PersistentVolumeClaim restore-r1 may hold a partial restore or a server already using it; check it, then create a new MySQLRestore to restore again";
+        assert_eq!(message(&d, FAILED), expected);
+        assert_eq!(d.events.len(), 1);
+        assert_eq!(
+            (d.events[0].warning, d.events[0].reason, d.events[0].message.as_str()),
+            (true, "JobLost", expected)
+        );
+        // Once failed it stays so: the next reconcile does nothing.
+        let mut failed = restore.clone();
+        failed.status = Some(d.status.clone());
+        let again = run(&failed, Some(&parse(BACKUP)), None, None, None);
+        assert!(again.job.is_none() && again.events.is_empty());
+    }
+
+    #[test]
     fn the_backup_must_exist_and_be_complete() {
         let d = run(&parse(RESTORE), None, None, None, None);
         assert_eq!(message(&d, BLOCKED), "MySQLBackup nightly-1 (spec.source.backup) not found");
@@ -415,6 +451,39 @@ status: {phase: Complete, method: mariabackup, backupId: 20261122T020001Z-00abcd
             message(&d, FAILED),
             "spec.pointInTime replays binary logs with the server's own tools: set spec.image to the database image"
         );
+    }
+
+    #[test]
+    fn a_point_in_time_restore_across_700_incrementals_completes() {
+        // A */15 binary-log schedule between weekly fulls: ~670 incrementals before the next full.
+        let until = crate::format::summary::PitrSummary::new(
+            "GTID 0-1-90000".into(),
+            (0..700).map(|n| format!("20261130T{n:06}Z-{n:06x}")),
+            700,
+            None,
+            0,
+            std::iter::empty(),
+            90_000,
+        );
+        let fixture = include_str!("../../../tests/fixtures/agent-summaries-0.1.0.jsonl")
+            .lines()
+            .find(|l| l.contains(r#""until":"#))
+            .unwrap();
+        let mut summary: serde_json::Value = serde_json::from_str(fixture).unwrap();
+        summary["until"] = serde_json::to_value(&until).unwrap();
+        let message = summary.to_string();
+        assert!(message.len() < 4096, "{} bytes", message.len());
+        let job: Job = parse(
+            "{metadata: {name: restore-r1}, status: {completionTime: '2026-11-22T03:00:00Z', conditions: [{type: Complete, status: 'True'}]}}",
+        );
+        let d = run(&parse(RESTORE), Some(&parse(BACKUP)), None, Some(&job), Some(&message));
+        assert_eq!(d.status.phase, Some(Phase::Complete), "{:?}", d.status.conditions);
+        let replayed = d.status.replayed.unwrap();
+        assert_eq!(
+            (replayed.incrementals_count, replayed.incrementals.len(), replayed.transactions),
+            (700, 20, 90_000)
+        );
+        assert_eq!(replayed.incrementals[0], "20261130T000000Z-000000");
     }
 
     #[test]
