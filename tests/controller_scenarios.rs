@@ -239,6 +239,33 @@ async fn failed_job_fails_with_the_agents_reason() {
 }
 
 #[tokio::test]
+async fn a_running_backup_whose_job_was_deleted_fails_job_lost_and_runs_nothing_again() {
+    let mut backup: MySQLBackup = serde_yaml::from_str(BACKUP).unwrap();
+    backup.status = Some(serde_json::from_value(json!({"phase": "Running", "jobName": "backup-nightly-1"})).unwrap());
+    let action = run(backup, async |mut h: Handle| {
+        expect(&mut h, "GET", &format!("{PODS}/db-0"), (200, pod())).await;
+        expect(&mut h, "GET", &format!("{JOBS}/backup-nightly-1"), not_found()).await;
+        expect(&mut h, "GET", &format!("{SECRETS}/db-user"), (200, secret("db-user", "password"))).await;
+        expect(&mut h, "GET", &format!("{SECRETS}/s3-creds"), (200, secret("s3-creds", "K"))).await;
+        // No Job is applied: the next request is the status.
+        let status = expect_status(&mut h, STATUS, (200, backup_json())).await;
+        assert_eq!(status["status"]["phase"], "Failed");
+        let failed = status["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Failed").unwrap();
+        assert_eq!(failed["reason"], "JobLost");
+        assert!(
+            failed["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Job backup-nightly-1 is gone and its outcome was never read")
+        );
+        let event = expect(&mut h, "POST", EVENTS, (201, json!({}))).await;
+        assert_eq!((event["type"].as_str(), event["reason"].as_str()), (Some("Warning"), Some("JobLost")));
+    })
+    .await;
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
 async fn finished_backup_reads_nothing_and_writes_nothing() {
     let mut backup: MySQLBackup = serde_yaml::from_str(BACKUP).unwrap();
     backup.status = Some(serde_json::from_value(json!({"phase": "Complete", "observedGeneration": 1})).unwrap());

@@ -1,5 +1,6 @@
 //! The operator itself: CRDs upgraded in place, the standby taking over a backup when the leader
-//! dies, bad resources reported while good ones proceed.
+//! dies, a Job deleted under a running backup and restore, bad resources reported while good ones
+//! proceed.
 
 use super::*;
 
@@ -161,6 +162,80 @@ async fn the_standby_replica_finishes_a_backup_when_the_leader_dies_mid_run() {
     assert_eq!(names, vec!["backup-survives".to_string()], "exactly one backup Job");
     let job = jobs.items.iter().find(|j| j.name_any() == "backup-survives").and_then(|j| j.status.as_ref());
     assert_eq!(job.and_then(|s| s.succeeded), Some(1));
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes cluster with the chart installed: run e2e/run, or set E2E_KUBECONFIG and pass --ignored"]
+async fn a_job_deleted_under_a_running_backup_and_an_overwriting_restore_ends_job_lost_and_runs_nothing_again() {
+    let (_crds, ns) = with_database("e2e-lost").await;
+    // Claims that stay unbound (no provisioner serves their class): the Jobs run, their pods wait.
+    for claim in ["late-store", "late-target"] {
+        ns.apply::<PersistentVolumeClaim>(yaml(&format!(
+            "{{apiVersion: v1, kind: PersistentVolumeClaim, metadata: {{name: {claim}}}, spec: {{storageClassName: e2e-never, accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}}}"
+        )))
+        .await;
+    }
+    ns.apply::<MySQLBackup>(yaml(
+        "{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLBackup, metadata: {name: orphan}, spec: {source: {pod: db-0, connection: {user: root, passwordSecret: {name: db-root, key: password}}}, method: mariabackup, storage: {url: 'file:///backups/e2e', persistentVolumeClaim: late-store}}}",
+    ))
+    .await;
+    ns.apply::<MySQLRestore>(yaml(
+        "{apiVersion: mysqlbackup.dev/v1alpha1, kind: MySQLRestore, metadata: {name: orphan}, spec: {source: {storage: {url: 'file:///backups/e2e', persistentVolumeClaim: backups}}, target: {persistentVolumeClaim: late-target, overwrite: true}, securityContext: {runAsUser: 999, runAsGroup: 999, fsGroup: 999}}}",
+    ))
+    .await;
+    let jobs = ns.api::<Job>();
+    for job in ["backup-orphan", "restore-orphan"] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while jobs.get_opt(job).await.expect("jobs").is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "no Job {job} within 2 minutes");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        jobs.delete(job, &DeleteParams::background()).await.unwrap_or_else(|e| panic!("deleting {job}: {e}"));
+    }
+    let lost = |job: &str, consequence: &str| {
+        format!(
+            "Job {job} is gone and its outcome was never read (deleted by hand, or by its TTL while the controller was down); it is not run again: {consequence}"
+        )
+    };
+    let expected = [
+        (
+            "backup",
+            lost(
+                "backup-orphan",
+                "the backup may or may not be in storage (agent list shows it); create a new MySQLBackup to take another",
+            ),
+        ),
+        (
+            "restore",
+            lost(
+                "restore-orphan",
+                "PersistentVolumeClaim late-target may hold a partial restore or a server already using it; check it, then create a new MySQLRestore to restore again",
+            ),
+        ),
+    ];
+    for (kind, message) in &expected {
+        let conditions = if *kind == "backup" {
+            backup_finished(&ns, "orphan").await.conditions
+        } else {
+            restore_finished(&ns, "orphan").await.conditions
+        };
+        let failed = conditions.iter().find(|c| c.type_ == "Failed" && c.status == "True");
+        let failed = failed.unwrap_or_else(|| panic!("{kind}: not Failed: {conditions:#?}"));
+        assert_eq!((failed.reason.as_str(), failed.message.as_str()), ("JobLost", message.as_str()), "{kind}");
+    }
+    let events = events_of(&ns, "orphan").await;
+    for (_, message) in &expected {
+        assert!(
+            events.iter().any(|(t, r, m)| t == "Warning" && r == "JobLost" && m == message),
+            "no Warning JobLost Event {message:?} in {events:#?}"
+        );
+    }
+    // Nothing runs again: no Job comes back, the target claim is left as it is.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for job in ["backup-orphan", "restore-orphan"] {
+        let again = jobs.get_opt(job).await.expect("jobs");
+        assert!(again.is_none_or(|j| j.metadata.deletion_timestamp.is_some()), "{job} was created again");
+    }
 }
 
 /// The Events recorded for `name`, as (type, reason, message).

@@ -119,3 +119,37 @@ async fn restore_job_success_completes_with_the_restored_position() {
     .await;
     assert_eq!(action, Action::await_change());
 }
+
+#[tokio::test]
+async fn a_restore_with_overwrite_whose_job_was_deleted_fails_job_lost_and_creates_nothing() {
+    let mut restore: MySQLRestore = serde_yaml::from_str(&RESTORE.replace(
+        "target: {volumeClaimTemplate: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}}",
+        "target: {persistentVolumeClaim: data-db-0, overwrite: true}",
+    ))
+    .unwrap();
+    restore.status = Some(
+        serde_json::from_value(
+            json!({"phase": "Running", "jobName": "restore-r1", "persistentVolumeClaim": "data-db-0"}),
+        )
+        .unwrap(),
+    );
+    let claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data-db-0"}});
+    let action = run_restore(restore, async |mut h: Handle| {
+        expect(&mut h, "GET", &format!("{BACKUPS}/nightly-1"), (200, complete_backup())).await;
+        expect(&mut h, "GET", &format!("{CLAIMS}/data-db-0"), (200, claim)).await;
+        expect(&mut h, "GET", &format!("{JOBS}/restore-r1"), not_found()).await;
+        expect(&mut h, "GET", &format!("{SECRETS}/s3-creds"), (200, secret("s3-creds", "K"))).await;
+        // No Job is applied: the next request is the status.
+        let status = expect_status(&mut h, RESTORE_STATUS, (200, restore_json())).await;
+        let s = &status["status"];
+        assert_eq!(s["phase"], "Failed");
+        let failed = s["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Failed").unwrap();
+        assert_eq!(failed["reason"], "JobLost");
+        let expected = "Job restore-r1 is gone and its outcome was never read (deleted by hand, or by its TTL while the controller was down); it is not run again: PersistentVolumeClaim data-db-0 may hold a partial restore or a server already using it; check it, then create a new MySQLRestore to restore again";
+        assert_eq!(failed["message"], expected);
+        let event = expect(&mut h, "POST", EVENTS, (201, json!({}))).await;
+        assert_eq!((event["type"].as_str(), event["reason"].as_str(), event["note"].as_str()), (Some("Warning"), Some("JobLost"), Some(expected)));
+    })
+    .await;
+    assert_eq!(action, Action::await_change());
+}
