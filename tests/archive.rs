@@ -241,7 +241,11 @@ async fn gaps_are_reported_and_block_a_restore_across_them_unless_forced() {
     }
     let (seq, first, last) = holding.expect("a segment holds marker 5");
     assert!(first != gtids[1] && last != gtids[9], "marker 5's segment is in the middle: {first}..{last}");
-    std::fs::remove_file(archive_dir.join(format!("{seq:012}.binlog.zst"))).unwrap();
+    let data = walk_files(&archive_dir)
+        .into_iter()
+        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(&format!("{seq:012}-")))
+        .expect("the segment's data object, named by number and hash");
+    std::fs::remove_file(data).unwrap();
 
     let status = agent(&[args(&["binlog", "status", "--archive", "shop"]), st.clone()].concat(), &[]).await;
     assert!(status.stdout.contains(&format!("gap before segment {}: the data of segment {seq} is missing\n", seq + 1)));
@@ -289,4 +293,67 @@ async fn gaps_are_reported_and_block_a_restore_across_them_unless_forced() {
     assert!(reason.starts_with(&format!("the server cannot continue after {} (", gtids[9])), "{status}");
     archiver.stop().await.summary();
     db.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_archiver_on_the_same_archive_stops_naming_the_segment_and_the_archive_stays_exact() {
+    let dir = tempdir();
+    let s3 = S3Server::start();
+    let env = s3.env();
+    let st = s3.storage_args("two");
+    let db = MariaDb::start(dir.path(), 1).await;
+    db.exec("CREATE DATABASE app").await;
+    db.exec("CREATE TABLE app.m (id INT PRIMARY KEY, note VARCHAR(40)) ENGINE=InnoDB").await;
+    db.exec("CREATE TABLE app.w (id BIGINT PRIMARY KEY, v VARCHAR(64)) ENGINE=InnoDB").await;
+    full_backup(&db, &st, &env).await;
+    let first = Archiver::start(&db, &st, &env);
+    first.caught_up(&db).await;
+
+    // A second archiver of the same archive (a replacement pod while the old one still runs, or a
+    // hand-run one), while a writer commits: both cut segments with the same numbers.
+    let second = Archiver::start(&db, &st, &env);
+    let writer = Writer::start(db.pool());
+    let (mut first, mut second) = (Some(first), Some(second));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let stopped = loop {
+        assert!(Instant::now() < deadline, "neither archiver stopped within 90 s");
+        if let Some(a) = first.as_mut()
+            && a.child.try_wait().unwrap().is_some()
+        {
+            break first.take().unwrap();
+        }
+        if let Some(a) = second.as_mut()
+            && a.child.try_wait().unwrap().is_some()
+        {
+            break second.take().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let out = stopped.child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let error = stderr.lines().rfind(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error in:\n{stderr}"));
+    let (head, tail) = (
+        "error: archive shop: segment ",
+        " was already written by another archiver; only one archiver may write an archive",
+    );
+    assert!(error.starts_with(head) && error.ends_with(tail), "{error}");
+    error[head.len()..error.len() - tail.len()].parse::<u64>().expect("the segment's number");
+
+    // The one left goes on; the archive is whole and replays exactly to the writer's last row.
+    let survivor = first.or(second).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let written = writer.stop().await;
+    let last = marker(&db.pool(), 1).await;
+    survivor.caught_up(&db).await;
+    survivor.stop().await.summary();
+    report(&st, &env).await;
+    let target = dir.path().join("restored");
+    let summary = agent(&restore_args(&st, &target, &last, &[]), &env).await.summary();
+    assert!(summary["until"]["segments"].as_u64().unwrap() > 0, "{summary}");
+    let restored = MariaDb::start_on(&target, 2).await;
+    let rows = restored.rows("SELECT id FROM app.w ORDER BY id").await;
+    assert_eq!(ids(&rows), written.iter().map(|(id, _)| *id).collect::<Vec<_>>());
+    assert_eq!(ids(&restored.rows("SELECT id FROM app.m").await), vec![1]);
+    assert_eq!(restored.value("SELECT @@gtid_slave_pos").await, last);
+    restored.stop().await;
 }

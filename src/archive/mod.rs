@@ -5,8 +5,9 @@
 //! The objects' names and the index entry are in [`crate::format::archive_index`]. The
 //! [`archiver`] writes the archive; [`segment`] cuts its stream into segments.
 //!
-//! Index entries are written with a conditional create, so two archivers writing the same archive
-//! cannot overwrite each other's segments: the second one stops.
+//! Index entries are written with a conditional create, and each data object is named by its hash, so
+//! two archivers writing the same archive cannot overwrite each other's segments: the second one's
+//! data lands beside the first's, its entry is refused, and it stops naming the segment.
 //!
 //! [`timeline::timeline`] reads the entries back and finds every gap, purely: a missing number, a segment that
 //! does not start where the one before ended, a gap the archiver recorded while streaming (purged
@@ -66,9 +67,9 @@ pub fn validate_name(name: &str) -> Result<(), ArchiveError> {
     if ok { Ok(()) } else { Err(ArchiveError::Name(name.to_string())) }
 }
 
-/// Key of segment `seq`'s data object.
-fn data_key(storage: &Storage, archive: &str, seq: u64) -> object_store::path::Path {
-    storage.archive_key(archive, &archive_index::data_name(seq))
+/// Key of the data object that `index` names.
+fn data_key(storage: &Storage, archive: &str, index: &SegmentIndex) -> object_store::path::Path {
+    storage.archive_key(archive, &archive_index::data_name_of(index))
 }
 
 /// Key of segment `seq`'s index entry.
@@ -106,7 +107,8 @@ pub async fn write_segment(
         archived_at: Timestamp::now(),
         gap_before: sealed.gap_before.clone(),
     };
-    storage.put(&data_key(storage, archive, seq), Bytes::from(compressed)).await?;
+    // The key carries the hash: a second archiver's data for the same number goes beside this one.
+    storage.put(&data_key(storage, archive, &index), Bytes::from(compressed)).await?;
     let json = serde_json::to_vec_pretty(&index).expect("an index entry always serialises");
     if !storage.put_new(&index_key(storage, archive, seq), Bytes::from(json)).await? {
         return Err(ArchiveError::Conflict { archive: archive.to_string(), seq });
@@ -126,7 +128,7 @@ pub async fn download_segment(
     use std::io::Write;
     let damaged = |reason: String| ArchiveError::Damaged { archive: archive.to_string(), seq: index.seq, reason };
     let mut stream = storage
-        .get_stream(&data_key(storage, archive, index.seq))
+        .get_stream(&data_key(storage, archive, index))
         .await?
         .ok_or_else(|| damaged("its data object is missing".into()))?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
@@ -213,12 +215,21 @@ pub async fn prune_before(
     if dry {
         return Ok(old.len() as u64);
     }
+    // Every data object of a number goes with it: the entry's, and any a second archiver left beside it.
+    let mut data_of: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+    for (name, _) in storage.list_archive(Some(archive)).await? {
+        if let Some((archive_index::ArchiveObject::Data, seq)) = archive_index::parse_name(&name) {
+            data_of.entry(seq).or_default().push(name);
+        }
+    }
     for &seq in &old {
         storage.delete(&index_key(storage, archive, seq)).await?;
-        storage.delete(&data_key(storage, archive, seq)).await?;
+        for name in data_of.get(&seq).into_iter().flatten() {
+            storage.delete(&storage.archive_key(archive, name)).await?;
+        }
     }
-    for &seq in &tl.orphans {
-        storage.delete(&data_key(storage, archive, seq)).await?;
+    for name in tl.orphans.iter().flat_map(|seq| data_of.get(seq).into_iter().flatten()) {
+        storage.delete(&storage.archive_key(archive, name)).await?;
     }
     if !old.is_empty() || !tl.orphans.is_empty() {
         tracing::info!(
@@ -291,6 +302,12 @@ mod tests {
             write_segment(&storage, "a", 0, &again).await.unwrap_err().to_string(),
             "archive a: segment 0 was already written by another archiver; only one archiver may write an archive"
         );
+        // The data the entry names is untouched: the second writer's went beside it.
+        let out = dir.path().join("segment-0.bin");
+        download_segment(&storage, "a", &first, &out).await.unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), vec![0u8; 10]);
+        let loser = format!("000000000000-{}.binlog.zst", &blake3::hash(&[9u8; 3]).to_hex()[..32]);
+        assert!(storage.list_archive(Some("a")).await.unwrap().iter().any(|(n, _)| *n == loser));
         // The oldest kept backup is at 0-1-25: segments 0 and 1 are no longer needed; 2 is.
         let keep = mariadb("0-1-25").unwrap();
         assert_eq!(prune_before(&storage, "a", &keep, true).await.unwrap(), 2);
@@ -303,13 +320,39 @@ mod tests {
         assert_eq!(std::fs::read(&out).unwrap(), vec![2u8; 10]);
         // Bytes that are not what the index entry says are refused.
         let mut altered = tl.segments[0].clone();
-        altered.blake3 = blake3::hash(b"other").to_hex().to_string();
+        // (The same first 32 digits, so the same object: only its content disagrees.)
+        altered.blake3.replace_range(63.., if altered.blake3.ends_with('0') { "1" } else { "0" });
         assert_eq!(
             download_segment(&storage, "a", &altered, &out).await.unwrap_err().to_string(),
             "archive a: segment 2 is damaged: its content does not match its index entry"
         );
         // The newest segment stays whatever the position: the archive continues from it.
         assert_eq!(prune_before(&storage, "a", &mariadb("0-1-99").unwrap(), false).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn segments_of_index_format_1_are_read_where_format_1_put_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = three_segments(&dir).await;
+        // Segment 0 as the previous release stored it: data under its number alone, entry format 1.
+        let mut old = read_timeline(&storage, "a").await.unwrap().segments[0].clone();
+        let data = storage.get(&data_key(&storage, "a", &old)).await.unwrap();
+        storage.delete(&data_key(&storage, "a", &old)).await.unwrap();
+        old.format_version = 1;
+        storage.put(&storage.archive_key("a", "000000000000.binlog.zst"), data).await.unwrap();
+        storage.put(&index_key(&storage, "a", 0), serde_json::to_vec(&old).unwrap().into()).await.unwrap();
+        let tl = read_timeline(&storage, "a").await.unwrap();
+        assert_eq!((tl.segments.len(), tl.gaps.len(), tl.segments[0].format_version), (3, 0, 1));
+        let out = dir.path().join("segment-0.bin");
+        download_segment(&storage, "a", &tl.segments[0], &out).await.unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), vec![0u8; 10]);
+        // A format this release does not know is refused by name.
+        old.format_version = 3;
+        storage.put(&index_key(&storage, "a", 0), serde_json::to_vec(&old).unwrap().into()).await.unwrap();
+        assert_eq!(
+            read_timeline(&storage, "a").await.unwrap_err().to_string(),
+            "archive a: index entry 000000000000.json is invalid: format 3 is not one this release reads (1 to 2)"
+        );
     }
 
     #[tokio::test]
@@ -326,10 +369,8 @@ mod tests {
         // Nothing to prune at 0-1-5 but the orphan, which goes; segments 1 and 2 stay whole.
         assert_eq!(prune_before(&storage, "a", &mariadb("0-1-5").unwrap(), false).await.unwrap(), 0);
         let names: Vec<String> = storage.list_archive(Some("a")).await.unwrap().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(
-            names,
-            ["000000000001.binlog.zst", "000000000001.json", "000000000002.binlog.zst", "000000000002.json"]
-        );
+        let data = |seq: u8| format!("{:012}-{}.binlog.zst", seq, &blake3::hash(&[seq; 10]).to_hex()[..32]);
+        assert_eq!(names, [data(1), "000000000001.json".into(), data(2), "000000000002.json".into()]);
         assert!(read_timeline(&storage, "a").await.unwrap().orphans.is_empty());
     }
 }

@@ -111,8 +111,11 @@ pub async fn read_timeline(storage: &Storage, archive: &str) -> Result<Timeline,
             let bytes = storage.get(&storage.archive_key(archive, &name)).await?;
             let bad = |reason: String| ArchiveError::Index { archive: archive.to_string(), name: name.clone(), reason };
             let entry: SegmentIndex = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-            if entry.format_version != INDEX_FORMAT {
-                return Err(bad(format!("format {} is not {INDEX_FORMAT}", entry.format_version)));
+            if entry.format_version == 0 || entry.format_version > INDEX_FORMAT {
+                return Err(bad(format!(
+                    "format {} is not one this release reads (1 to {INDEX_FORMAT})",
+                    entry.format_version
+                )));
             }
             if entry.seq != n {
                 return Err(bad(format!("it says segment {}", entry.seq)));

@@ -3,17 +3,26 @@
 //! archiver records.
 //!
 //! ```text
-//! binlogs/<archive>/000000000042.binlog.zst   zstd of the segment's bytes
-//! binlogs/<archive>/000000000042.json         [`SegmentIndex`]
+//! binlogs/<archive>/000000000042-<blake3>.binlog.zst   zstd of the segment's bytes (format 2)
+//! binlogs/<archive>/000000000042.binlog.zst            the same, as format 1 named it
+//! binlogs/<archive>/000000000042.json                  [`SegmentIndex`]
 //! ```
+//!
+//! Since format 2 a data object's name carries the first 32 hex digits of the segment's BLAKE3: a
+//! second archiver writing the same number writes another object, never over the data an entry
+//! already names, and its conditional write of the entry fails.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::mysql::position::GtidState;
 
-/// Version of the index entry format.
-pub const INDEX_FORMAT: u32 = 1;
+/// Version of the index entry format: 2 names data objects by number and hash; 1 (read still) by
+/// number alone.
+pub const INDEX_FORMAT: u32 = 2;
+
+/// Hex digits of the BLAKE3 in a format-2 data object's name.
+const NAME_HASH_DIGITS: usize = 32;
 
 const DATA_SUFFIX: &str = ".binlog.zst";
 
@@ -58,9 +67,18 @@ pub struct SegmentIndex {
     pub gap_before: Option<String>,
 }
 
-/// The file name of segment `seq`'s data object.
+/// The file name of segment `seq`'s data object as format 1 named it.
 pub fn data_name(seq: u64) -> String {
     format!("{}{DATA_SUFFIX}", seq_name(seq))
+}
+
+/// The file name of the data object that `index` names.
+pub fn data_name_of(index: &SegmentIndex) -> String {
+    if index.format_version < 2 {
+        return data_name(index.seq);
+    }
+    let hash = index.blake3.get(..NAME_HASH_DIGITS).unwrap_or(&index.blake3);
+    format!("{}-{hash}{DATA_SUFFIX}", seq_name(index.seq))
 }
 
 /// The file name of segment `seq`'s index entry.
@@ -71,7 +89,8 @@ pub fn index_name(seq: u64) -> String {
 /// What an object's file name in an archive is: segment data or an index entry, and its number.
 pub fn parse_name(name: &str) -> Option<(ArchiveObject, u64)> {
     if let Some(n) = name.strip_suffix(DATA_SUFFIX) {
-        n.parse().ok().map(|n| (ArchiveObject::Data, n))
+        let seq = n.split_once('-').map_or(n, |(seq, _)| seq);
+        seq.parse().ok().map(|n| (ArchiveObject::Data, n))
     } else {
         name.strip_suffix(INDEX_SUFFIX)?.parse().ok().map(|n| (ArchiveObject::Index, n))
     }

@@ -7,7 +7,7 @@
 //! backups/<backup-id>/drill.json        the backup's last restore drill (after the manifest)
 //! chunks/<hh>/<blake3-hex>               one chunk, shared by every backup under the prefix
 //! locks/<name>.json                      a running backup's or chunk sweep's lock
-//! binlogs/<archive>/<seq>.binlog.zst     one segment of a continuous binary-log archive
+//! binlogs/<archive>/<seq>-<hash>.binlog.zst   one segment of a continuous binary-log archive
 //! binlogs/<archive>/<seq>.json           its index entry, written after it
 //! encryption.json                        the keys of an encrypted prefix (the one object in the clear)
 //! ```
