@@ -155,3 +155,17 @@ async fn install_copies_the_binary_executable() {
     let version = tokio::process::Command::new(&copy).arg("--version").output().await.unwrap();
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("mysql-backup-operator "));
 }
+
+#[tokio::test]
+async fn a_storage_url_with_credentials_is_refused_without_echoing_them() {
+    for command in [args(&["list"]), args(&["backup", "--method", "cold", "--datadir", "/nonexistent"])] {
+        let url = "s3://AKIAEXAMPLE:wJalrXUtnFEMI-secret@bucket/prod";
+        let run = agent(&[command.clone(), args(&["--storage", url])].concat(), &[]).await;
+        assert_eq!(
+            run.error(),
+            "error: storage URL \"s3://bucket/prod\": credentials do not go in the URL (user info before '@' would show in every log line, summary and status that names the storage); set them in the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AZURE_STORAGE_ACCOUNT_KEY, GOOGLE_SERVICE_ACCOUNT, …) or, in Kubernetes, in the Secret named by spec.storage.credentialsSecret",
+            "{command:?}"
+        );
+        assert!(!run.stderr.contains("wJalrXUtnFEMI") && !run.stdout.contains("wJalrXUtnFEMI"), "{}", run.stderr);
+    }
+}

@@ -231,3 +231,100 @@ async fn point_in_time_restore_replays_exactly_up_to_the_target() {
     );
     db.stop().await;
 }
+
+/// A stand-in for `tool` that records, when started, how many of its environment variables and which
+/// of its open regular files hold one of `secrets` (kept in `<wrapper>.needle`, never in the script,
+/// which the shell holds open), then runs the real tool.
+fn recording_wrapper(dir: &std::path::Path, tool: &str, secrets: &[&str]) -> std::path::PathBuf {
+    let wrapper = dir.join(tool);
+    std::fs::write(dir.join(format!("{tool}.needle")), secrets.join("\n")).unwrap();
+    let real = require(tool);
+    let script = format!(
+        r#"#!/bin/sh
+needle="$0.needle"
+report="$0.report"
+env | grep -c -F -f "$needle" > "$report.env"
+: > "$report.fds"
+for f in /proc/$$/fd/*; do
+  if [ -f "$f" ] && grep -q -F -f "$needle" "$f" 2>/dev/null; then basename "$f" >> "$report.fds"; fi
+done
+exec {} "$@"
+"#,
+        real.display()
+    );
+    std::fs::write(&wrapper, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
+/// What the wrapper of `tool` recorded: (environment variables holding the secret, descriptors of
+/// files holding it).
+fn recorded(dir: &std::path::Path, tool: &str) -> (String, String) {
+    let read = |what: &str| {
+        std::fs::read_to_string(dir.join(format!("{tool}.report.{what}")))
+            .unwrap_or_else(|e| panic!("{tool} was not run through its wrapper ({what}: {e})"))
+    };
+    (read("env").trim().to_string(), read("fds").trim().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_tools_get_no_password_beyond_the_option_file_mariadb_backup_reads() {
+    let (dir, db, st) = server_with_table_m().await;
+    let password = "pw-s3cr3t-4b7e91";
+    let storage_key = "aws-s3cr3t-c0ffee";
+    db.exec(&format!("CREATE USER bk@'%' IDENTIFIED BY '{password}'")).await;
+    db.exec("GRANT ALL ON *.* TO bk@'%'").await;
+    let tools = dir.path().join("tools");
+    std::fs::create_dir(&tools).unwrap();
+    let url = db.url().replacen("mysql://root@", "mysql://bk@", 1);
+    assert_ne!(url, db.url());
+    // The agent holds the password in MYSQL_PWD and a storage key in its environment.
+    let env = vec![
+        ("MYSQL_PWD".to_string(), password.to_string()),
+        ("AWS_SECRET_ACCESS_KEY".to_string(), storage_key.to_string()),
+    ];
+    let secrets = [password, storage_key];
+    let backup_tool = recording_wrapper(&tools, "mariadb-backup", &secrets);
+    let datadir = db.datadir.display().to_string();
+    let backup =
+        [mariabackup_args(&url, &db.datadir, &st), args(&["--mariabackup-path", backup_tool.to_str().unwrap()])]
+            .concat();
+    agent(&backup, &env).await.summary();
+    assert_eq!(
+        recorded(&tools, "mariadb-backup"),
+        ("0".to_string(), "0".to_string()),
+        "only its stdin, the option file"
+    );
+    let marker_gtid = marker(&db.pool(), 1).await;
+    let inc =
+        [args(&["backup", "--method", "binlog", "--mysql-url", &url, "--datadir", &datadir]), st.clone()].concat();
+    agent(&inc, &env).await.summary();
+
+    // A point-in-time restore runs mariadb-backup, mariadbd, mariadb-binlog and mariadb: none holds a
+    // secret of the agent's, in its environment or an open file.
+    let mut wrapped = Vec::new();
+    for (tool, flag) in [
+        ("mariadb-backup", "--mariabackup-path"),
+        ("mariadbd", "--mariadbd-path"),
+        ("mariadb-binlog", "--mariadb-binlog-path"),
+        ("mariadb", "--mariadb-client-path"),
+    ] {
+        let restore_tools = dir.path().join(format!("restore-{tool}"));
+        std::fs::create_dir(&restore_tools).unwrap();
+        let w = recording_wrapper(&restore_tools, tool, &secrets);
+        wrapped.extend(args(&[flag, w.to_str().unwrap()]));
+    }
+    let target = dir.path().join("restored");
+    let restore =
+        [args(&["restore", "--until", &marker_gtid, "--datadir", target.to_str().unwrap()]), wrapped, st.clone()]
+            .concat();
+    agent(&restore, &env).await.summary();
+    for tool in ["mariadb-backup", "mariadbd", "mariadb-binlog", "mariadb"] {
+        let restore_tools = dir.path().join(format!("restore-{tool}"));
+        assert_eq!(recorded(&restore_tools, tool), ("0".to_string(), String::new()), "{tool}");
+    }
+    let restored = MariaDb::start_on(&target, 2).await;
+    assert_eq!(restored.rows("SELECT id FROM app.m").await, vec![vec!["1".to_string()]]);
+    restored.stop().await;
+}

@@ -281,7 +281,7 @@ async fn replay_step(
     tools: &Tools,
     replayed: &mut Replayed,
 ) -> Result<(), PitrError> {
-    let mut binlog = tokio::process::Command::new(&tools.binlog);
+    let mut binlog = crate::mysql::tools::command(&tools.binlog);
     binlog.env("TZ", "UTC").arg(format!("--start-position={}", step.from));
     match target {
         Target::Gtid(g) => binlog.arg(format!("--stop-position={g}")),
@@ -293,7 +293,7 @@ async fn replay_step(
     };
     let mut reader =
         spawn(binlog.args(&step.files).stdout(Stdio::piped()).stderr(Stdio::piped()), "starting mariadb-binlog")?;
-    let mut client = tokio::process::Command::new(&tools.client)
+    let mut client = crate::mysql::tools::command(&tools.client)
         .arg(format!("--socket={}", socket.display()))
         .args(["--user=root", "--binary-mode", "--batch"])
         .stdin(Stdio::piped())

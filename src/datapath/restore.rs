@@ -204,7 +204,7 @@ async fn sync_filesystems(dirs: Vec<PathBuf>) -> Result<(), RestoreError> {
 /// Runs `mariadb-backup --prepare` on a restored directory.
 async fn prepare_mariabackup(tool: &str, dir: &Path) -> Result<(), RestoreError> {
     let failed = |status: String, output: String| RestoreError::Prepare { tool: tool.to_string(), status, output };
-    let mut child = tokio::process::Command::new(tool)
+    let mut child = crate::mysql::tools::command(tool)
         .arg("--prepare")
         .arg(format!("--target-dir={}", dir.display()))
         .stdin(std::process::Stdio::null())

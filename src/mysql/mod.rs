@@ -1,5 +1,6 @@
 //! What the data path knows of MySQL and MariaDB: talking to a running server, GTID algebra, the
-//! replication positions recorded with backups, the mbstream format and binary logs.
+//! replication positions recorded with backups, the mbstream format, binary logs, and the servers' tools
+//! as child processes.
 
 pub mod binlog;
 pub mod gtid;
@@ -8,3 +9,4 @@ pub mod position;
 pub mod private_server;
 pub mod replica;
 pub mod server;
+pub mod tools;

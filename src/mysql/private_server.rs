@@ -78,7 +78,7 @@ impl PrivateServer {
         // What the server says before it opens its error log (bad options) goes here.
         let early = std::fs::File::create(opts.work.join("private-server.stderr"))
             .map_err(|source| PrivateServerError::Spawn { tool: opts.tool.clone(), source })?;
-        let mut cmd = tokio::process::Command::new(&opts.tool);
+        let mut cmd = crate::mysql::tools::command(&opts.tool);
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", opts.datadir.display()))
             .arg(format!("--socket={}", socket.display()))

@@ -145,6 +145,12 @@ pub struct RetryPolicy {
     pub timeout: Duration,
 }
 
+/// Why a storage URL with user info is refused.
+pub const CREDENTIALS_IN_URL: &str = "credentials do not go in the URL (user info before '@' would show in every \
+     log line, summary and status that names the storage); set them in the environment \
+     (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AZURE_STORAGE_ACCOUNT_KEY, GOOGLE_SERVICE_ACCOUNT, …) or, in \
+     Kubernetes, in the Secret named by spec.storage.credentialsSecret";
+
 impl Storage {
     /// Opens storage at `url` (`file:///dir`, a plain directory path, `s3://bucket/prefix`,
     /// `az://container/prefix`, `gs://bucket/prefix`), with backend options `options`
@@ -171,6 +177,11 @@ impl Storage {
             return Self::open_local(url, PathBuf::from(url), options);
         }
         let parsed = Url::parse(url).map_err(|e| parse_err(e.to_string()))?;
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            let mut shown = parsed.clone();
+            let _ = (shown.set_username(""), shown.set_password(None));
+            return Err(StorageError::ParseUrl { url: shown.to_string(), reason: CREDENTIALS_IN_URL.into() });
+        }
         let prefix = ObjPath::from(parsed.path().trim_matches('/'));
         let store: Arc<dyn ObjectStore> = match parsed.scheme() {
             "file" => {

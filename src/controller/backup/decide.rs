@@ -94,6 +94,9 @@ fn invalid_spec(backup: &MySQLBackup, pod: Option<&Pod>) -> Option<String> {
     let storage = &backup.spec.storage;
     match url::Url::parse(&storage.url) {
         Err(e) => return Some(format!("spec.storage.url {:?} is not a URL: {e}", storage.url)),
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+            return Some(format!("spec.storage.url: {}", crate::storage::CREDENTIALS_IN_URL));
+        }
         Ok(u) if !["s3", "az", "gs", "file"].contains(&u.scheme()) => {
             return Some(format!("spec.storage.url {:?}: unsupported scheme {:?}", storage.url, u.scheme()));
         }

@@ -2,9 +2,10 @@
 //! server and parses the stream in-process, file by file, straight into the chunk pipeline — no
 //! staging copy on disk. The consistent point is the one mariadb-backup takes under
 //! `BACKUP STAGE BLOCK_COMMIT`; its `xtrabackup_binlog_info` gives the binlog coordinate and GTID.
-//! The password reaches the tool through an option file that lives in memory only (a memfd the tool
-//! inherits and opens as `/dev/fd/N`): never its command line, never a disk, nothing left behind
-//! when the agent is killed.
+//! The password reaches the tool through an option file that lives in memory only (a memfd given to the
+//! tool alone, as its standard input, which it opens as `/dev/stdin`): never its command line or
+//! environment, never a disk, never another child (the descriptor is close-on-exec), nothing left
+//! behind when the agent is killed.
 //!
 //! A read limit (`--max-read-rate`) reaches mariadb-backup as backpressure: the chunk writer takes the
 //! stream at the limit, so the tool's writes wait, and its reads with them (a 42 MiB backup at 8 MiB/s
@@ -112,19 +113,22 @@ pub(crate) fn tail_text(tail: &Mutex<VecDeque<String>>) -> String {
     tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect::<Vec<_>>().join("\n")
 }
 
-/// An option file in memory, inherited by the tools this process starts; gone with the descriptor.
+/// An option file in memory, given to one tool as its standard input; gone with the descriptor.
 pub(crate) struct MemOptionFile {
     fd: std::os::fd::OwnedFd,
 }
 
 impl MemOptionFile {
-    /// Writes `text` into a new anonymous in-memory file that child processes inherit.
+    /// The name the tool opens it by: its standard input, opened again from the start.
+    pub(crate) const PATH: &str = "/dev/stdin";
+
+    /// Writes `text` into a new anonymous in-memory file, closed on exec: no child inherits it unless
+    /// it is handed over as [`MemOptionFile::stdin`].
     pub(crate) fn new(text: &str) -> Result<Self, MethodError> {
         use nix::sys::memfd::{MFdFlags, memfd_create};
         let path = PathBuf::from("memfd:client.cnf");
         let err = |source| MethodError::TempFile { path: path.clone(), source };
-        // No MFD_CLOEXEC: the tool must inherit it to open it by name.
-        let fd = memfd_create("client.cnf", MFdFlags::empty()).map_err(|e| err(e.into()))?;
+        let fd = memfd_create("client.cnf", MFdFlags::MFD_CLOEXEC).map_err(|e| err(e.into()))?;
         // A memfd starts world-writable, and the tools ignore a world-writable option file.
         nix::sys::stat::fchmod(&fd, nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR)
             .map_err(|e| err(e.into()))?;
@@ -133,10 +137,11 @@ impl MemOptionFile {
         Ok(Self { fd: file.into() })
     }
 
-    /// The name a child process opens it by.
-    pub(crate) fn path(&self) -> PathBuf {
-        use std::os::fd::AsRawFd;
-        PathBuf::from(format!("/dev/fd/{}", self.fd.as_raw_fd()))
+    /// The file as one child's standard input (the only descriptor to it that child gets).
+    pub(crate) fn stdin(&self) -> Result<Stdio, MethodError> {
+        let copy =
+            self.fd.try_clone().map_err(|source| MethodError::TempFile { path: "memfd:client.cnf".into(), source })?;
+        Ok(Stdio::from(copy))
     }
 }
 
@@ -164,8 +169,8 @@ impl Mariabackup {
             .tempdir()
             .map_err(|source| MethodError::TempFile { path: std::env::temp_dir(), source })?;
         let option_file = self.option_file()?;
-        let mut cmd = tokio::process::Command::new(&self.tool);
-        cmd.arg(format!("--defaults-file={}", option_file.path().display()))
+        let mut cmd = crate::mysql::tools::command(&self.tool);
+        cmd.arg(format!("--defaults-file={}", MemOptionFile::PATH))
             .arg("--backup")
             .arg("--stream=mbstream")
             .arg(format!("--target-dir={}", tmp.path().join("target").display()))
@@ -177,7 +182,7 @@ impl Mariabackup {
             Some(s) => cmd.arg(format!("--socket={s}")),
             None => cmd.arg(format!("--host={}", self.server.host)).arg(format!("--port={}", self.server.port)),
         };
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        cmd.stdin(option_file.stdin()?).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|source| MethodError::Spawn { tool: self.tool.clone(), source })?;
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(MethodError::Spawn { tool: self.tool.clone(), source: std::io::Error::other("no pipes") });
@@ -308,17 +313,24 @@ mod tests {
     }
 
     #[test]
-    fn the_option_file_is_read_by_a_child_and_never_on_disk() {
+    fn the_option_file_is_read_by_its_child_alone_and_never_on_disk() {
         let file = MemOptionFile::new("[client]\npassword=\"s3cret\"\n").unwrap();
-        let path = file.path();
-        assert!(path.starts_with("/dev/fd/"), "{}", path.display());
-        let out = std::process::Command::new("cat").arg(&path).output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "[client]\npassword=\"s3cret\"\n");
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "the tools ignore an option file others can write");
-        let target = std::fs::read_link(&path).unwrap();
-        assert!(target.to_string_lossy().starts_with("/memfd:client.cnf"), "{}", target.display());
+        // The tool opens its standard input by name, from the start; twice, as option parsing may.
+        let out = std::process::Command::new("sh")
+            .args(["-c", "cat /dev/stdin; cat /dev/stdin; stat -L -c %a /dev/stdin; readlink /proc/self/fd/0"])
+            .stdin(file.stdin().unwrap())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut lines = text.lines();
+        let once = "[client]\npassword=\"s3cret\"";
+        assert!(text.starts_with(&format!("{once}\n{once}\n")), "{text}");
+        assert_eq!(lines.nth(4), Some("600"), "the tools ignore an option file others can write");
+        assert!(lines.next().unwrap().starts_with("/memfd:client.cnf"), "{text}");
+        // Any other child gets no descriptor to it: it is close-on-exec.
+        let fds = std::process::Command::new("ls").arg("-l").arg("/proc/self/fd").output().unwrap();
+        let fds = String::from_utf8_lossy(&fds.stdout);
+        assert!(!fds.contains("memfd:client.cnf"), "{fds}");
     }
 
     #[test]
