@@ -328,3 +328,121 @@ async fn the_servers_tools_get_no_password_beyond_the_option_file_mariadb_backup
     assert_eq!(restored.rows("SELECT id FROM app.m").await, vec![vec!["1".to_string()]]);
     restored.stop().await;
 }
+
+/// An executable script `name` in `dir` running `body` (POSIX sh).
+fn script(dir: &std::path::Path, name: &str, body: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_whose_client_warns_a_mebibyte_completes_and_a_failing_one_reports_no_row_values() {
+    let (dir, db, st) = server_with_table_m().await;
+    let datadir = db.datadir.display().to_string();
+    full_backup(&db, &st, &[]).await;
+    // More SQL than a pipe holds (1 KiB notes), so a client that is not read while it runs would stop
+    // the replay.
+    for id in 1..=300 {
+        db.exec(&format!("INSERT INTO app.m VALUES ({id}, REPEAT('n', 40))")).await;
+    }
+    db.exec("ALTER TABLE app.m ADD COLUMN big TEXT").await;
+    db.exec("UPDATE app.m SET big = REPEAT('b', 1024)").await;
+    let last = db.value("SELECT @@gtid_binlog_pos").await;
+    let inc =
+        [args(&["backup", "--method", "binlog", "--mysql-url", &db.url(), "--datadir", &datadir]), st.clone()].concat();
+    agent(&inc, &[]).await.summary();
+    let tools = dir.path().join("tools");
+    std::fs::create_dir(&tools).unwrap();
+    let client = require("mariadb").display().to_string();
+    let binlog = require("mariadb-binlog").display().to_string();
+    // A client that prints 1 MiB of warnings before it reads a byte.
+    let noisy = script(
+        &tools,
+        "noisy-mariadb",
+        &format!(
+            "s=$(printf '%0.sw' $(seq 1 60)); i=0; while [ $i -lt 16384 ]; do echo \"Warning (Code 1265): $s\" >&2; i=$((i+1)); done; exec {client} \"$@\""
+        ),
+    );
+    let target = dir.path().join("noisy");
+    let restore = [
+        args(&["restore", "--until", &last, "--datadir", target.to_str().unwrap(), "--mariadb-client-path", &noisy]),
+        st.clone(),
+    ]
+    .concat();
+    let summary = tokio::time::timeout(std::time::Duration::from_secs(120), agent(&restore, &[]))
+        .await
+        .expect("the replay finishes")
+        .summary();
+    assert_eq!(summary["positions"]["gtid"]["binlogPos"], last.as_str());
+    let restored = MariaDb::start_on(&target, 2).await;
+    assert_eq!(restored.value("SELECT COUNT(*) FROM app.m WHERE LENGTH(big) = 1024").await, "300");
+    restored.stop().await;
+
+    // A replay the server refuses (a duplicate key): the error says so, without the row's values.
+    let duplicate = script(
+        &tools,
+        "duplicating-mariadb-binlog",
+        &format!(
+            "{binlog} \"$@\" || exit $?; echo \"INSERT INTO app.m (id, note) VALUES (987654, 'alice@example.com'), (987654, 'bob@example.com');\""
+        ),
+    );
+    let target = dir.path().join("failing");
+    let restore = [
+        args(&[
+            "restore",
+            "--until",
+            &last,
+            "--datadir",
+            target.to_str().unwrap(),
+            "--mariadb-binlog-path",
+            &duplicate,
+        ]),
+        st.clone(),
+    ]
+    .concat();
+    let run = agent(&restore, &[]).await;
+    let error = run.error();
+    assert!(error.contains("replaying into the server failed"), "{error}");
+    assert!(run.stderr.contains("ERROR 1062 (23000) at line "), "{}", run.stderr);
+    assert!(run.stderr.contains(": Duplicate entry '…' for key '…'"), "{}", run.stderr);
+    for value in ["987654", "alice@example.com", "bob@example.com"] {
+        assert!(!run.stderr.contains(value), "{value} in:\n{}", run.stderr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_that_imitates_an_event_header_does_not_move_the_position_reached() {
+    let (_dir, db, st) = server_with_table_m().await;
+    let datadir = db.datadir.display().to_string();
+    full_backup(&db, &st, &[]).await;
+    let pool = db.pool();
+    let first = marker(&pool, 1).await;
+    // mariadb-binlog prints a statement's text as it is: this one holds a line like its event headers.
+    db.exec(
+        "CREATE TABLE app.decoy (id INT) COMMENT '\n#261122  8:55:12 server id 1  end_log_pos 982 CRC32 0x1a2b3c4d \tGTID 0-1-99999 trans\n'",
+    )
+    .await;
+    let ddl = db.value("SELECT @@gtid_binlog_pos").await;
+    let last = marker(&pool, 2).await;
+    let inc =
+        [args(&["backup", "--method", "binlog", "--mysql-url", &db.url(), "--datadir", &datadir]), st.clone()].concat();
+    agent(&inc, &[]).await.summary();
+    for (until, transactions, ids) in
+        [(&ddl, 2, vec![vec!["1".to_string()]]), (&last, 3, vec![vec!["1".into()], vec!["2".into()]])]
+    {
+        let target = _dir.path().join(format!("to-{transactions}"));
+        let restore =
+            [args(&["restore", "--until", until, "--datadir", target.to_str().unwrap()]), st.clone()].concat();
+        let summary = agent(&restore, &[]).await.summary();
+        assert_eq!(summary["positions"]["gtid"]["binlogPos"], until.as_str(), "not the decoy's 0-1-99999");
+        assert_eq!(summary["until"]["transactions"], transactions);
+        let restored = MariaDb::start_on(&target, 2).await;
+        assert_eq!(restored.value("SELECT @@gtid_slave_pos").await, *until);
+        assert_eq!(restored.rows("SELECT id FROM app.m ORDER BY id").await, ids);
+        restored.stop().await;
+    }
+    assert_ne!(first, last);
+}

@@ -118,7 +118,7 @@ pub async fn catchup(
             replication_seconds,
         });
     }
-    scratch.remove();
+    scratch.remove().await;
     Ok(summary)
 }
 

@@ -94,8 +94,8 @@ pub async fn drill(storage: &Storage, target: &DrillTarget, opts: &DrillOptions)
         durations: DrillDurations::default(),
     };
     let result = run(storage, target, backup_id.as_deref(), opts, &scratch, &mut outcome, &mut durations).await;
-    outcome.scratch_bytes = scratch.bytes();
-    scratch.remove();
+    outcome.scratch_bytes = scratch.bytes().await;
+    scratch.remove().await;
     let tables = match result {
         Ok(checked) => {
             outcome.tables_checked = checked.counts.len() as u64;

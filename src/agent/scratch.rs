@@ -56,15 +56,19 @@ impl Scratch {
         self.dir.path()
     }
 
-    /// Bytes of the files in it now.
-    pub fn bytes(&self) -> u64 {
-        dir_bytes(self.dir.path())
+    /// Bytes of the files in it now, counted on a blocking thread (a restored datadir holds thousands).
+    pub async fn bytes(&self) -> u64 {
+        let dir = self.dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || dir_bytes(&dir)).await.unwrap_or(0)
     }
 
-    /// Removes it, logging (not failing) when that fails.
-    pub fn remove(self) {
-        if let Err(e) = self.dir.close() {
-            tracing::warn!(error = %e, "removing the scratch data failed");
+    /// Removes it on a blocking thread, logging (not failing) when that fails.
+    pub async fn remove(self) {
+        let closed = tokio::task::spawn_blocking(move || self.dir.close()).await;
+        match closed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "removing the scratch data failed"),
+            Err(e) => tracing::warn!(error = %e, "removing the scratch data failed"),
         }
     }
 }

@@ -7,10 +7,16 @@
 //! is refused: it lies outside what the backups can restore.
 //!
 //! The replay ([`replay`]) starts `mariadbd` on the restored datadir with no network, no grant checks
-//! and no binary log, pipes `mariadb-binlog --start-position=<the full backup's GTID position>` (which
-//! starts after it) `--stop-position=<target GTID>` (which includes it) or `--stop-datetime` into the
-//! `mariadb` client, records the last GTID replayed, stores it as `gtid_slave_pos` and shuts the server
-//! down cleanly.
+//! and no binary log. What it replays is decided from the binary logs' own events, read with this
+//! crate's parser ([`crate::mysql::binlog::file::maria_transactions`]), never from a tool's text (a
+//! statement's text could imitate an event header): every transaction after the full backup's GTID
+//! position, up to and including the target GTID (or the last one that began at or before the target
+//! second). The file that holds the end is cut just before the first transaction past it (these are
+//! the replay's own downloaded copies), and `mariadb-binlog --start-position=<position>` of the files
+//! is piped into the `mariadb` client. The position reached — the full backup's, advanced by exactly
+//! those GTIDs — is stored as `gtid_slave_pos`, and the server is shut down cleanly. Both tools'
+//! standard error is read while they run (a replay that warns a lot never stalls) and kept redacted
+//! of quoted values: a client error quotes row data, which must not reach a status or an Event.
 
 use std::{
     path::{Path, PathBuf},
@@ -19,7 +25,6 @@ use std::{
 };
 
 use jiff::Timestamp;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::archive::timeline::{Reach, Timeline};
 use crate::format::archive_index::SegmentIndex;
@@ -27,6 +32,7 @@ use crate::format::manifest::{Manifest, MethodKind};
 use crate::mysql::gtid::{MariaGtid, MariaGtidPos};
 use crate::mysql::position::GtidState;
 use crate::mysql::private_server::{PrivateServer, PrivateServerError, PrivateServerOptions};
+use crate::mysql::tools::{Redaction, collect_output, tail_text};
 
 /// What to restore to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,7 +262,9 @@ pub async fn replay(
     .await?;
     let mut replayed = Replayed { transactions: 0, reached: steps.first().map(|s| s.from.clone()).unwrap_or_default() };
     for step in steps.iter().filter(|s| !s.files.is_empty()) {
-        replay_step(server.socket(), step, target, tools, &mut replayed).await?;
+        if replay_step(server.socket(), step, target, tools, &mut replayed).await? {
+            break;
+        }
     }
     if let Target::Gtid(g) = target
         && !replayed.reached.contains(g)
@@ -273,26 +281,84 @@ pub async fn replay(
     Ok(replayed)
 }
 
-/// One `mariadb-binlog | mariadb` pipe into the replay server; counts the GTIDs it passes.
+/// What one step replays, decided from the files' events: the files (the last one possibly cut), the
+/// GTIDs applied, and whether the target's end lies in it (later steps are then not replayed).
+#[derive(Debug, Default)]
+struct StepPlan {
+    files: Vec<PathBuf>,
+    cut: Option<(PathBuf, u64)>,
+    gtids: Vec<MariaGtid>,
+    ends: bool,
+}
+
+/// Reads `step`'s files and decides what replaying them after `step.from` up to `target` applies.
+fn plan_step(step: &ReplayStep, target: &Target) -> Result<StepPlan, PitrError> {
+    let mut plan = StepPlan::default();
+    for file in &step.files {
+        let (_, txs) = crate::mysql::binlog::file::maria_transactions(file)
+            .map_err(|e| PitrError::Replay { what: format!("reading {}", file.display()), detail: e.to_string() })?;
+        plan.files.push(file.clone());
+        let mut past_target = None;
+        for (n, tx) in txs.iter().enumerate() {
+            if step.from.contains(&tx.gtid) {
+                continue;
+            }
+            match target {
+                Target::Time(t) if i64::from(tx.timestamp) > t.as_second() => past_target = Some(tx.offset),
+                Target::Gtid(g) if tx.gtid.domain == g.domain && tx.gtid.seq > g.seq => past_target = Some(tx.offset),
+                Target::Gtid(g) if tx.gtid == *g => {
+                    plan.gtids.push(tx.gtid);
+                    plan.ends = true;
+                    if let Some(next) = txs.get(n + 1) {
+                        plan.cut = Some((file.clone(), next.offset));
+                    }
+                    return Ok(plan);
+                }
+                _ => {}
+            }
+            if let Some(offset) = past_target {
+                plan.cut = Some((file.clone(), offset));
+                plan.ends = true;
+                return Ok(plan);
+            }
+            plan.gtids.push(tx.gtid);
+        }
+    }
+    Ok(plan)
+}
+
+/// One `mariadb-binlog | mariadb` pipe into the replay server; returns whether the target's end was
+/// in this step.
 async fn replay_step(
     socket: &Path,
     step: &ReplayStep,
     target: &Target,
     tools: &Tools,
     replayed: &mut Replayed,
-) -> Result<(), PitrError> {
+) -> Result<bool, PitrError> {
+    let plan = {
+        let (step, target) = (step.clone(), target.clone());
+        tokio::task::spawn_blocking(move || {
+            let plan = plan_step(&step, &target)?;
+            if let Some((file, at)) = &plan.cut {
+                let cut = |e: std::io::Error| PitrError::Replay {
+                    what: format!("cutting {}", file.display()),
+                    detail: e.to_string(),
+                };
+                std::fs::OpenOptions::new().write(true).open(file).and_then(|f| f.set_len(*at)).map_err(cut)?;
+            }
+            Ok::<_, PitrError>(plan)
+        })
+        .await
+        .map_err(|e| PitrError::Replay { what: "planning the replay".into(), detail: e.to_string() })??
+    };
+    if plan.gtids.is_empty() {
+        return Ok(plan.ends);
+    }
     let mut binlog = crate::mysql::tools::command(&tools.binlog);
     binlog.env("TZ", "UTC").arg(format!("--start-position={}", step.from));
-    match target {
-        Target::Gtid(g) => binlog.arg(format!("--stop-position={g}")),
-        // Binary logs keep whole seconds: everything in the target's second is included.
-        Target::Time(t) => binlog.arg(format!(
-            "--stop-datetime={}",
-            (t.with_nanosecond_floor() + jiff::SignedDuration::from_secs(1)).strftime("%Y-%m-%d %H:%M:%S")
-        )),
-    };
     let mut reader =
-        spawn(binlog.args(&step.files).stdout(Stdio::piped()).stderr(Stdio::piped()), "starting mariadb-binlog")?;
+        spawn(binlog.args(&plan.files).stdout(Stdio::piped()).stderr(Stdio::piped()), "starting mariadb-binlog")?;
     let mut client = crate::mysql::tools::command(&tools.client)
         .arg(format!("--socket={}", socket.display()))
         .args(["--user=root", "--binary-mode", "--batch"])
@@ -302,40 +368,32 @@ async fn replay_step(
         .kill_on_drop(true)
         .spawn()
         .map_err(replay_err("starting mariadb"))?;
-    let (Some(out), Some(mut sink)) = (reader.stdout.take(), client.stdin.take()) else {
+    let (Some(mut out), Some(mut sink), Some(read_err), Some(apply_err)) =
+        (reader.stdout.take(), client.stdin.take(), reader.stderr.take(), client.stderr.take())
+    else {
         return Err(PitrError::Replay { what: "connecting mariadb-binlog to mariadb".into(), detail: String::new() });
     };
-    let mut lines = BufReader::new(out).split(b'\n');
-    while let Some(line) = lines.next_segment().await.map_err(replay_err("reading mariadb-binlog"))? {
-        // Event headers look like `#261122  8:55:12 server id 1  end_log_pos 982 CRC32 0x…<TAB>GTID 0-1-5 trans`.
-        if line.starts_with(b"#")
-            && let Some(pos) = line.windows(6).position(|w| (w[0] == b' ' || w[0] == b'\t') && &w[1..] == b"GTID ")
-        {
-            let rest = String::from_utf8_lossy(&line[pos + 6..]);
-            if let Some(gtid) = rest.split_whitespace().next().and_then(|g| g.parse::<MariaGtid>().ok()) {
-                replayed.reached.apply(gtid);
-                replayed.transactions += 1;
-            }
-        }
-        sink.write_all(&line).await.map_err(replay_err("feeding mariadb"))?;
-        sink.write_all(b"\n").await.map_err(replay_err("feeding mariadb"))?;
-    }
+    let (read_tail, read_task) = collect_output(read_err, "mariadb-binlog", Redaction::Values);
+    let (apply_tail, apply_task) = collect_output(apply_err, "mariadb", Redaction::Client);
+    let piped = tokio::io::copy(&mut out, &mut sink).await;
     drop(sink);
-    let read = reader.wait_with_output().await.map_err(replay_err("mariadb-binlog"))?;
-    let applied = client.wait_with_output().await.map_err(replay_err("mariadb"))?;
-    if !read.status.success() {
-        return Err(PitrError::Replay {
-            what: format!("mariadb-binlog failed ({})", read.status),
-            detail: String::from_utf8_lossy(&read.stderr).into_owned(),
-        });
+    let read = reader.wait().await.map_err(replay_err("mariadb-binlog"))?;
+    let applied = client.wait().await.map_err(replay_err("mariadb"))?;
+    let _ = tokio::join!(read_task, apply_task);
+    if !read.success() {
+        let detail = tail_text(&read_tail);
+        return Err(PitrError::Replay { what: format!("mariadb-binlog failed ({read})"), detail });
     }
-    if !applied.status.success() {
-        return Err(PitrError::Replay {
-            what: format!("replaying into the server failed ({})", applied.status),
-            detail: String::from_utf8_lossy(&applied.stderr).into_owned(),
-        });
+    if !applied.success() {
+        let detail = tail_text(&apply_tail);
+        return Err(PitrError::Replay { what: format!("replaying into the server failed ({applied})"), detail });
     }
-    Ok(())
+    piped.map_err(replay_err("feeding mariadb"))?;
+    for g in &plan.gtids {
+        replayed.reached.apply(*g);
+    }
+    replayed.transactions += plan.gtids.len() as u64;
+    Ok(plan.ends)
 }
 
 trait FloorSecond {

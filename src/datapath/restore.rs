@@ -17,9 +17,9 @@ use std::{
 use futures::TryStreamExt;
 
 use crate::datapath::chunk::reader::{ChunkReadError, fetch_verified};
-use crate::datapath::method::mariabackup::{collect_output, tail_text};
 use crate::datapath::progress::Progress;
 use crate::format::manifest::{Base, FileEntry, Manifest, Prepare};
+use crate::mysql::tools::{Redaction, collect_output, tail_text};
 use crate::storage::{Storage, StorageError};
 
 /// Name of the marker file kept in the target while a restore is incomplete.
@@ -216,7 +216,7 @@ async fn prepare_mariabackup(tool: &str, dir: &Path) -> Result<(), RestoreError>
     let Some(stderr) = child.stderr.take() else {
         return Err(failed("could not start".into(), "no stderr pipe".into()));
     };
-    let (tail, task) = collect_output(stderr, "mariadb-backup --prepare");
+    let (tail, task) = collect_output(stderr, "mariadb-backup --prepare", Redaction::Grants);
     let status = child.wait().await.map_err(|e| failed("could not wait".into(), e.to_string()))?;
     let _ = task.await;
     if !status.success() {

@@ -13,15 +13,7 @@
 //! `--throttle=8` read that backup at 0.56 MiB/s. Its redo-log copier is not held back, as it must keep
 //! up with the server.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    io::Write,
-    path::PathBuf,
-    process::Stdio,
-    sync::{Arc, Mutex},
-};
-
-use tokio::io::{AsyncBufReadExt, BufReader};
+use std::{collections::HashMap, io::Write, path::PathBuf, process::Stdio};
 
 use super::{BackupMethod, MethodError};
 use crate::datapath::chunk::writer::{ChunkWriter, FileWriter};
@@ -30,9 +22,7 @@ use crate::mysql::mbstream::{MbstreamReader, StreamChunk};
 use crate::mysql::position::{GtidState, Positions, parse_xtrabackup_binlog_info};
 use crate::mysql::server;
 use crate::mysql::server::ServerConfig;
-
-/// Lines of the tool's output kept for error messages.
-const OUTPUT_TAIL: usize = 25;
+use crate::mysql::tools::{Redaction, collect_output, tail_text};
 
 /// Settings of a mariabackup backup.
 #[derive(Debug, Clone)]
@@ -75,42 +65,6 @@ fn missing_privileges(output: &str) -> Vec<String> {
         .filter_map(|l| l.split_once("missing required privilege ").map(|(_, rest)| rest))
         .map(|rest| rest.split(" on ").next().unwrap_or(rest).trim().to_string())
         .collect()
-}
-
-/// `line` without what follows `IDENTIFIED` (a grant as SHOW GRANTS prints it carries the password
-/// hash): tools' output reaches errors, Job termination messages, statuses and Events.
-pub(crate) fn redact(line: &str) -> String {
-    match line.to_ascii_uppercase().find("IDENTIFIED") {
-        Some(at) => format!("{}IDENTIFIED … (redacted)", &line[..at]),
-        None => line.to_string(),
-    }
-}
-
-/// Keeps the last lines of a child's stderr, logging each at debug level.
-pub(crate) fn collect_output(
-    stderr: tokio::process::ChildStderr,
-    tool: &'static str,
-) -> (Arc<Mutex<VecDeque<String>>>, tokio::task::JoinHandle<()>) {
-    let tail = Arc::new(Mutex::new(VecDeque::new()));
-    let t = tail.clone();
-    let handle = tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let line = redact(&line);
-            tracing::debug!(tool, "{line}");
-            let mut t = t.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if t.len() == OUTPUT_TAIL {
-                t.pop_front();
-            }
-            t.push_back(line);
-        }
-    });
-    (tail, handle)
-}
-
-/// The kept lines, joined.
-pub(crate) fn tail_text(tail: &Mutex<VecDeque<String>>) -> String {
-    tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect::<Vec<_>>().join("\n")
 }
 
 /// An option file in memory, given to one tool as its standard input; gone with the descriptor.
@@ -188,7 +142,7 @@ impl Mariabackup {
             return Err(MethodError::Spawn { tool: self.tool.clone(), source: std::io::Error::other("no pipes") });
         };
         widen_pipe(&stdout);
-        let (tail, tail_task) = collect_output(stderr, "mariadb-backup");
+        let (tail, tail_task) = collect_output(stderr, "mariadb-backup", Redaction::Grants);
         let tool_failed =
             |status: String| MethodError::ToolFailed { tool: self.tool.clone(), status, output: tail_text(&tail) };
 
@@ -306,10 +260,9 @@ mod tests {
         assert_eq!(missing_privileges(output), ["RELOAD", "BINLOG MONITOR"]);
         let last = output.lines().last().unwrap();
         assert_eq!(
-            redact(last),
+            Redaction::Grants.apply(last),
             "[00] 2026-11-30 15:39:58   1.GRANT SELECT ON *.* TO `backup`@`%` IDENTIFIED … (redacted)"
         );
-        assert_eq!(redact("no grant here"), "no grant here");
     }
 
     #[test]

@@ -133,18 +133,24 @@ impl Myrocks {
         }
     }
 
-    /// Removes the checkpoints a killed run left.
-    fn remove_stale_checkpoints(&self) -> Result<(), MethodError> {
-        let datadir = &self.mariabackup.datadir;
-        let entries =
-            std::fs::read_dir(datadir).map_err(|source| MethodError::Datadir { path: datadir.clone(), source })?;
-        for e in entries.filter_map(Result::ok) {
-            if e.file_name().to_string_lossy().starts_with(CHECKPOINT_PREFIX) {
-                tracing::info!(dir = %e.path().display(), "removing the checkpoint of an interrupted backup");
-                drop(Checkpoint(e.path()));
+    /// Removes the checkpoints a killed run left, on a blocking thread.
+    async fn remove_stale_checkpoints(&self) -> Result<(), MethodError> {
+        let datadir = self.mariabackup.datadir.clone();
+        let join_err =
+            |e| MethodError::Datadir { path: self.mariabackup.datadir.clone(), source: std::io::Error::other(e) };
+        tokio::task::spawn_blocking(move || {
+            let entries =
+                std::fs::read_dir(&datadir).map_err(|source| MethodError::Datadir { path: datadir.clone(), source })?;
+            for e in entries.filter_map(Result::ok) {
+                if e.file_name().to_string_lossy().starts_with(CHECKPOINT_PREFIX) {
+                    tracing::info!(dir = %e.path().display(), "removing the checkpoint of an interrupted backup");
+                    drop(Checkpoint(e.path()));
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
+        .map_err(join_err)?
     }
 
     async fn checkpoint(&self, conn: &mut mysql_async::Conn, round: usize) -> Result<Checkpoint, MethodError> {
@@ -163,7 +169,7 @@ impl Myrocks {
         sent: &mut HashSet<String>,
     ) -> Result<u64, MethodError> {
         let mut read = 0;
-        for (name, size) in files_of(checkpoint)?.into_iter().filter(|(n, _)| n.ends_with(".sst")) {
+        for (name, size) in files_of(checkpoint).await?.into_iter().filter(|(n, _)| n.ends_with(".sst")) {
             if !sent.insert(name.clone()) {
                 continue;
             }
@@ -188,8 +194,16 @@ impl Myrocks {
     }
 }
 
-/// The regular files of `dir`, with their sizes, by name.
-fn files_of(dir: &Path) -> Result<Vec<(String, u64)>, MethodError> {
+/// The regular files of `dir`, with their sizes, by name, listed on a blocking thread (a checkpoint
+/// holds thousands of files).
+async fn files_of(dir: &Path) -> Result<Vec<(String, u64)>, MethodError> {
+    let owned = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || list_files(&owned))
+        .await
+        .map_err(|e| MethodError::ReadFile { path: dir.to_path_buf(), source: std::io::Error::other(e) })?
+}
+
+fn list_files(dir: &Path) -> Result<Vec<(String, u64)>, MethodError> {
     let entries = std::fs::read_dir(dir).map_err(|source| MethodError::ReadFile { path: dir.to_path_buf(), source })?;
     let mut files = Vec::new();
     for e in entries.filter_map(Result::ok) {
@@ -211,7 +225,7 @@ impl BackupMethod for Myrocks {
     }
 
     async fn run(&self, writer: &ChunkWriter) -> Result<Positions, MethodError> {
-        self.remove_stale_checkpoints()?;
+        self.remove_stale_checkpoints().await?;
         let pool = self.mariabackup.server.pool();
         let result = self.run_with(&pool, writer).await;
         let _ = pool.disconnect().await;
@@ -269,7 +283,7 @@ impl Myrocks {
         self.send_ssts(writer, &checkpoint.0, &mut sent).await?;
         // What makes the copy one checkpoint comes last: the WAL, OPTIONS, MANIFEST, then CURRENT.
         let mut rest: Vec<(String, u64)> =
-            files_of(&checkpoint.0)?.into_iter().filter(|(n, _)| !n.ends_with(".sst")).collect();
+            files_of(&checkpoint.0).await?.into_iter().filter(|(n, _)| !n.ends_with(".sst")).collect();
         rest.sort_by_key(|(n, _)| (n == "CURRENT", n.starts_with("MANIFEST"), n.clone()));
         for (name, _) in rest {
             let rel = format!("{ROCKSDB_DIR}/{name}");

@@ -13,7 +13,7 @@ use std::{
 };
 
 use crate::mysql::binlog::event::{self, HEADER, MAGIC, StateEvent};
-use crate::mysql::gtid::{MariaGtidPos, MysqlGtidSet};
+use crate::mysql::gtid::{MariaGtid, MariaGtidPos, MysqlGtidSet};
 use crate::mysql::position::{BinlogCoordinate, Flavor, GtidState, Positions};
 
 /// Errors reading binary logs.
@@ -51,6 +51,37 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<BinlogFileInfo, BinlogFileErro
 /// events that carry GTID state are read; every other event is skipped with a seek, so memory stays at
 /// one buffer and the largest of those small events, whatever the size of the log.
 pub fn parse_from<R: Read + Seek>(path: &Path, r: R, len: u64) -> Result<BinlogFileInfo, BinlogFileError> {
+    scan(path, r, len, |_| {})
+}
+
+/// Where a MariaDB transaction begins in a binary log file: its GTID event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxStart {
+    /// The transaction's GTID.
+    pub gtid: MariaGtid,
+    /// Byte offset of its GTID event in the file.
+    pub offset: u64,
+    /// Seconds since the epoch in the GTID event's header.
+    pub timestamp: u32,
+}
+
+/// The MariaDB transactions of one binary log file, in file order, read from the file's own events
+/// (streaming, as [`read`] does), and its summary.
+pub fn maria_transactions(path: &Path) -> Result<(BinlogFileInfo, Vec<TxStart>), BinlogFileError> {
+    let io = |source| BinlogFileError::Read { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let mut txs = Vec::new();
+    let info = scan(path, file, len, |tx| txs.push(tx))?;
+    Ok((info, txs))
+}
+
+fn scan<R: Read + Seek>(
+    path: &Path,
+    r: R,
+    len: u64,
+    mut on_transaction: impl FnMut(TxStart),
+) -> Result<BinlogFileInfo, BinlogFileError> {
     let bad = |offset: u64, reason: &str| BinlogFileError::Format {
         path: path.to_path_buf(),
         offset,
@@ -108,7 +139,11 @@ pub fn parse_from<R: Read + Seek>(path: &Path, r: R, len: u64) -> Result<BinlogF
                 maria_end = pos.clone();
                 maria_start = Some(pos);
             }
-            Some(StateEvent::MariaGtid { gtid, .. }) => maria_end.apply(gtid),
+            Some(StateEvent::MariaGtid { gtid, .. }) => {
+                let timestamp = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+                on_transaction(TxStart { gtid, offset: at, timestamp });
+                maria_end.apply(gtid);
+            }
             Some(StateEvent::MysqlPreviousGtids(set)) if mysql_start.is_none() => {
                 mysql_end = set.clone();
                 mysql_start = Some(set);
