@@ -206,6 +206,23 @@ impl Key {
         XChaCha20Poly1305::new(self.sealing.as_ref().into())
     }
 
+    /// A sealer of object `object` whose content arrives in pieces: the same bytes [`Key::seal`] makes
+    /// of the whole, a frame at a time, so an object of any size is sealed in a frame's memory.
+    pub fn sealer(&self, object: &str) -> Sealer {
+        let mut prefix = [0u8; NONCE_PREFIX_LEN];
+        rand::rng().fill(&mut prefix);
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&self.fingerprint.0);
+        header.extend_from_slice(&prefix);
+        Sealer {
+            enc: EncryptorBE32::from_aead(self.cipher(), prefix.as_ref().into()),
+            aad: object.to_string(),
+            pending: Vec::with_capacity(FRAME),
+            header: Some(header),
+        }
+    }
+
     /// Seals `plain` as object `object` (its key relative to the storage prefix).
     pub fn seal(&self, object: &str, plain: &[u8]) -> Vec<u8> {
         let mut prefix = [0u8; NONCE_PREFIX_LEN];
@@ -227,6 +244,55 @@ impl Key {
         }
         let sealed = enc.encrypt_last(Payload { msg: rest, aad }).expect("a frame within STREAM's counter");
         out.extend_from_slice(&sealed);
+        out
+    }
+}
+
+/// Seals one object piece by piece (see [`Key::sealer`]).
+pub struct Sealer {
+    enc: EncryptorBE32<XChaCha20Poly1305>,
+    aad: String,
+    pending: Vec<u8>,
+    header: Option<Vec<u8>>,
+}
+
+impl Sealer {
+    /// Takes the next `plain` bytes; returns the sealed bytes now complete (the header first).
+    pub fn push(&mut self, mut plain: &[u8]) -> Vec<u8> {
+        let mut out = self.header.take().unwrap_or_default();
+        // A full frame is sealed once a byte follows it: the last frame, sealed by `finish`, is never full.
+        while !plain.is_empty() {
+            if self.pending.len() == FRAME {
+                let sealed = self
+                    .enc
+                    .encrypt_next(Payload { msg: &self.pending, aad: self.aad.as_bytes() })
+                    .expect("a frame within STREAM's counter");
+                out.extend_from_slice(&sealed);
+                self.pending.clear();
+            }
+            let take = (FRAME - self.pending.len()).min(plain.len());
+            self.pending.extend_from_slice(&plain[..take]);
+            plain = &plain[take..];
+        }
+        out
+    }
+
+    /// Seals what is left: the last frame.
+    pub fn finish(mut self) -> Vec<u8> {
+        let mut out = self.header.take().unwrap_or_default();
+        if self.pending.len() == FRAME {
+            let sealed = self
+                .enc
+                .encrypt_next(Payload { msg: &self.pending, aad: self.aad.as_bytes() })
+                .expect("a frame within STREAM's counter");
+            out.extend_from_slice(&sealed);
+            self.pending.clear();
+        }
+        let last = self
+            .enc
+            .encrypt_last(Payload { msg: &self.pending, aad: self.aad.as_bytes() })
+            .expect("a frame within STREAM's counter");
+        out.extend_from_slice(&last);
         out
     }
 }
@@ -559,5 +625,22 @@ mod tests {
         assert_eq!(format!("{a:?}"), format!("Key {{ fingerprint: {fp}, .. }}"));
         let err = Keyring::new(vec![Key::parse(b64).unwrap(), Key::parse(hex).unwrap()]).unwrap_err();
         assert_eq!(err.to_string(), format!("encryption key {fp} is given twice"));
+    }
+
+    #[test]
+    fn a_sealer_fed_in_pieces_writes_what_one_seal_would_and_it_opens() {
+        let key = Key::from_bytes(&[7; KEY_LEN]);
+        let ring = Arc::new(Keyring::new(vec![Key::from_bytes(&[7; KEY_LEN])]).unwrap());
+        for len in [0, 5, FRAME, FRAME + 1, 3 * FRAME + 17] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let mut sealer = key.sealer("binlogs/a/x");
+            let mut stored = Vec::new();
+            for piece in plain.chunks(300_001) {
+                stored.extend(sealer.push(piece));
+            }
+            stored.extend(sealer.finish());
+            assert_eq!(stored.len(), sealed_len(len), "{len}");
+            assert_eq!(open(Some(&ring), "binlogs/a/x", Bytes::from(stored)).unwrap(), plain, "{len}");
+        }
     }
 }

@@ -411,6 +411,28 @@ async fn a_replay_whose_client_warns_a_mebibyte_completes_and_a_failing_one_repo
     for value in ["987654", "alice@example.com", "bob@example.com"] {
         assert!(!run.stderr.contains(value), "{value} in:\n{}", run.stderr);
     }
+
+    // A client that dies part way (its server killed for memory, say): the replay fails, it does not
+    // wait for mariadb-binlog, which nobody reads any more.
+    let dying = script(
+        &tools,
+        "dying-mariadb",
+        "head -c 10000 > /dev/null; echo 'ERROR 2013 (HY000): Lost connection' >&2; exit 1",
+    );
+    let target = dir.path().join("dying");
+    let restore = [
+        args(&["restore", "--until", &last, "--datadir", target.to_str().unwrap(), "--mariadb-client-path", &dying]),
+        st.clone(),
+    ]
+    .concat();
+    let run = tokio::time::timeout(std::time::Duration::from_secs(120), agent(&restore, &[])).await.expect("no hang");
+    let error = run.error();
+    assert!(
+        error.starts_with(
+            "error: replaying into the server failed (exit status: 1): ERROR 2013 (HY000): Lost connection"
+        ),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,11 @@ const TABLES: usize = 3_000;
 const OPEN_FILES: u64 = 1024;
 /// The memory budget of an agent Job: peak resident memory must stay below it.
 const MEMORY_BUDGET: u64 = 256 * 1024 * 1024;
+/// The memory limit a point-in-time restore Job needs: the agent, the private server (128 MiB buffer
+/// pool) and the replay's tools, in one container.
+const PITR_MEMORY: u64 = 512 * 1024 * 1024;
+/// What the README promises of the archiver's resident memory, whatever a transaction's size.
+const ARCHIVER_MEMORY: u64 = 96 * 1024 * 1024;
 
 /// Server options that make thousands of DDL statements quick; durability is not under test here.
 fn fast_ddl() -> Vec<String> {
@@ -109,8 +114,18 @@ async fn thousands_of_tables_back_up_and_restore_with_mariabackup_under_1024_ope
     let backup = mariabackup_args(&db.url(), &db.datadir, &st);
     // mariadb-backup opens every tablespace at once: it needs the headroom the agent raises its soft
     // limit to (the hard one stays as the machine has it, as in a container).
-    let summary = agent_with_open_files(OPEN_FILES, None, &backup, &[]).await.summary();
+    // In a container of the Job's memory budget, mariadb-backup included.
+    let group = MemoryCgroup::new(MEMORY_BUDGET);
+    let summary = agent_limited(Some((OPEN_FILES, None)), Some(&group), &backup, &[]).await.summary();
     assert!(summary["totals"]["files"].as_u64().unwrap() > TABLES as u64, "{summary}");
+    eprintln!(
+        "mariabackup backup of {TABLES} tables under a {} MiB limit: agent {} MiB, mariadb-backup {} MiB, cgroup peak {} MiB",
+        MEMORY_BUDGET >> 20,
+        summary["peakRssBytes"].as_u64().unwrap() >> 20,
+        summary["memory"]["childrenBytes"].as_u64().unwrap() >> 20,
+        group.peak() >> 20
+    );
+    assert_eq!(group.oom_kills(), 0);
     db.stop().await;
 
     let target = dir.path().join("restored");
@@ -162,10 +177,19 @@ async fn a_cold_backup_of_a_gigabyte_binary_log_stays_within_the_memory_budget()
     let st = file_storage(dir.path());
     let datadir_arg = datadir.display().to_string();
     let backup = [args(&["backup", "--method", "cold", "--datadir", &datadir_arg]), st.clone()].concat();
-    let summary = agent(&backup, &[]).await.summary();
+    // In a container of the Job's memory budget: the agent, and what it reads through the page cache.
+    let group = MemoryCgroup::new(MEMORY_BUDGET);
+    let summary = agent_in_cgroup(&group, &backup, &[]).await.summary();
     let peak = summary["peakRssBytes"].as_u64().unwrap();
-    eprintln!("cold backup with a {} MiB binary log: peak RSS {} MiB", first_len >> 20, peak >> 20);
+    eprintln!(
+        "cold backup with a {} MiB binary log under a {} MiB limit: peak RSS {} MiB, cgroup peak {} MiB",
+        first_len >> 20,
+        MEMORY_BUDGET >> 20,
+        peak >> 20,
+        group.peak() >> 20
+    );
     assert!(peak <= MEMORY_BUDGET, "peak RSS {} MiB", peak >> 20);
+    assert_eq!((group.oom_kills(), summary["memory"]["cgroupBytes"].as_u64()), (0, Some(group.peak())));
     assert_eq!(summary["positions"]["gtid"]["binlogPos"], gtid.as_str());
     assert_eq!(summary["positions"]["binlog"]["file"], file.as_str());
     // The server's own shutdown appends a stop event after the last transaction.
@@ -267,10 +291,23 @@ async fn a_point_in_time_restore_through_a_gigabyte_segment_stays_within_the_mem
     let target = dir.path().join("restored");
     let t = target.display().to_string();
     let restore = [args(&["restore", "--until", &target_gtid, "--datadir", &t]), st.clone()].concat();
-    let summary = agent(&restore, &[]).await.summary();
+    // In a container with the private server and the replay's tools: a point-in-time Job needs more
+    // than the agent's budget (the server replaying 2 GiB of row events was killed at 256 MiB).
+    let group = MemoryCgroup::new(PITR_MEMORY);
+    let summary = agent_in_cgroup(&group, &restore, &[]).await.summary();
     let peak = summary["peakRssBytes"].as_u64().unwrap();
-    eprintln!("point-in-time restore through a {} MiB segment: peak RSS {} MiB", segment_bytes >> 20, peak >> 20);
+    let tools = summary["memory"]["childrenBytes"].as_u64().unwrap();
+    eprintln!(
+        "point-in-time restore through a {} MiB segment under a {} MiB limit: peak RSS {} MiB, largest tool {} MiB, cgroup peak {} MiB",
+        segment_bytes >> 20,
+        PITR_MEMORY >> 20,
+        peak >> 20,
+        tools >> 20,
+        group.peak() >> 20
+    );
     assert!(peak <= MEMORY_BUDGET, "peak RSS {} MiB", peak >> 20);
+    assert!(tools > 0 && tools <= PITR_MEMORY, "the largest tool's peak: {} MiB", tools >> 20);
+    assert_eq!(group.oom_kills(), 0);
     db.stop().await;
     let copy = MariaDb::start_on(&target, 1).await;
     assert_eq!(copy.rows("SELECT id, note FROM app.m").await, vec![vec!["1", "marker 1"]]);
@@ -285,4 +322,100 @@ async fn caught_up_at(port: u16) -> Option<jiff::Timestamp> {
     s.read_to_string(&mut text).await.ok()?;
     let status: serde_json::Value = serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()?;
     status["caughtUpAt"].as_str()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archiver_under_a_256_mib_limit_archives_a_gigabyte_transaction_and_keeps_running() {
+    let dir = tempdir();
+    let mut opts = fast_ddl();
+    // BLACKHOLE keeps nothing but logs every row: a gigabyte transaction without a gigabyte table.
+    opts.extend(args(&["--plugin-load-add=ha_blackhole"]));
+    let db = MariaDb::start_with(dir.path(), 1, &opts).await;
+    db.exec("CREATE DATABASE app").await;
+    db.exec("CREATE TABLE app.m (id INT PRIMARY KEY, note VARCHAR(40)) ENGINE=InnoDB").await;
+    db.exec("CREATE TABLE app.hole (id BIGINT, payload BLOB) ENGINE=BLACKHOLE").await;
+    let s3 = S3Server::start();
+    let st = s3.storage_args("arch");
+    let group = MemoryCgroup::new(MEMORY_BUDGET);
+    let port = free_port();
+    let a = [
+        args(&["binlog", "archive", "--mysql-url", &db.url(), "--archive", "big", "--segment-seconds", "2"]),
+        args(&["--listen", &format!("127.0.0.1:{port}")]),
+        st.clone(),
+    ]
+    .concat();
+    let mut archiver = limited_command(agent_command(&a, &s3.env()), None, Some(&group)).spawn().expect("start");
+    marker(&db.pool(), 1).await;
+
+    // One transaction of a gigabyte: 131,072 rows of 8 KiB in one statement.
+    db.exec("INSERT INTO app.hole SELECT seq, REPEAT(SHA2(seq, 256), 128) FROM app.seq_1_to_131072").await;
+    marker(&db.pool(), 2).await;
+    let want = db.value("SELECT @@gtid_binlog_pos").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    loop {
+        assert!(
+            archiver.try_wait().unwrap().is_none(),
+            "the archiver died (OOM kills in its group: {})",
+            group.oom_kills()
+        );
+        if archived_position(port).await.as_deref() == Some(want.as_str()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the archiver did not reach {want} in 600 s");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    // It goes on: a later transaction is archived too.
+    let after = marker(&db.pool(), 3).await;
+    while archived_position(port).await.as_deref() != Some(after.as_str()) {
+        assert!(std::time::Instant::now() < deadline, "the archiver stopped following the server");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(archiver.try_wait().unwrap().is_none(), "still running");
+    assert_eq!(group.oom_kills(), 0);
+    // Its own peak resident memory: the working set, which the page cache of its spill file is not.
+    let pid = archiver.id().expect("running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!(
+        "archiver with a 1 GiB transaction under a 256 MiB limit: peak RSS {} MiB, cgroup peak (page cache included) {} MiB",
+        hwm_kib >> 10,
+        group.peak() >> 20
+    );
+    assert!(hwm_kib << 10 < ARCHIVER_MEMORY, "peak RSS {} MiB", hwm_kib >> 10);
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = archiver.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = [args(&["binlog", "status", "--archive", "big", "--json"]), st.clone()].concat();
+    let report: serde_json::Value = serde_json::from_str(&agent(&status, &s3.env()).await.stdout).unwrap();
+    assert_eq!(report["end"]["binlogPos"], after.as_str(), "{report}");
+    assert_eq!(report["gaps"], serde_json::json!([]));
+    let largest = walk_files(&s3.object_path("arch/binlogs/big"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| {
+            serde_json::from_slice::<serde_json::Value>(&std::fs::read(p).unwrap()).unwrap()["bytes"].as_u64().unwrap()
+        })
+        .max()
+        .unwrap();
+    assert!(largest > 1 << 30, "the transaction's segment holds {largest} bytes");
+}
+
+/// What the archiver listening on `port` has archived up to.
+async fn archived_position(port: u16) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    s.write_all(b"GET /status HTTP/1.0\r\nHost: x\r\n\r\n").await.ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.ok()?;
+    let status: serde_json::Value = serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()?;
+    status["archivedPosition"].as_str().map(str::to_string)
 }

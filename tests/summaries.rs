@@ -88,6 +88,7 @@ fn every_summary_kind_at_its_largest_shape_fits_a_termination_message() {
                 "chunks": u64::MAX, "reusedChunks": u64::MAX, "takenOverBytes": u64::MAX},
             "startedAt": "2026-11-30T17:07:34.322143094Z", "completedAt": "2026-11-30T17:07:34.336262067Z",
             "durationSeconds": 123456.123456789, "peakRssBytes": u64::MAX,
+            "memory": {"childrenBytes": u64::MAX, "cgroupBytes": u64::MAX},
             "incremental": {"base": id, "from": largest_positions()["gtid"]},
             "catchup": {"base": id, "source": format!("{}:3306", "h".repeat(253)), "from": largest_positions()["gtid"]["binlogPos"],
                 "reached": largest_positions()["gtid"]["binlogPos"], "readDatadir": format!("/{}", "d".repeat(120)),
@@ -95,7 +96,7 @@ fn every_summary_kind_at_its_largest_shape_fits_a_termination_message() {
         serde_json::json!({"operation": "restore", "backupId": id, "storage": url, "datadir": format!("/{}", "d".repeat(120)),
             "method": "mariabackup", "positions": largest_positions(), "files": u64::MAX, "bytes": u64::MAX,
             "transferSeconds": 123456.123456789, "prepareSeconds": 123456.123456789, "durationSeconds": 123456.123456789,
-            "peakRssBytes": u64::MAX, "until": until}),
+            "peakRssBytes": u64::MAX, "memory": {"childrenBytes": u64::MAX, "cgroupBytes": u64::MAX}, "until": until}),
         serde_json::json!({"operation": "delete", "backupId": id, "storage": url, "alreadyDeleted": false,
             "deletedChunks": u64::MAX, "freedBytes": u64::MAX, "keptChunks": u64::MAX, "deferredBy": listed_locks,
             "deferredByCount": lock_count, "durationSeconds": 123456.123456789}),
@@ -118,7 +119,8 @@ fn every_summary_kind_at_its_largest_shape_fits_a_termination_message() {
                 "MRG_MyISAM": u64::MAX, "ROCKSDB": u64::MAX, "SEQUENCE": u64::MAX},
             "rows": u64::MAX, "position": {"source": "replicaPosition", "server": largest_positions()["gtid"]["binlogPos"],
                 "manifest": largest_positions()["gtid"]["binlogPos"], "matches": true},
-            "scratchBytes": u64::MAX, "durations": {"restoreSeconds": 1.5, "startSeconds": 1.5, "checkSeconds": 1.5, "stopSeconds": 1.5, "totalSeconds": 1.5}}),
+            "scratchBytes": u64::MAX, "peakRssBytes": u64::MAX,
+            "memory": {"childrenBytes": u64::MAX, "cgroupBytes": u64::MAX}, "durations": {"restoreSeconds": 1.5, "startSeconds": 1.5, "checkSeconds": 1.5, "stopSeconds": 1.5, "totalSeconds": 1.5}}),
     ];
     let mut operations = Vec::new();
     for kind in kinds {
@@ -127,6 +129,7 @@ fn every_summary_kind_at_its_largest_shape_fits_a_termination_message() {
         let written = serde_json::to_string(&summary).unwrap();
         assert_eq!(serde_json::from_str::<serde_json::Value>(&written).unwrap(), kind, "{}", summary.operation());
         assert!(written.len() < TERMINATION_MESSAGE, "a {} summary takes {} bytes", summary.operation(), written.len());
+        eprintln!("largest {} summary: {} bytes", summary.operation(), written.len());
         operations.push(summary.operation());
     }
     operations.sort();

@@ -114,6 +114,7 @@ async fn backup_locked<M: BackupMethod>(
         completed_at,
         duration_seconds,
         peak_rss_bytes: peak_rss_bytes(),
+        memory: Some(crate::agent::memory::peaks()),
         incremental: manifest.incremental,
         catchup: None,
         encryption_key: manifest.encryption.map(|e| e.key),

@@ -128,7 +128,12 @@ pub async fn drill(storage: &Storage, target: &DrillTarget, opts: &DrillOptions)
     );
     match outcome.reason {
         Some(reason) => Err(AgentError::DrillFailed { backup: outcome.backup_id, reason }),
-        None => Ok(Summary::Drill { storage: storage.url().to_string(), outcome }),
+        None => Ok(Summary::Drill {
+            storage: storage.url().to_string(),
+            outcome,
+            peak_rss_bytes: Some(crate::agent::memory::peak_rss_bytes()),
+            memory: Some(crate::agent::memory::peaks()),
+        }),
     }
 }
 

@@ -22,6 +22,7 @@ mod archive_report;
 mod backup;
 mod catchup;
 mod drill;
+pub mod memory;
 mod scratch;
 mod until;
 
@@ -180,12 +181,7 @@ pub async fn prune(
     })
 }
 
-/// Peak resident memory of this process so far, in bytes (0 if unknown).
-pub fn peak_rss_bytes() -> u64 {
-    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
-        .map(|u| u64::try_from(u.max_rss()).unwrap_or(0) * 1024)
-        .unwrap_or(0)
-}
+pub use memory::peak_rss_bytes;
 
 /// Raises this process's soft limit of open files to its hard limit, as servers do: a container
 /// often starts with a soft limit of 1024 and a far higher hard one. Returns the limit now in force.
@@ -335,6 +331,7 @@ fn restore_summary(
         prepare_seconds: outcome.prepare_seconds,
         duration_seconds: started.elapsed().as_secs_f64(),
         peak_rss_bytes: peak_rss_bytes(),
+        memory: Some(memory::peaks()),
         until,
     }
 }

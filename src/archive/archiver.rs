@@ -147,7 +147,8 @@ pub async fn run(
         let started = Instant::now();
         let end = run.stream_once().await?;
         // Whatever is whole is stored now: the server may be gone for good.
-        run.builder.drop_partial();
+        let spill = |source| ArchiverError::Stream { endpoint: opts.server.endpoint(), source };
+        run.builder.drop_partial().map_err(spill)?;
         run.builder.seal();
         run.store_sealed().await?;
         match end {
@@ -160,7 +161,7 @@ pub async fn run(
                     state_text(run.builder.state()),
                     state_text(&oldest)
                 );
-                run.builder.restart_from(&oldest, gap.clone());
+                run.builder.restart_from(&oldest, gap.clone()).map_err(spill)?;
                 let next_seq = run.next_seq;
                 update(&status, |s| {
                     s.gaps.push(Gap { after_seq: next_seq.checked_sub(1), before_seq: next_seq, reason: gap });
@@ -345,9 +346,10 @@ impl Session<'_> {
     async fn store_sealed(&mut self) -> Result<(), ArchiverError> {
         for sealed in self.builder.take_sealed() {
             let mut wait = Duration::from_secs(1);
+            let prepared = archive::prepare_segment(self.storage, &self.opts.archive, self.next_seq, sealed).await?;
             let index = loop {
-                match archive::write_segment(self.storage, &self.opts.archive, self.next_seq, &sealed).await {
-                    Ok(index) => break index,
+                match archive::store_segment(self.storage, &self.opts.archive, &prepared).await {
+                    Ok(()) => break prepared.index.clone(),
                     Err(e @ ArchiveError::Conflict { .. }) => return Err(e.into()),
                     Err(e) => {
                         tracing::warn!(archive = %self.opts.archive, segment = self.next_seq, error = %e, retry_in = ?wait, "storing a segment failed");

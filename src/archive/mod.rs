@@ -18,6 +18,7 @@
 pub mod archiver;
 pub mod http;
 pub mod segment;
+pub mod spool;
 pub mod timeline;
 
 use bytes::Bytes;
@@ -25,6 +26,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 
 use crate::archive::segment::Sealed;
+use crate::archive::spool::{Spool, Stored};
 use crate::archive::timeline::read_timeline;
 use crate::format::archive_index;
 use crate::format::archive_index::{INDEX_FORMAT, SegmentIndex};
@@ -77,43 +79,117 @@ fn index_key(storage: &Storage, archive: &str, seq: u64) -> object_store::path::
     storage.archive_key(archive, &archive_index::index_name(seq))
 }
 
-/// Stores a sealed segment as number `seq`: data first, then its index entry.
+/// A segment ready to store: its index entry and its compressed data.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The entry to write after the data.
+    pub index: SegmentIndex,
+    data: Data,
+}
+
+/// Compressed segment data: in memory, or a file of that many bytes.
+#[derive(Debug)]
+enum Data {
+    Mem(Bytes),
+    File(std::sync::Arc<std::fs::File>, u64),
+}
+
+/// Hashes and compresses a sealed segment as number `seq`, on a blocking thread, streaming: a segment
+/// spilled to a file is read a block at a time, and its compressed copy spills the same way.
+pub async fn prepare_segment(
+    storage: &Storage,
+    archive: &str,
+    seq: u64,
+    sealed: Sealed,
+) -> Result<Prepared, ArchiveError> {
+    let damaged = |reason: String| ArchiveError::Damaged { archive: archive.to_string(), seq, reason };
+    let Sealed {
+        bytes,
+        start,
+        end,
+        first,
+        last,
+        transactions,
+        first_event_time,
+        last_event_time,
+        server_id,
+        server_version,
+        gap_before,
+    } = sealed;
+    let work = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        use std::io::{Read, Write};
+        let len = bytes.len() as u64;
+        let mut reader = bytes.into_reader()?;
+        let mut hasher = blake3::Hasher::new();
+        let mut encoder = zstd::stream::write::Encoder::new(Spool::new(), 3)?;
+        let mut buf = vec![0u8; crate::archive::spool::BLOCK];
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            encoder.write_all(&buf[..n])?;
+        }
+        let compressed = encoder.finish()?;
+        let compressed_len = compressed.len();
+        let data = match compressed.into_stored()? {
+            Stored::Mem(bytes) => Data::Mem(Bytes::from(bytes)),
+            Stored::File(file, len) => Data::File(std::sync::Arc::new(file), len),
+        };
+        Ok((len, hasher.finalize(), compressed_len, data))
+    });
+    let (len, hash, compressed_len, data) = work
+        .await
+        .map_err(|e| damaged(format!("compressing: {e}")))?
+        .map_err(|e| damaged(format!("compressing: {e}")))?;
+    let index = SegmentIndex {
+        format_version: INDEX_FORMAT,
+        seq,
+        start,
+        end,
+        first_gtid: first.to_string(),
+        last_gtid: last.to_string(),
+        transactions,
+        first_event_time,
+        last_event_time,
+        server_id,
+        server_version,
+        bytes: len,
+        stored_bytes: storage.stored_len(compressed_len),
+        blake3: hash.to_hex().to_string(),
+        archived_at: Timestamp::now(),
+        gap_before,
+    };
+    Ok(Prepared { index, data })
+}
+
+/// Stores a prepared segment: data first, then its index entry. Safe to call again after a failure.
+pub async fn store_segment(storage: &Storage, archive: &str, prepared: &Prepared) -> Result<(), ArchiveError> {
+    let index = &prepared.index;
+    // The key carries the hash: a second archiver's data for the same number goes beside this one.
+    let key = data_key(storage, archive, index);
+    match &prepared.data {
+        Data::Mem(bytes) => storage.put(&key, bytes.clone()).await?,
+        Data::File(file, len) => storage.put_file(&key, file, *len).await?,
+    }
+    let json = serde_json::to_vec_pretty(index).expect("an index entry always serialises");
+    if !storage.put_new(&index_key(storage, archive, index.seq), Bytes::from(json)).await? {
+        return Err(ArchiveError::Conflict { archive: archive.to_string(), seq: index.seq });
+    }
+    Ok(())
+}
+
+/// Stores a sealed segment as number `seq`: [`prepare_segment`], then [`store_segment`].
 pub async fn write_segment(
     storage: &Storage,
     archive: &str,
     seq: u64,
-    sealed: &Sealed,
+    sealed: Sealed,
 ) -> Result<SegmentIndex, ArchiveError> {
-    let compressed = zstd::bulk::compress(&sealed.bytes, 3).map_err(|e| ArchiveError::Damaged {
-        archive: archive.to_string(),
-        seq,
-        reason: format!("compressing: {e}"),
-    })?;
-    let index = SegmentIndex {
-        format_version: INDEX_FORMAT,
-        seq,
-        start: sealed.start.clone(),
-        end: sealed.end.clone(),
-        first_gtid: sealed.first.to_string(),
-        last_gtid: sealed.last.to_string(),
-        transactions: sealed.transactions,
-        first_event_time: sealed.first_event_time,
-        last_event_time: sealed.last_event_time,
-        server_id: sealed.server_id,
-        server_version: sealed.server_version.clone(),
-        bytes: sealed.bytes.len() as u64,
-        stored_bytes: storage.stored_len(compressed.len()),
-        blake3: blake3::hash(&sealed.bytes).to_hex().to_string(),
-        archived_at: Timestamp::now(),
-        gap_before: sealed.gap_before.clone(),
-    };
-    // The key carries the hash: a second archiver's data for the same number goes beside this one.
-    storage.put(&data_key(storage, archive, &index), Bytes::from(compressed)).await?;
-    let json = serde_json::to_vec_pretty(&index).expect("an index entry always serialises");
-    if !storage.put_new(&index_key(storage, archive, seq), Bytes::from(json)).await? {
-        return Err(ArchiveError::Conflict { archive: archive.to_string(), seq });
-    }
-    Ok(index)
+    let prepared = prepare_segment(storage, archive, seq, sealed).await?;
+    store_segment(storage, archive, &prepared).await?;
+    Ok(prepared.index)
 }
 
 /// Downloads segment `index` into the file `path`, streaming: the object arrives piece by piece, is
@@ -253,7 +329,7 @@ mod tests {
         let retry = crate::storage::RetryPolicy { timeout: std::time::Duration::from_secs(1) };
         let storage = Storage::open(dir.path().to_str().unwrap(), &[], retry).unwrap();
         for (seq, start, end) in [(0u64, 0u64, 10u64), (1, 10, 20), (2, 20, 30)] {
-            write_segment(&storage, "a", seq, &sealed(seq, start, end)).await.unwrap();
+            write_segment(&storage, "a", seq, sealed(seq, start, end)).await.unwrap();
         }
         storage
     }
@@ -262,10 +338,16 @@ mod tests {
         crate::archive::segment::Txid::Maria(format!("0-1-{n}").parse().unwrap())
     }
 
+    fn spool(bytes: &[u8]) -> Spool {
+        let mut s = Spool::new();
+        s.append(bytes).unwrap();
+        s
+    }
+
     /// Segment `seq` holding transactions `start+1..=end`, its bytes all `seq`.
     fn sealed(seq: u64, start: u64, end: u64) -> Sealed {
         Sealed {
-            bytes: vec![seq as u8; 10],
+            bytes: spool(&[seq as u8; 10]),
             start: mariadb(&format!("0-1-{start}")).unwrap(),
             end: mariadb(&format!("0-1-{end}")).unwrap(),
             first: tx(start + 1),
@@ -286,7 +368,7 @@ mod tests {
         // A second archiver writing the same number stops.
         let first = read_timeline(&storage, "a").await.unwrap().segments[0].clone();
         let again = Sealed {
-            bytes: vec![9; 3],
+            bytes: spool(&[9; 3]),
             start: first.start.clone(),
             end: first.end.clone(),
             first: tx(1),
@@ -299,7 +381,7 @@ mod tests {
             gap_before: None,
         };
         assert_eq!(
-            write_segment(&storage, "a", 0, &again).await.unwrap_err().to_string(),
+            write_segment(&storage, "a", 0, again).await.unwrap_err().to_string(),
             "archive a: segment 0 was already written by another archiver; only one archiver may write an archive"
         );
         // The data the entry names is untouched: the second writer's went beside it.
@@ -328,6 +410,39 @@ mod tests {
         );
         // The newest segment stays whatever the position: the archive continues from it.
         assert_eq!(prune_before(&storage, "a", &mariadb("0-1-99").unwrap(), false).await.unwrap(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_segment_larger_than_memory_holds_is_stored_from_its_file_sealed_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let retry = crate::storage::RetryPolicy { timeout: std::time::Duration::from_secs(1) };
+        let key = crate::encryption::Key::from_bytes(&[3; 32]);
+        let ring = crate::encryption::Keyring::new(vec![key]).unwrap();
+        let storage = Storage::open(dir.path().to_str().unwrap(), &[], retry).unwrap().with_keyring(ring);
+        // 20 MiB that zstd cannot shrink: spilled, compressed to a spilled file, uploaded in three parts.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let bytes: Vec<u8> = (0..20 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut big = sealed(0, 0, 10);
+        big.bytes = spool(&bytes);
+        assert!(big.bytes.spilled());
+        let index = write_segment(&storage, "a", 0, big).await.unwrap();
+        assert_eq!(
+            (index.bytes, index.blake3.clone()),
+            (bytes.len() as u64, blake3::hash(&bytes).to_hex().to_string())
+        );
+        let stored = storage.list_archive(Some("a")).await.unwrap();
+        let data = stored.iter().find(|(n, _)| n.ends_with(".binlog.zst")).unwrap();
+        assert_eq!(data.1, index.stored_bytes, "the stored length is the sealed length of the compressed bytes");
+        let out = dir.path().join("segment-0.bin");
+        download_segment(&storage, "a", &index, &out).await.unwrap();
+        assert!(std::fs::read(&out).unwrap() == bytes, "the bytes read back are the segment's");
     }
 
     #[tokio::test]

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
+use crate::archive::spool::Spool;
 use crate::mysql::binlog::event::{self, MAGIC, StateEvent, kind};
 use crate::mysql::gtid::{MariaGtid, MysqlSid};
 use crate::mysql::position::GtidState;
@@ -91,13 +92,17 @@ pub enum SegmentError {
     /// A transaction of the other server family.
     #[error("a {got} transaction in a {state} stream")]
     Flavor { got: &'static str, state: &'static str },
+    /// The open segment could not be written to its temporary file.
+    #[error("spilling the open segment to a temporary file ($TMPDIR): {0}")]
+    Spill(#[from] std::io::Error),
 }
 
 /// A sealed segment, ready to upload.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Sealed {
-    /// A binary log file: magic, format description, whole transactions.
-    pub bytes: Vec<u8>,
+    /// A binary log file: magic, format description, whole transactions (in memory, or spilled to a
+    /// temporary file when large).
+    pub bytes: Spool,
     /// State before its first transaction.
     pub start: GtidState,
     /// State after its last transaction.
@@ -120,9 +125,12 @@ pub struct Sealed {
     pub gap_before: Option<String>,
 }
 
+/// The transaction being received. Its events go straight into the open segment, after the segment's
+/// `committed` bytes; one that never ends is cut off again.
 struct OpenTrx {
     tx: Txid,
-    events: Vec<u8>,
+    /// A transaction the archive holds already: its events are not kept.
+    duplicate: bool,
     first_time: u32,
     /// MariaDB standalone, or MySQL's first query not yet seen.
     ends_at_next_query: bool,
@@ -130,7 +138,9 @@ struct OpenTrx {
 }
 
 struct OpenSegment {
-    bytes: Vec<u8>,
+    bytes: Spool,
+    /// Bytes of whole transactions (and the head); past them, the open transaction's events.
+    committed: usize,
     start: GtidState,
     first: Option<Txid>,
     last: Option<Txid>,
@@ -212,14 +222,16 @@ impl SegmentBuilder {
     pub fn feed(&mut self, ev: &RawEvent<'_>, now: Instant) -> Result<(), SegmentError> {
         match event::decode(ev.kind, ev.server_id, ev.body)? {
             Some(StateEvent::FormatDescription { server_version }) => {
+                // A new file of the stream: a transaction cannot span it.
+                self.abandon()?;
                 self.server_version = server_version;
                 self.server_id = ev.server_id;
                 self.fde = Some(ev.bytes.to_vec());
-                // A new file of the stream: a transaction cannot span it.
-                self.trx = None;
             }
-            Some(StateEvent::MariaGtid { gtid, standalone }) => self.open(Txid::Maria(gtid), ev, standalone, false),
-            Some(StateEvent::MysqlGtid { sid, gno }) => self.open(Txid::Mysql(sid, gno), ev, false, true),
+            Some(StateEvent::MariaGtid { gtid, standalone }) => {
+                self.open(Txid::Maria(gtid), ev, standalone, false, now)?
+            }
+            Some(StateEvent::MysqlGtid { sid, gno }) => self.open(Txid::Mysql(sid, gno), ev, false, true, now)?,
             // They describe the stream, not the data.
             Some(StateEvent::MariaGtidList(_) | StateEvent::MysqlPreviousGtids(_)) => {}
             None if matches!(
@@ -228,7 +240,11 @@ impl SegmentBuilder {
             ) => {}
             None => {
                 let Some(trx) = self.trx.as_mut() else { return Ok(()) };
-                trx.events.extend_from_slice(ev.bytes);
+                if !trx.duplicate
+                    && let Some(seg) = self.seg.as_mut()
+                {
+                    seg.bytes.append(ev.bytes)?;
+                }
                 let ends = match ev.kind {
                     kind::XID => true,
                     kind::QUERY if trx.mysql_awaiting_first_query => {
@@ -247,29 +263,26 @@ impl SegmentBuilder {
         Ok(())
     }
 
-    fn open(&mut self, tx: Txid, ev: &RawEvent<'_>, standalone: bool, mysql: bool) {
-        self.trx = Some(OpenTrx {
-            tx,
-            events: ev.bytes.to_vec(),
-            first_time: ev.timestamp,
-            ends_at_next_query: standalone,
-            mysql_awaiting_first_query: mysql,
-        });
-    }
-
-    fn commit(&mut self, last_time: u32, now: Instant) -> Result<(), SegmentError> {
-        let Some(trx) = self.trx.take() else { return Ok(()) };
-        match (&self.state, &trx.tx) {
+    /// Opens transaction `tx` at its GTID event `ev`. What the archive does with it is decided here,
+    /// from its GTID alone: a duplicate is dropped, a jump in its domain is a gap (the open segment is
+    /// sealed first), and its events then go straight into the open segment.
+    fn open(
+        &mut self,
+        tx: Txid,
+        ev: &RawEvent<'_>,
+        standalone: bool,
+        mysql: bool,
+        now: Instant,
+    ) -> Result<(), SegmentError> {
+        self.abandon()?;
+        match (&self.state, &tx) {
             (GtidState::Mariadb { .. }, Txid::Maria(_)) | (GtidState::Mysql { .. }, Txid::Mysql(..)) => {}
             (GtidState::Mariadb { .. }, _) => return Err(SegmentError::Flavor { got: "MySQL", state: "MariaDB" }),
             (GtidState::Mysql { .. }, _) => return Err(SegmentError::Flavor { got: "MariaDB", state: "MySQL" }),
         }
-        if holds_tx(&self.state, &trx.tx) {
-            self.duplicates += 1;
-            tracing::debug!(gtid = %trx.tx, "transaction already archived; dropped");
-            return Ok(());
-        }
-        if let (GtidState::Mariadb { binlog_pos, .. }, Txid::Maria(g)) = (&self.state, &trx.tx)
+        let duplicate = holds_tx(&self.state, &tx);
+        if !duplicate
+            && let (GtidState::Mariadb { binlog_pos, .. }, Txid::Maria(g)) = (&self.state, &tx)
             && let Some(prev) = binlog_pos.domain(g.domain)
             && g.seq > prev.seq + 1
         {
@@ -281,25 +294,61 @@ impl SegmentBuilder {
             );
             self.mark_gap(reason);
         }
-        let Some(fde) = self.fde.as_ref() else { return Err(SegmentError::NoFormatDescription) };
-        if self.seg.is_none() {
-            let mut bytes = Vec::with_capacity(64 * 1024);
-            bytes.extend_from_slice(MAGIC);
-            bytes.extend_from_slice(fde);
-            self.seg = Some(OpenSegment {
-                bytes,
-                start: self.state.clone(),
-                first: None,
-                last: None,
-                transactions: 0,
-                first_time: trx.first_time,
-                last_time,
-                opened: now,
-                gap_before: self.pending_gap.take(),
-            });
+        if !duplicate {
+            let Some(fde) = self.fde.as_ref() else { return Err(SegmentError::NoFormatDescription) };
+            if self.seg.is_none() {
+                let mut bytes = Spool::new();
+                bytes.append(MAGIC)?;
+                bytes.append(fde)?;
+                self.seg = Some(OpenSegment {
+                    committed: bytes.len(),
+                    bytes,
+                    start: self.state.clone(),
+                    first: None,
+                    last: None,
+                    transactions: 0,
+                    first_time: ev.timestamp,
+                    last_time: ev.timestamp,
+                    opened: now,
+                    gap_before: self.pending_gap.take(),
+                });
+            }
+            if let Some(seg) = self.seg.as_mut() {
+                seg.bytes.append(ev.bytes)?;
+            }
+        }
+        self.trx = Some(OpenTrx {
+            tx,
+            duplicate,
+            first_time: ev.timestamp,
+            ends_at_next_query: standalone,
+            mysql_awaiting_first_query: mysql,
+        });
+        Ok(())
+    }
+
+    /// Cuts the open transaction's events off the open segment: it will not end in this stream.
+    fn abandon(&mut self) -> Result<(), SegmentError> {
+        if self.trx.take().is_some_and(|t| !t.duplicate)
+            && let Some(seg) = self.seg.as_mut()
+        {
+            seg.bytes.truncate(seg.committed)?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, last_time: u32, _now: Instant) -> Result<(), SegmentError> {
+        let Some(trx) = self.trx.take() else { return Ok(()) };
+        if trx.duplicate {
+            self.duplicates += 1;
+            tracing::debug!(gtid = %trx.tx, "transaction already archived; dropped");
+            return Ok(());
         }
         let Some(seg) = self.seg.as_mut() else { return Ok(()) };
-        seg.bytes.extend_from_slice(&trx.events);
+        seg.committed = seg.bytes.len();
+        if seg.transactions == 0 {
+            seg.first_time = trx.first_time;
+        }
         seg.first.get_or_insert_with(|| trx.tx.clone());
         seg.last = Some(trx.tx.clone());
         seg.transactions += 1;
@@ -318,8 +367,8 @@ impl SegmentBuilder {
 
     /// Continues from `state` after the stream could not resume where it was (`reason`): a gap.
     /// Transactions `state` and the archive both hold are then dropped as duplicates.
-    pub fn restart_from(&mut self, state: &GtidState, reason: String) {
-        self.trx = None;
+    pub fn restart_from(&mut self, state: &GtidState, reason: String) -> Result<(), SegmentError> {
+        self.abandon()?;
         self.mark_gap(reason);
         if let (GtidState::Mariadb { binlog_pos: ours, .. }, GtidState::Mariadb { binlog_pos: theirs, .. }) =
             (&mut self.state, state)
@@ -334,25 +383,35 @@ impl SegmentBuilder {
         {
             *ours = ours.union(theirs);
         }
+        Ok(())
     }
 
     /// Drops the open transaction (the stream broke in its middle; the server sends it again).
-    pub fn drop_partial(&mut self) {
-        self.trx = None;
+    pub fn drop_partial(&mut self) -> Result<(), SegmentError> {
+        self.abandon()
     }
 
-    /// Seals the open segment if a bound is reached.
+    /// Seals the open segment if a bound is reached, between transactions (a segment holds whole ones).
     pub fn tick(&mut self, now: Instant) {
+        if self.trx.as_ref().is_some_and(|t| !t.duplicate) {
+            return;
+        }
         if let Some(seg) = &self.seg
-            && (seg.bytes.len() >= self.bounds.max_bytes || now.duration_since(seg.opened) >= self.bounds.max_age)
+            && (seg.committed >= self.bounds.max_bytes || now.duration_since(seg.opened) >= self.bounds.max_age)
         {
             self.seal();
         }
     }
 
-    /// Seals the open segment, if it holds a transaction.
+    /// Seals the open segment, if it holds a transaction. An open transaction's events, if any, are
+    /// not part of it: the transaction is abandoned (only [`Self::mark_gap`] seals mid-stream, before
+    /// the transaction it is called for has written anything).
     pub fn seal(&mut self) {
-        let Some(seg) = self.seg.take() else { return };
+        let Some(mut seg) = self.seg.take() else { return };
+        if self.trx.take_if(|t| !t.duplicate).is_some() && seg.bytes.truncate(seg.committed).is_err() {
+            tracing::warn!("could not cut an open transaction off a segment; the segment is not stored");
+            return;
+        }
         let (Some(first), Some(last)) = (seg.first, seg.last) else { return };
         self.sealed.push(Sealed {
             bytes: seg.bytes,

@@ -376,17 +376,21 @@ async fn replay_step(
     let (read_tail, read_task) = collect_output(read_err, "mariadb-binlog", Redaction::Values);
     let (apply_tail, apply_task) = collect_output(apply_err, "mariadb", Redaction::Client);
     let piped = tokio::io::copy(&mut out, &mut sink).await;
-    drop(sink);
+    drop((sink, out));
+    if piped.is_err() {
+        // The client (or its server) is gone: mariadb-binlog would wait for a reader forever.
+        let _ = reader.start_kill();
+    }
     let read = reader.wait().await.map_err(replay_err("mariadb-binlog"))?;
     let applied = client.wait().await.map_err(replay_err("mariadb"))?;
     let _ = tokio::join!(read_task, apply_task);
-    if !read.success() {
-        let detail = tail_text(&read_tail);
-        return Err(PitrError::Replay { what: format!("mariadb-binlog failed ({read})"), detail });
-    }
     if !applied.success() {
         let detail = tail_text(&apply_tail);
         return Err(PitrError::Replay { what: format!("replaying into the server failed ({applied})"), detail });
+    }
+    if !read.success() {
+        let detail = tail_text(&read_tail);
+        return Err(PitrError::Replay { what: format!("mariadb-binlog failed ({read})"), detail });
     }
     piped.map_err(replay_err("feeding mariadb"))?;
     for g in &plan.gtids {

@@ -34,6 +34,9 @@ pub enum Summary {
         duration_seconds: f64,
         /// Peak resident memory of the agent process (not counting tools it ran), for sizing Jobs.
         peak_rss_bytes: u64,
+        /// The peaks of the tools it ran and of its cgroup (absent in summaries of 0.1.0).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        memory: Option<MemoryPeaks>,
         /// For an incremental: what it builds on.
         #[serde(skip_serializing_if = "Option::is_none")]
         incremental: Option<Incremental>,
@@ -62,6 +65,9 @@ pub enum Summary {
         duration_seconds: f64,
         /// Peak resident memory of the agent process (not counting tools it ran).
         peak_rss_bytes: u64,
+        /// The peaks of the tools it ran and of its cgroup (absent in summaries of 0.1.0).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        memory: Option<MemoryPeaks>,
         /// For a point-in-time restore: what was replayed.
         #[serde(skip_serializing_if = "Option::is_none")]
         until: Option<PitrSummary>,
@@ -96,6 +102,12 @@ pub enum Summary {
         storage: String,
         #[serde(flatten)]
         outcome: DrillOutcome,
+        /// Peak resident memory of the agent process.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peak_rss_bytes: Option<u64>,
+        /// The peaks of the tools it ran (the private server) and of its cgroup.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        memory: Option<MemoryPeaks>,
     },
     /// A retention policy was applied.
     #[serde(rename = "prune", rename_all = "camelCase")]
@@ -132,6 +144,19 @@ impl Summary {
         let json = serde_json::to_string(self).expect("summaries always serialise");
         std::fs::write(path, json)
     }
+}
+
+/// Peak memory beyond the agent's own, for sizing a Job's memory limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryPeaks {
+    /// Peak resident memory of the largest tool the agent ran and waited for (mariadb-backup, the
+    /// private mariadbd, mariadb-binlog, mariadb).
+    pub children_bytes: u64,
+    /// Peak of the whole cgroup the agent runs in (a container's: children and page cache included),
+    /// where the kernel keeps one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_bytes: Option<u64>,
 }
 
 /// What a catch-up backup restored and replicated.

@@ -25,6 +25,7 @@ use object_store::{
 use url::Url;
 
 mod sealing;
+mod streaming;
 
 use crate::encryption::{EncryptionError, Keyring, Opener};
 use crate::format::drill::DrillRecord;

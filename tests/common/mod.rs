@@ -105,13 +105,52 @@ pub async fn agent_with_open_files(
     args: &[String],
     env: &[(String, String)],
 ) -> AgentRun {
-    let cmd = agent_command(args, env);
+    agent_limited(Some((soft, hard)), None, args, env).await
+}
+
+/// Runs the agent to completion inside memory cgroup `group` (as a container with a memory limit runs
+/// it: the agent and every tool it starts are counted, and killed at the limit).
+pub async fn agent_in_cgroup(group: &MemoryCgroup, args: &[String], env: &[(String, String)]) -> AgentRun {
+    agent_limited(None, Some(group), args, env).await
+}
+
+/// Runs the agent to completion with an open-files limit and in a memory cgroup, each when given.
+pub async fn agent_limited(
+    open_files: Option<(u64, Option<u64>)>,
+    group: Option<&MemoryCgroup>,
+    args: &[String],
+    env: &[(String, String)],
+) -> AgentRun {
+    let out = limited_command(agent_command(args, env), open_files, group).output().await.expect("run agent");
+    AgentRun {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `cmd` run by a shell that first sets the open-files limits and joins the memory cgroup, each when
+/// given, then becomes `cmd`.
+pub fn limited_command(
+    cmd: tokio::process::Command,
+    open_files: Option<(u64, Option<u64>)>,
+    group: Option<&MemoryCgroup>,
+) -> tokio::process::Command {
     let program = cmd.as_std().get_program().to_owned();
     let argv: Vec<_> = cmd.as_std().get_args().map(|a| a.to_owned()).collect();
-    let mut wrapped = tokio::process::Command::new("bash");
+    let mut prefix = String::new();
+    if let Some(group) = group {
+        prefix.push_str(&format!("echo $$ > {} && ", group.dir.join("cgroup.procs").display()));
+    }
     // The soft limit first: a hard limit below the soft one is refused.
-    let hard = hard.map(|h| format!("ulimit -Hn {h} && ")).unwrap_or_default();
-    wrapped.arg("-c").arg(format!("ulimit -Sn {soft} && {hard}exec \"$0\" \"$@\"")).arg(program).args(argv);
+    if let Some((soft, hard)) = open_files {
+        prefix.push_str(&format!("ulimit -Sn {soft} && "));
+        if let Some(h) = hard {
+            prefix.push_str(&format!("ulimit -Hn {h} && "));
+        }
+    }
+    let mut wrapped = tokio::process::Command::new("bash");
+    wrapped.arg("-c").arg(format!("{prefix}exec \"$0\" \"$@\"")).arg(program).args(argv);
     for (k, v) in cmd.as_std().get_envs() {
         match v {
             Some(v) => wrapped.env(k, v),
@@ -119,12 +158,63 @@ pub async fn agent_with_open_files(
         };
     }
     wrapped.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    let out = wrapped.output().await.expect("run agent");
-    AgentRun {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    wrapped
+}
+
+/// A cgroup (v1) of the memory controller, under this process's own, with a limit: a process in it is
+/// OOM-killed at the limit, as in a container. Removed when dropped (once its processes are gone).
+pub struct MemoryCgroup {
+    /// Its directory in the cgroup file system.
+    pub dir: PathBuf,
+}
+
+impl MemoryCgroup {
+    /// A new group limited to `limit` bytes.
+    pub fn new(limit: u64) -> Self {
+        let proc = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
+        let own = proc
+            .lines()
+            .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.trim_start_matches('/').to_string()))
+            .unwrap_or_else(|| {
+                panic!("no cgroup v1 memory controller (this kernel's cgroups: {proc}): these tests need one")
+            });
+        let parent = Path::new("/sys/fs/cgroup/memory").join(own);
+        let dir = parent.join(format!("mysql-backup-operator-test-{}-{:08x}", std::process::id(), rand_u32()));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("creating memory cgroup {}: {e}", dir.display()));
+        std::fs::write(dir.join("memory.limit_in_bytes"), limit.to_string()).expect("memory.limit_in_bytes");
+        // No swap to escape to: at the limit, a process is reclaimed from or killed.
+        let _ = std::fs::write(dir.join("memory.memsw.limit_in_bytes"), limit.to_string());
+        Self { dir }
     }
+
+    /// The group's peak memory (its processes', page cache included), in bytes.
+    pub fn peak(&self) -> u64 {
+        self.read("memory.max_usage_in_bytes").trim().parse().expect("memory.max_usage_in_bytes")
+    }
+
+    /// Processes the kernel killed for memory in this group.
+    pub fn oom_kills(&self) -> u64 {
+        self.read("memory.oom_control")
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .map(|n| n.trim().parse().expect("oom_kill"))
+            .unwrap_or(0)
+    }
+
+    fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.join(file)).unwrap_or_else(|e| panic!("{}/{file}: {e}", self.dir.display()))
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(16)
 }
 
 /// Waits until `done`, failing the test after `limit`.

@@ -79,7 +79,7 @@ fn segments_hold_whole_transactions_and_parse_as_binary_logs() {
     // A transaction left open when the stream breaks is not archived.
     feed(&mut b, &maria_gtid(6, 0, 1, false, 1002), t0);
     feed(&mut b, &rows(1002), t0);
-    b.drop_partial();
+    b.drop_partial().unwrap();
     assert!(b.take_sealed().is_empty(), "nothing sealed before a bound");
     b.seal();
     let sealed = b.take_sealed();
@@ -90,7 +90,7 @@ fn segments_hold_whole_transactions_and_parse_as_binary_logs() {
     assert_eq!(s.end, mariadb("0-1-5").unwrap());
     assert_eq!((s.first_event_time.as_second(), s.last_event_time.as_second()), (1000, 1001));
     assert_eq!((s.server_id, s.server_version.as_str()), (1, "10.11.19-MariaDB-log"));
-    let info = crate::mysql::binlog::file::parse(std::path::Path::new("segment"), &s.bytes).unwrap();
+    let info = crate::mysql::binlog::file::parse(std::path::Path::new("segment"), &s.bytes.to_vec().unwrap()).unwrap();
     assert_eq!(info.end_offset as usize, s.bytes.len(), "every event complete");
     assert_eq!(info.end, mariadb("0-1-5").unwrap(), "the segment's GTIDs, read back as a binary log");
 }
@@ -157,7 +157,7 @@ fn a_sequence_jump_is_a_gap_recorded_on_the_next_segment() {
         Some("the stream jumps from 0-1-4 to 0-1-9 in domain 0: transactions 5..8 are missing")
     );
     // Restarting elsewhere (purged logs, another server) is a gap too, and merges the states.
-    b.restart_from(&mariadb("0-1-20,1-2-5").unwrap(), "purged".into());
+    b.restart_from(&mariadb("0-1-20,1-2-5").unwrap(), "purged".into()).unwrap();
     maria_trx(&mut b, 21, 12, t0);
     b.seal();
     let s = b.take_sealed();

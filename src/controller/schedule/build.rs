@@ -11,7 +11,7 @@ use k8s_openapi::{
 
 use crate::controller::build::{
     BuildError, LABEL_SCHEDULE, OPERATOR_BINARY, OperatorJob, child_name, credentials_env, labels, mysql_url,
-    name_and_namespace, owner_reference, password_file, storage_args,
+    name_and_namespace, owner_reference, password_file, scratch_volume, storage_args,
 };
 /// Builds the Job that applies `schedule`'s retention to its backups in storage (`agent prune`), after
 /// the complete MySQLBackup `after`. Operator image only; as `security_context` when given (the source
@@ -126,6 +126,10 @@ pub fn archiver_deployment(
     let (mut volumes, mut mounts) = (Vec::new(), Vec::new());
     password_file(&template.source.connection, &mut args, &mut volumes, &mut mounts);
     storage_args(&template.storage, &mut args, &mut volumes, &mut mounts);
+    // A segment or transaction too large for memory spills here ($TMPDIR), not into the image.
+    let (spill, spill_mount, tmpdir) = scratch_volume(None);
+    volumes.push(spill);
+    mounts.push(spill_mount);
     let mut pod_labels = labels("archiver", &name);
     pod_labels.insert(LABEL_SCHEDULE.into(), name.clone());
     let probe = |path: &str, period: i32| Probe {
@@ -143,6 +147,7 @@ pub fn archiver_deployment(
         command: Some(vec![OPERATOR_BINARY.into()]),
         args: Some(args),
         env_from: credentials_env(&template.storage),
+        env: Some(vec![tmpdir]),
         ports: Some(vec![ContainerPort {
             name: Some(ARCHIVER_PORT_NAME.into()),
             container_port: ARCHIVER_PORT,
@@ -237,6 +242,16 @@ spec:
         assert_eq!(c.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name, "s3-creds");
         assert_eq!(pod_spec.security_context.as_ref().unwrap().run_as_user, Some(999));
         assert!(pod_spec.affinity.is_none(), "not pinned: it streams over the network");
+        // A large transaction spills to an emptyDir, which TMPDIR names (the root file system may be read-only).
+        let env = c.env.as_ref().unwrap();
+        assert_eq!(
+            (env[0].name.as_str(), env[0].value.as_deref()),
+            ("TMPDIR", Some(crate::controller::build::SCRATCH_DIR))
+        );
+        let mount =
+            c.volume_mounts.as_ref().unwrap().iter().find(|m| m.mount_path == crate::controller::build::SCRATCH_DIR);
+        let volume = pod_spec.volumes.as_ref().unwrap().iter().find(|v| Some(&v.name) == mount.map(|m| &m.name));
+        assert!(volume.is_some_and(|v| v.empty_dir.is_some()), "{:?}", pod_spec.volumes);
         let selector = spec.selector.match_labels.as_ref().unwrap();
         assert_eq!(selector.get("app.kubernetes.io/component").map(String::as_str), Some("archiver"));
         assert_eq!(selector.get(LABEL_SCHEDULE).map(String::as_str), Some("nightly"));
