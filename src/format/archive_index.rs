@@ -15,7 +15,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::mysql::position::GtidState;
+use crate::format::position::GtidState;
 
 /// Version of the index entry format: 2 names data objects by number and hash; 1 (read still) by
 /// number alone.

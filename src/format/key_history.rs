@@ -6,7 +6,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::encryption::Fingerprint;
+use crate::format::fingerprint::Fingerprint;
 
 /// The format version this build writes and reads.
 pub const KEY_HISTORY_FORMAT: u32 = 1;

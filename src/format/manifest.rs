@@ -10,7 +10,7 @@ use std::{
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::mysql::position::Positions;
+use crate::format::position::Positions;
 
 /// The newest manifest format this build reads. Format 2 stores the same JSON document as format 1, as
 /// one zstd frame: a 10 TB backup's 2.6 million chunk references take a third of the bytes, and are

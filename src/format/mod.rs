@@ -4,8 +4,10 @@
 pub mod archive_index;
 pub mod archiver_status;
 pub mod drill;
+pub mod fingerprint;
 pub mod key_history;
 pub mod keys;
 pub mod lock;
 pub mod manifest;
+pub mod position;
 pub mod summary;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::format::drill::DrillOutcome;
 use crate::format::manifest::{Incremental, MethodKind, Totals};
-use crate::mysql::position::Positions;
+use crate::format::position::Positions;
 
 /// The JSON summary of an operation: printed on stdout and written to `--summary-file`, which a Job's
 /// termination message carries to the controller. This one type is written by the agent and read by
