@@ -223,14 +223,7 @@ impl Sealer {
         let mut out = self.header.take().unwrap_or_default();
         // A full frame is sealed once a byte follows it: the last frame, sealed by `finish`, is never full.
         while !plain.is_empty() {
-            if self.pending.len() == FRAME {
-                let sealed = self
-                    .enc
-                    .encrypt_next(Payload { msg: &self.pending, aad: self.aad.as_bytes() })
-                    .expect("a frame within STREAM's counter");
-                out.extend_from_slice(&sealed);
-                self.pending.clear();
-            }
+            self.seal_full_frame(&mut out);
             let take = (FRAME - self.pending.len()).min(plain.len());
             self.pending.extend_from_slice(&plain[..take]);
             plain = &plain[take..];
@@ -238,9 +231,8 @@ impl Sealer {
         out
     }
 
-    /// Seals what is left: the last frame.
-    pub fn finish(mut self) -> Vec<u8> {
-        let mut out = self.header.take().unwrap_or_default();
+    /// Seals the pending frame onto `out` if it is full (it is then not the last one).
+    fn seal_full_frame(&mut self, out: &mut Vec<u8>) {
         if self.pending.len() == FRAME {
             let sealed = self
                 .enc
@@ -249,6 +241,12 @@ impl Sealer {
             out.extend_from_slice(&sealed);
             self.pending.clear();
         }
+    }
+
+    /// Seals what is left: the last frame.
+    pub fn finish(mut self) -> Vec<u8> {
+        let mut out = self.header.take().unwrap_or_default();
+        self.seal_full_frame(&mut out);
         let last = self
             .enc
             .encrypt_last(Payload { msg: &self.pending, aad: self.aad.as_bytes() })
