@@ -313,15 +313,19 @@ async fn a_point_in_time_restore_through_a_gigabyte_segment_stays_within_the_mem
     assert_eq!(copy.rows("SELECT id, note FROM app.m").await, vec![vec!["1", "marker 1"]]);
 }
 
-/// When the archiver listening on `port` last heard from the server that it had nothing more to send.
-async fn caught_up_at(port: u16) -> Option<jiff::Timestamp> {
+/// The `/status` of the archiver listening on `port`, if it answers.
+async fn archiver_status(port: u16) -> Option<serde_json::Value> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     s.write_all(b"GET /status HTTP/1.0\r\nHost: x\r\n\r\n").await.ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).await.ok()?;
-    let status: serde_json::Value = serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()?;
-    status["caughtUpAt"].as_str()?.parse().ok()
+    serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()
+}
+
+/// When the archiver listening on `port` last heard from the server that it had nothing more to send.
+async fn caught_up_at(port: u16) -> Option<jiff::Timestamp> {
+    archiver_status(port).await?["caughtUpAt"].as_str()?.parse().ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -411,11 +415,5 @@ async fn an_archiver_under_a_256_mib_limit_archives_a_gigabyte_transaction_and_k
 
 /// What the archiver listening on `port` has archived up to.
 async fn archived_position(port: u16) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    s.write_all(b"GET /status HTTP/1.0\r\nHost: x\r\n\r\n").await.ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.ok()?;
-    let status: serde_json::Value = serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()?;
-    status["archivedPosition"].as_str().map(str::to_string)
+    archiver_status(port).await?["archivedPosition"].as_str().map(str::to_string)
 }
